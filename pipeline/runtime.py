@@ -1,0 +1,72 @@
+"""Resources of one worker process, opened once at start and injected into the stages."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.config import Settings
+from pipeline.embedding import Embedder
+from pipeline.router import Router
+from pipeline.router.tokens import counter_for
+from pipeline.router.usage import BatchingUsageWriter
+from pipeline.store.database import open_pool
+from pipeline.store.usage import copy_usage_events
+from schemas.usage import UsageEvent
+
+STAGES = ("normalize", "embed", "retrieve", "explain")
+
+
+def tokenizer_dir(settings: Settings) -> Path:
+    if settings.llm.tokenizer_path is not None:
+        return settings.llm.tokenizer_path
+    from pipeline.devstack.model import converted_model_dir
+
+    return converted_model_dir(settings.cache_dir)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: AsyncConnectionPool
+    embedder: Embedder | None = None
+    router: Router | None = None
+    usage_writer: BatchingUsageWriter | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    async def open(cls, settings: Settings, stages: Collection[str]) -> Runtime:
+        pool = await open_pool(settings)
+        runtime = cls(settings=settings, pool=pool)
+        if "embed" in stages:
+            runtime.embedder = Embedder(settings.embedding.model_path,
+                                        batch_size=settings.embedding.batch_size)
+        if "explain" in stages:
+            runtime.usage_writer = BatchingUsageWriter(runtime._write_usage)
+            runtime.usage_writer.start()
+            runtime.router = build_router(settings, runtime.usage_writer)
+        return runtime
+
+    async def _write_usage(self, events: Sequence[UsageEvent]) -> int:
+        async with self.pool.connection() as conn, conn.transaction():
+            return await copy_usage_events(conn, events)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.router:
+            await self.router.close()
+        if self.usage_writer:
+            await self.usage_writer.close()
+        await self.pool.close()
+
+
+def build_router(settings: Settings, usage: BatchingUsageWriter) -> Router:
+    return Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+                  counter=counter_for(tokenizer_dir(settings)), usage=usage,
+                  connect_timeout_s=settings.llm.connect_timeout_s,
+                  request_timeout_s=settings.llm.request_timeout_s)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pipeline.messaging import (
+    ALERT_HEADER,
+    PRIORITY_HEADER,
+    SCHEMA_HEADER,
+    TENANT_HEADER,
+    Publisher,
+    Record,
+    dead_letter,
+)
+from schemas.messages import SCHEMA_VERSION, NormalizedAlert
+
+
+def headers_for(alert: NormalizedAlert) -> dict[str, str]:
+    return {TENANT_HEADER: alert.tenant_id, ALERT_HEADER: alert.alert_id,
+            PRIORITY_HEADER: alert.priority, SCHEMA_HEADER: str(SCHEMA_VERSION)}
+
+
+def message_key(alert: NormalizedAlert) -> str:
+    # Keyed by tenant + fingerprint: a storm lands on one partition, in order.
+    return f"{alert.tenant_id}:{alert.fingerprint}"
+
+
+async def send_to_dlq(publisher: Publisher, dlq_topic: str, stage: str, record: Record,
+                      reason: str) -> None:
+    letter = dead_letter(stage, record, reason)
+    await publisher.publish(dlq_topic, letter.model_dump_json().encode(),
+                            key=record.headers.get(TENANT_HEADER, "unknown"),
+                            headers={k: v for k, v in record.headers.items()}
+                            | {"dlq_stage": stage})

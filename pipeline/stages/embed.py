@@ -1,0 +1,43 @@
+"""Stage 2: NormalizedAlert → EmbeddedAlert (MiniLM vector of what the alert is about)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import ValidationError
+
+from pipeline.embedding import Embedder, alert_text
+from pipeline.messaging import Publisher, Record
+from pipeline.stages.common import headers_for, message_key, send_to_dlq
+from schemas.messages import EmbeddedAlert, NormalizedAlert
+
+
+class EmbedStage:
+    name = "embed"
+
+    def __init__(self, *, publisher: Publisher, embedder: Embedder, output_topic: str,
+                 dlq_topic: str) -> None:
+        self._publisher = publisher
+        self._embedder = embedder
+        self._output = output_topic
+        self._dlq = dlq_topic
+
+    async def handle(self, records: list[Record]) -> None:
+        alerts: list[NormalizedAlert] = []
+        sends = []
+        for record in records:
+            try:
+                alerts.append(NormalizedAlert.model_validate_json(record.value))
+            except ValidationError as exc:
+                sends.append(send_to_dlq(self._publisher, self._dlq, self.name, record,
+                                         f"invalid normalized alert: {exc.errors()[0]['msg']}"))
+        if alerts:
+            # The model is CPU-bound: keep it off the event loop.
+            vectors = await asyncio.to_thread(self._embedder.embed,
+                                              [alert_text(a) for a in alerts])
+            for alert, vector in zip(alerts, vectors, strict=True):
+                out = EmbeddedAlert(alert=alert, embedding=[float(x) for x in vector])
+                sends.append(self._publisher.publish(
+                    self._output, out.model_dump_json().encode(), key=message_key(alert),
+                    headers=headers_for(alert)))
+        await asyncio.gather(*sends)

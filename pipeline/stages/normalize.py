@@ -1,0 +1,56 @@
+"""Stage 1: raw Wazuh alerts → NormalizedAlert (also stored in `alerts`), or the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
+from pipeline.normalize import NormalizationError, normalize
+from pipeline.stages.common import headers_for, message_key, send_to_dlq
+from pipeline.store.alerts import upsert_alert
+from schemas.messages import NormalizedAlert
+
+log = structlog.get_logger(__name__)
+
+
+class NormalizeStage:
+    name = "normalize"
+
+    def __init__(self, *, publisher: Publisher, pool: AsyncConnectionPool, output_topic: str,
+                 backfill_topic: str, dlq_topic: str, default_tenant: str) -> None:
+        self._publisher = publisher
+        self._pool = pool
+        self._output = output_topic
+        self._backfill = backfill_topic
+        self._dlq = dlq_topic
+        self._default_tenant = default_tenant
+
+    def _normalize(self, record: Record) -> NormalizedAlert:
+        tenant = record.headers.get(TENANT_HEADER) or self._default_tenant
+        priority = record.headers.get(PRIORITY_HEADER)
+        if priority not in ("live", "batch"):
+            priority = "batch" if record.topic == self._backfill else "live"
+        return normalize(record.value, tenant_id=tenant, priority=priority)  # type: ignore[arg-type]
+
+    async def handle(self, records: list[Record]) -> None:
+        good: list[NormalizedAlert] = []
+        sends = []
+        for record in records:
+            try:
+                good.append(self._normalize(record))
+            except NormalizationError as exc:
+                log.warning("alert_rejected", reason=exc.reason, topic=record.topic,
+                            offset=record.offset)
+                sends.append(send_to_dlq(self._publisher, self._dlq, self.name, record,
+                                         exc.reason))
+        if good:
+            async with self._pool.connection() as conn, conn.transaction():
+                for alert in good:
+                    await upsert_alert(conn, alert)
+        sends.extend(self._publisher.publish(self._output, a.model_dump_json().encode(),
+                                             key=message_key(a), headers=headers_for(a))
+                     for a in good)
+        await asyncio.gather(*sends)

@@ -1,0 +1,65 @@
+"""runbook_chunks: embedded runbook sections, searched by cosine distance (pgvector HNSW)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import AsyncConnection
+
+from schemas.messages import RunbookCitation
+
+
+@dataclass(frozen=True)
+class RunbookChunkRow:
+    chunk_id: str
+    runbook: str
+    title: str
+    heading: str
+    attack_ids: list[str]
+    wazuh_groups: list[str]
+    wazuh_rules: list[str]
+    content: str
+    content_sha256: str
+    embedding: np.ndarray
+
+
+async def upsert_chunks(conn: AsyncConnection, rows: Sequence[RunbookChunkRow]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO runbook_chunks (chunk_id, runbook, title, heading, attack_ids,
+                   wazuh_groups, wazuh_rules, content, content_sha256, embedding)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (chunk_id) DO UPDATE SET
+                   runbook = EXCLUDED.runbook, title = EXCLUDED.title,
+                   heading = EXCLUDED.heading, attack_ids = EXCLUDED.attack_ids,
+                   wazuh_groups = EXCLUDED.wazuh_groups, wazuh_rules = EXCLUDED.wazuh_rules,
+                   content = EXCLUDED.content, content_sha256 = EXCLUDED.content_sha256,
+                   embedding = EXCLUDED.embedding, loaded_at = now()""",
+            [(r.chunk_id, r.runbook, r.title, r.heading, r.attack_ids, r.wazuh_groups,
+              r.wazuh_rules, r.content, r.content_sha256, r.embedding) for r in rows],
+        )
+
+
+async def known_hashes(conn: AsyncConnection) -> dict[str, str]:
+    cur = await conn.execute("SELECT chunk_id, content_sha256 FROM runbook_chunks")
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def delete_chunks_except(conn: AsyncConnection, keep: Sequence[str]) -> int:
+    cur = await conn.execute("DELETE FROM runbook_chunks WHERE NOT (chunk_id = ANY(%s))",
+                             (list(keep),))
+    return cur.rowcount
+
+
+async def nearest_chunks(conn: AsyncConnection, embedding: np.ndarray,
+                         limit: int) -> list[RunbookCitation]:
+    cur = await conn.execute(
+        """SELECT chunk_id, runbook, title, heading, attack_ids,
+                  1 - (embedding <=> %s) AS score, content
+           FROM runbook_chunks ORDER BY embedding <=> %s LIMIT %s""",
+        (embedding, embedding, limit))
+    return [RunbookCitation(chunk_id=r[0], runbook=r[1], title=r[2], heading=r[3],
+                            attack_ids=list(r[4]), score=float(r[5]), text=r[6])
+            for r in await cur.fetchall()]

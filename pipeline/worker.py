@@ -1,0 +1,57 @@
+"""`secanalyst run`: the stage consumers in one process (all four, or the ones asked for)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Collection
+
+import structlog
+from faststream.kafka import KafkaBroker
+
+from pipeline.config import Settings
+from pipeline.kafka_admin import ensure_topics
+from pipeline.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerPublisher:
+    """The stages' Publisher protocol over FastStream's Kafka broker."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def publish(self, topic: str, value: bytes, *, key: str,
+                      headers: dict[str, str]) -> None:
+        await self._broker.publish(value, topic=topic, key=key.encode(), headers=headers)
+
+
+def build_broker(settings: Settings) -> KafkaBroker:
+    return KafkaBroker(settings.kafka_bootstrap, client_id="secanalyst",
+                       enable_idempotence=settings.kafka.enable_idempotence,
+                       logger=structlog.get_logger("faststream"))
+
+
+async def run_worker(settings: Settings, stages: Collection[str],
+                     stop: asyncio.Event | None = None) -> None:
+    from consumers import register_stages
+
+    await ensure_topics(settings)
+    runtime = await Runtime.open(settings, stages)
+    broker = build_broker(settings)
+    register_stages(broker, runtime, stages, BrokerPublisher(broker))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(RuntimeError, ValueError):  # not the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await broker.start()
+        log.info("worker_started", stages=sorted(stages), kafka=settings.kafka_bootstrap)
+        await stop.wait()
+    finally:
+        log.info("worker_stopping")
+        await broker.stop()
+        await runtime.close()
