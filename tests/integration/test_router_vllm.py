@@ -1,0 +1,71 @@
+"""The router against the real vLLM: exact token counts and a usage event per request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.router import ChatRequest, ContextTooLong, Router
+from pipeline.router.tokens import counter_for
+from pipeline.runtime import tokenizer_dir
+from schemas.usage import UsageEvent
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [
+    "Hi",
+    "Explain SSH brute force in one sentence.",
+    "Ünïcödé alert: user 'рoot' from 192.0.2.1 — 失败 ✓ <script>alert(1)</script>",
+    "Summarise: " + "Failed password for invalid user admin from 203.0.113.9 port 22 ssh2\n" * 20,
+    '{"rule": {"id": "5712", "level": 10}, "data": {"srcip": "198.51.100.4"}}',
+]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def record(self, event: UsageEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture(scope="module")
+def router_and_sink(settings: Settings) -> tuple[Router, ListSink]:
+    sink = ListSink()
+    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+                    counter=counter_for(tokenizer_dir(settings)), usage=sink)
+    return router, sink
+
+
+async def test_token_estimate_equals_vllm_prompt_tokens(
+        router_and_sink: tuple[Router, ListSink]) -> None:
+    router, sink = router_and_sink
+    mismatches: list[tuple[int, int]] = []
+    for prompt in PROMPTS:
+        messages: Sequence[dict[str, str]] = [
+            {"role": "system", "content": "You are terse."}, {"role": "user", "content": prompt}]
+        completion = await router.complete(ChatRequest(
+            tenant_id="t-router", messages=list(messages), max_tokens=8))
+        if completion.estimated_input_tokens != completion.input_tokens:
+            mismatches.append((completion.estimated_input_tokens, completion.input_tokens))
+        assert completion.text and completion.output_tokens > 0
+        assert completion.ttft_ms is not None and completion.latency_ms >= completion.ttft_ms
+    assert mismatches == []
+    assert len(sink.events) == len(PROMPTS)
+    assert all(e.status_code == 200 and e.output_tokens > 0 for e in sink.events)
+
+
+async def test_prompt_longer_than_every_pool_is_refused_before_dispatch(
+        router_and_sink: tuple[Router, ListSink]) -> None:
+    router, sink = router_and_sink
+    before = len(sink.events)
+    huge = "alert " * 6000
+    with pytest.raises(ContextTooLong) as caught:
+        await router.complete(ChatRequest(tenant_id="t-router",
+                                          messages=[{"role": "user", "content": huge}],
+                                          max_tokens=16))
+    assert caught.value.tokens > caught.value.limit
+    assert sink.events[before].status_code == 413
+    assert sink.events[before].error_kind == "context_too_long"
