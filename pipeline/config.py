@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from platformdirs import user_cache_dir
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -78,6 +78,11 @@ class LLMSettings(_Frozen):
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
     concurrency: int = 8
+    # Sampling options passed through to vLLM. A small repetition penalty stops a tiny
+    # model from looping inside a JSON string until max_tokens (measured: 6/12 → 12/12
+    # valid verdicts on the samples, 2.6x fewer output tokens).
+    extra_body: dict[str, Any] = Field(
+        default_factory=lambda: {"repetition_penalty": 1.1})
 
 
 class EmbeddingSettings(_Frozen):

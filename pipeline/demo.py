@@ -80,7 +80,7 @@ async def _pipeline(settings: Settings, lines: list[bytes], alert_ids: list[str]
             await worker
         await pool.close()
     console.rule("5/5 verdicts")
-    console.print(verdict_table(rows))
+    Console(width=max(console.width, 180)).print(verdict_table(rows))
     done = len(rows) >= len(alert_ids)
     console.print(f"{len(rows)}/{len(alert_ids)} alerts have a verdict"
                   + ("" if done else " — timed out; see .secanalyst/logs/"))

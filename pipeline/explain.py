@@ -13,12 +13,15 @@ from pipeline import attack
 from pipeline.prompt import PROMPT_VERSION, RESPONSE_FORMAT, build_messages
 from pipeline.router import ChatRequest, Completion, Router
 from pipeline.severity import band_for_level, bounded_severity
-from schemas.messages import EnrichedAlert
+from schemas.messages import EnrichedAlert, RunbookCitation
 from schemas.verdict import AttackTechnique, LLMVerdict, Verdict
 
 log = structlog.get_logger(__name__)
 
 RUNBOOK_CITATION_MIN_SCORE = 0.35
+# Groups shared by unrelated rules say nothing about which runbook applies.
+GENERIC_GROUPS = frozenset({"syslog", "windows", "ossec", "local", "json", "web", "attack",
+                            "accesslog", "audit", "amazon", "pci_dss"})
 
 
 def merge_attack(wazuh_ids: list[str], runbook_ids: list[str],
@@ -42,18 +45,25 @@ def merge_attack(wazuh_ids: list[str], runbook_ids: list[str],
     return list(merged.values())
 
 
+def _runbook_matches(citation: RunbookCitation, rule_id: str, groups: list[str]) -> bool:
+    return rule_id in citation.wazuh_rules or bool(
+        set(citation.wazuh_groups) & (set(groups) - GENERIC_GROUPS))
+
+
 def _parse(completion: Completion) -> LLMVerdict:
     return LLMVerdict.model_validate(json.loads(completion.text))
 
 
 async def explain(enriched: EnrichedAlert, router: Router, *, max_tokens: int,
-                  temperature: float = 0.0) -> Verdict:
+                  temperature: float = 0.0,
+                  extra_body: dict[str, object] | None = None) -> Verdict:
     alert = enriched.alert
     messages = build_messages(enriched)
     request = ChatRequest(tenant_id=alert.tenant_id, messages=messages, max_tokens=max_tokens,
                           temperature=temperature,
                           priority="batch" if alert.priority == "batch" else "standard",
-                          alert_id=alert.alert_id, response_format=RESPONSE_FORMAT)
+                          alert_id=alert.alert_id, response_format=RESPONSE_FORMAT,
+                          extra_body=dict(extra_body or {}))
     completions: list[Completion] = []
     parsed: LLMVerdict | None = None
     error = ""
@@ -70,7 +80,10 @@ async def explain(enriched: EnrichedAlert, router: Router, *, max_tokens: int,
             request = ChatRequest(**{**request.__dict__, "temperature": 0.3})
 
     cited = [c for c in enriched.runbooks if c.score >= RUNBOOK_CITATION_MIN_SCORE]
-    runbook_ids = [tid for c in cited for tid in c.attack_ids]
+    # A runbook's ATT&CK ids are facts about this alert only when the runbook is written
+    # for its rule or its groups; similarity alone is not enough.
+    runbook_ids = [tid for c in cited if _runbook_matches(c, alert.rule_id, alert.rule_groups)
+                   for tid in c.attack_ids]
     common: dict[str, object] = {
         "tenant_id": alert.tenant_id, "alert_id": alert.alert_id, "rule_id": alert.rule_id,
         "rule_level": alert.rule_level, "model_name": router.model_name,

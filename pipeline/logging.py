@@ -24,5 +24,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
-    for noisy in ("aiokafka", "httpx", "sentence_transformers", "faststream"):
+    for noisy in ("aiokafka", "httpx", "httpx2", "sentence_transformers", "faststream"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))

@@ -54,14 +54,13 @@ def alert_data(enriched: EnrichedAlert, full_log_chars: int = 800) -> dict[str, 
     return {k: v for k, v in fields.items() if v not in (None, [], "")}
 
 
-def build_messages(enriched: EnrichedAlert, *, runbook_chars: int = 600) -> list[Message]:
-    excerpts = "\n\n".join(
-        f"[{c.chunk_id}] {c.title} — {c.heading} (ATT&CK: {', '.join(c.attack_ids) or '-'})\n"
-        f"{c.text[:runbook_chars]}"
-        for c in enriched.runbooks)
+def build_messages(enriched: EnrichedAlert, *, runbook_chars: int = 500) -> list[Message]:
+    # Plain prose excerpts: a small model copies headings and id lists verbatim.
+    excerpts = "\n\n".join(f"From the runbook \"{c.title}\":\n{c.text[:runbook_chars]}"
+                           for c in enriched.runbooks)
     alert_json = json.dumps(alert_data(enriched), ensure_ascii=False, sort_keys=True)
     # Neutralise a closing tag inside the data so the alert cannot end its own block.
     alert_json = alert_json.replace("</alert>", "<\\/alert>")
-    user = (f"Runbook excerpts:\n{excerpts or '(none)'}\n\n"
+    user = (f"{excerpts or 'No runbook excerpt matched.'}\n\n"
             f"<alert>\n{alert_json}\n</alert>\n\nExplain this alert as JSON.")
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,14 @@ class Runtime:
         pool = await open_pool(settings)
         runtime = cls(settings=settings, pool=pool)
         if "embed" in stages:
-            runtime.embedder = Embedder(settings.embedding.model_path,
-                                        batch_size=settings.embedding.batch_size)
+            runtime.embedder = await asyncio.to_thread(
+                Embedder, settings.embedding.model_path,
+                batch_size=settings.embedding.batch_size)
         if "explain" in stages:
             runtime.usage_writer = BatchingUsageWriter(runtime._write_usage)
             runtime.usage_writer.start()
-            runtime.router = build_router(settings, runtime.usage_writer)
+            runtime.router = await asyncio.to_thread(build_router, settings,
+                                                     runtime.usage_writer)
         return runtime
 
     async def _write_usage(self, events: Sequence[UsageEvent]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Collection
 
@@ -31,7 +32,9 @@ class BrokerPublisher:
 def build_broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(settings.kafka_bootstrap, client_id="secanalyst",
                        enable_idempotence=settings.kafka.enable_idempotence,
-                       logger=structlog.get_logger("faststream"))
+                       logger=structlog.get_logger("faststream"),
+                       # per-message "Received"/"Processed" lines only at DEBUG
+                       log_level=logging.DEBUG)
 
 
 async def run_worker(settings: Settings, stages: Collection[str],

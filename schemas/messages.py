@@ -56,6 +56,8 @@ class RunbookCitation(BaseModel):
     title: str
     heading: str
     attack_ids: list[str] = Field(default_factory=list)
+    wazuh_groups: list[str] = Field(default_factory=list)
+    wazuh_rules: list[str] = Field(default_factory=list)
     score: float
     text: str
 

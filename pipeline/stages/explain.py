@@ -29,7 +29,7 @@ class ExplainStage:
 
     def __init__(self, *, publisher: Publisher, pool: AsyncConnectionPool, router: Router,
                  output_topic: str, dlq_topic: str, max_tokens: int, temperature: float,
-                 concurrency: int) -> None:
+                 concurrency: int, extra_body: dict[str, object] | None = None) -> None:
         self._publisher = publisher
         self._pool = pool
         self._router = router
@@ -38,6 +38,7 @@ class ExplainStage:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._slots = asyncio.Semaphore(concurrency)
+        self._extra_body = extra_body or {}
 
     async def handle(self, records: list[Record]) -> None:
         await asyncio.gather(*(self._one(r) for r in records))
@@ -70,7 +71,8 @@ class ExplainStage:
         while True:
             try:
                 return await explain(enriched, self._router, max_tokens=self._max_tokens,
-                                     temperature=self._temperature)
+                                     temperature=self._temperature,
+                                     extra_body=self._extra_body)
             except (QuotaExceeded, Saturated) as exc:
                 log.info("explain_paused", reason=type(exc).__name__,
                          retry_after=exc.retry_after, alert_id=enriched.alert.alert_id)

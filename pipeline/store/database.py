@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
@@ -25,10 +26,14 @@ async def open_pool(settings: Settings, *, wait_s: float = 30.0) -> AsyncConnect
         open=False,
         kwargs={"autocommit": False},
     )
+    # Wait for the server with plain connections: a pool that fails to open is closed for
+    # good, so it is opened once, when the server answers.
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(wait_s), wait=wait_fixed(0.5),
-        retry=retry_if_exception_type(Exception), reraise=True,
+        retry=retry_if_exception_type(psycopg.OperationalError), reraise=True,
     ):
         with attempt:
-            await pool.open(wait=True, timeout=5.0)
+            conn = await AsyncConnection.connect(settings.database_url, connect_timeout=5)
+            await conn.close()
+    await pool.open(wait=True, timeout=wait_s)
     return pool

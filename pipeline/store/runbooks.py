@@ -56,10 +56,11 @@ async def delete_chunks_except(conn: AsyncConnection, keep: Sequence[str]) -> in
 async def nearest_chunks(conn: AsyncConnection, embedding: np.ndarray,
                          limit: int) -> list[RunbookCitation]:
     cur = await conn.execute(
-        """SELECT chunk_id, runbook, title, heading, attack_ids,
+        """SELECT chunk_id, runbook, title, heading, attack_ids, wazuh_groups, wazuh_rules,
                   1 - (embedding <=> %s) AS score, content
            FROM runbook_chunks ORDER BY embedding <=> %s LIMIT %s""",
         (embedding, embedding, limit))
     return [RunbookCitation(chunk_id=r[0], runbook=r[1], title=r[2], heading=r[3],
-                            attack_ids=list(r[4]), score=float(r[5]), text=r[6])
+                            attack_ids=list(r[4]), wazuh_groups=list(r[5]),
+                            wazuh_rules=list(r[6]), score=float(r[7]), text=r[8])
             for r in await cur.fetchall()]
