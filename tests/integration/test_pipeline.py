@@ -107,10 +107,11 @@ async def test_redelivered_alert_makes_no_second_verdict_or_llm_call(
         assert await wait_for(has_verdict, timeout_s=600)
     calls_before = [u for u in await usage_rows(db, tenant) if u["alert_id"] == alert_id]
 
-    await publish_lines(settings, [line, line], tenant_id=tenant)  # at-least-once redelivery
     published = [v for v in await read_topic(settings, settings.kafka.topics.verdicts,
-                                             until=10_000, timeout_s=20)
+                                             until=10_000, timeout_s=10)
                  if v["alert_id"] == alert_id]
+    await publish_lines(settings, [line, line], tenant_id=tenant)  # at-least-once redelivery
+
     async def republished() -> bool:
         found = await read_topic(settings, settings.kafka.topics.verdicts, until=10_000,
                                  timeout_s=5)
