@@ -1,0 +1,80 @@
+"""Shared pieces of the benchmarks: isolated topics, generated alerts, machine facts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import KafkaSettings, Settings, Topics
+
+ROOT = Path(__file__).parents[1]
+SAMPLES = ROOT / "samples" / "wazuh-alerts.jsonl"
+
+
+def isolated_settings(run_id: str) -> Settings:
+    """Settings whose topics and consumer groups belong to this run alone."""
+    topics = Topics(**{k: f"{run_id}.{v}" for k, v in Topics().model_dump().items()
+                       if isinstance(v, str)})
+    return Settings(kafka=KafkaSettings(group_prefix=f"bench-{run_id}", topics=topics))
+
+
+def new_run_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def sample_documents() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in SAMPLES.read_text().splitlines() if line.strip()]
+
+
+def varied_alerts(count: int, seed: int = 7) -> list[bytes]:
+    """`count` distinct alerts made from the samples: fresh ids, source addresses and
+    users, so that every one has its own text to embed (no cache hits)."""
+    rng = random.Random(seed)
+    documents = sample_documents()
+    out = []
+    for n in range(count):
+        doc = json.loads(json.dumps(documents[n % len(documents)]))
+        ip = f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        user = f"user{rng.randrange(100_000)}"
+        doc["id"] = f"{1_800_000_000 + n}.{rng.randrange(10**8)}"
+        doc.setdefault("data", {})["srcip"] = ip
+        doc["full_log"] = f"{doc.get('full_log', '')} src={ip} user={user} seq={n}"
+        out.append(json.dumps(doc).encode())
+    return out
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {cpus} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+async def count_topic(settings: Settings, topic: str, until: int, timeout_s: float) -> float:
+    """Seconds until `topic` holds `until` messages (read from the start, no group)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    loop = asyncio.get_running_loop()
+    started, seen = loop.time(), 0
+    try:
+        while seen < until and loop.time() - started < timeout_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            seen += sum(len(records) for records in batches.values())
+    finally:
+        await consumer.stop()
+    if seen < until:
+        raise TimeoutError(f"{topic}: {seen}/{until} messages after {timeout_s}s")
+    return loop.time() - started
