@@ -53,7 +53,8 @@ def varied_alerts(count: int, seed: int = 7) -> list[bytes]:
 def machine() -> str:
     cpus = os.cpu_count()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {cpus} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{platform.machine()}, {cpus} cores, {mem_gib:.0f} GiB, Python {python}"
 
 
 def stamp() -> str:
