@@ -12,5 +12,5 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher) -> Non
     s = runtime.settings
     stage = RetrieveStage(publisher=publisher, pool=runtime.pool,
                           output_topic=s.kafka.topics.enriched, dlq_topic=s.kafka.topics.dlq,
-                          top_k=s.retrieval.top_k)
+                          top_k=s.retrieval.top_k, similar_k=s.retrieval.similar_verdicts)
     subscribe_stage(broker, s, stage.name, [s.kafka.topics.embedded], stage.handle)

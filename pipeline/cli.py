@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_usage import apikeys_app, gateway, usage_app
 from pipeline.config import Settings, load_settings
 from pipeline.devstack.stack import ServiceStatus
 from pipeline.logging import configure_logging
@@ -26,6 +27,9 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(model_app, name="model")
+app.add_typer(usage_app, name="usage")
+app.add_typer(apikeys_app, name="apikeys")
+app.command("gateway")(gateway)
 console = Console()
 
 TenantOption = Annotated[str | None, typer.Option(
@@ -91,10 +95,15 @@ def model_convert() -> None:
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply the SQL migrations that are not applied yet."""
+    from pipeline.cli_usage import maintain_partitions
     from pipeline.store.migrate import migrate
 
-    applied = migrate(_settings().database_url)
+    settings = _settings()
+    applied = migrate(settings.database_url)
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    created = maintain_partitions(settings)
+    if created:
+        console.print(f"usage partitions created: {', '.join(created)}")
 
 
 @runbooks_app.command("load")

@@ -25,6 +25,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
+    "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0}
 
 
 class _Frozen(BaseModel):
@@ -83,6 +85,17 @@ class LLMSettings(_Frozen):
     # valid verdicts on the samples, 2.6x fewer output tokens).
     extra_body: dict[str, Any] = Field(
         default_factory=lambda: {"repetition_penalty": 1.1})
+    # Replica scorers by registered name → weight (0 = off); formulas in
+    # pipeline/router/scoring/README.md. Each scores in [0, 1]; the best Σ weight×score wins.
+    scorers: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORER_WEIGHTS))
+    # How often the router scrapes each replica's /metrics (queue, running, KV cache).
+    metrics_scrape_interval_s: float = Field(default=0.5, gt=0)
+    # Admission: requests this router sends to one replica at once; beyond that they
+    # wait in a bounded queue (by priority class), at most max_queue_wait_s or their
+    # deadline, then are refused with Saturated(retry_after).
+    max_in_flight_per_replica: int = Field(default=16, ge=1)
+    admission_queue_size: int = Field(default=256, ge=0)
+    max_queue_wait_s: float = Field(default=30.0, gt=0)
 
 
 class EmbeddingSettings(_Frozen):
@@ -92,13 +105,80 @@ class EmbeddingSettings(_Frozen):
 
 
 class RetrievalSettings(_Frozen):
-    top_k: int = 3
+    top_k: int = 5  # runbook chunk candidates; the prompt packs them into token_budget
+    similar_verdicts: int = 3
+    token_budget: int = 700  # runbook excerpts + similar verdicts in the prompt
+    alert_token_budget: int = 600  # the alert itself; longest fields are cut first
+
+
+class StormSettings(_Frozen):
+    """Storm de-duplication: an alert of an incident explained recently reuses that
+    verdict (zero LLM tokens) unless it escalates."""
+
+    enabled: bool = True
+    window_s: float = 1200.0
+    near_duplicate_similarity: float = 0.95
+
+
+class TenantQuota(_Frozen):
+    """One tenant's limits; a limit left unset is the default's."""
+
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    # Admission class when replicas are saturated: premium > standard > batch.
+    priority: Literal["premium", "standard", "batch"] = "standard"
 
 
 class TenantDefaults(_Frozen):
     default_tenant: str = "default"
-    tokens_per_minute: int = 200_000
-    tokens_per_day: int = 20_000_000
+    tokens_per_minute: int = Field(default=200_000, gt=0)
+    tokens_per_day: int = Field(default=20_000_000, gt=0)
+    # Per-tenant limits and class, by tenant id (e.g. `[tenants.overrides.acme]`).
+    overrides: dict[str, TenantQuota] = Field(default_factory=dict)
+
+
+class ModelPrice(_Frozen):
+    """Estimated price of one model, in currency units per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class UsageSettings(_Frozen):
+    # Cost estimates for `secanalyst usage report`: by served model name; "default"
+    # prices every model not listed. Set them to what a GPU hour costs you per token.
+    pricing: dict[str, ModelPrice] = Field(default_factory=lambda: {
+        "default": ModelPrice(input_per_million=0.20, output_per_million=0.60)})
+    # Monthly partitions of llm_usage_events created ahead of time by `db migrate`.
+    partitions_ahead_months: int = Field(default=2, ge=0, le=24)
+
+    @field_validator("pricing")
+    @classmethod
+    def _has_default_price(cls, value: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        if "default" not in value:
+            raise ValueError("usage.pricing needs a 'default' entry")
+        return value
+
+
+class GatewaySettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # HMAC key ("pepper") that API key hashes are computed with; kept out of the
+    # database. None = a random one created once in <state_dir>/gateway/api-key-pepper.
+    api_key_pepper: SecretStr | None = None
+    # How long a verified key is trusted before it is looked up again: revocation takes
+    # effect within this many seconds (0 = look up every request).
+    api_key_cache_s: float = Field(default=5.0, ge=0)
+    max_tokens_limit: int = Field(default=4096, ge=1)
+    max_messages: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @field_validator("api_key_pepper")
+    @classmethod
+    def _strong_pepper(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("gateway.api_key_pepper must be at least 32 characters")
+        return value
 
 
 class DevStackSettings(_Frozen):
@@ -129,7 +209,10 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    storm: StormSettings = StormSettings()
     tenants: TenantDefaults = TenantDefaults()
+    usage: UsageSettings = UsageSettings()
+    gateway: GatewaySettings = GatewaySettings()
     dev: DevStackSettings = DevStackSettings()
 
     @field_validator("log_level")

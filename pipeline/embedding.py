@@ -37,10 +37,15 @@ class Embedder:
         self._cache_size = cache_size
         self.texts_embedded = 0
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text; cached by text hash."""
-        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}
+    def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text; cached by text hash, or by the
+        caller's keys (an alert's fingerprint: one incident, one vector)."""
+        keys = list(keys) if keys is not None else [
+            hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        missing: dict[str, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in self._cache:
+                missing.setdefault(key, text)
         if missing:
             vectors = self._model.encode(list(missing.values()), batch_size=self._batch_size,
                                          normalize_embeddings=True, convert_to_numpy=True,

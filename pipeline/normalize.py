@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.entities import extract_entities, fingerprint, incident_key
+from schemas.entities import Entities
 from schemas.messages import NormalizedAlert, Priority
 from schemas.wazuh import RawWazuhAlert
 
@@ -86,11 +88,13 @@ def alert_id_for(document: dict[str, Any], raw: RawWazuhAlert) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def fingerprint_for(rule_id: str, agent: str | None, entities: list[str | None]) -> str:
-    """"The same thing happening again": rule + agent + the entities of the incident,
-    never timestamps, ports or counters."""
-    parts = [rule_id, agent or "", *[e or "" for e in entities]]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+def _clean_entities(entities: Entities) -> Entities:
+    """Entity values are attacker-controlled text too: strip and bound them."""
+    values = entities.model_dump()
+    for key, value in values.items():
+        if isinstance(value, str):
+            values[key] = clean_text(value, 500)
+    return Entities(**values)
 
 
 def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> NormalizedAlert:
@@ -109,19 +113,17 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         raise NormalizationError(f"field '{where}': {first['msg']}") from exc
 
     data = _decoded_fields(raw, document)
-    srcuser = data.get("srcuser") or data.get("user")
-    dstuser = data.get("dstuser")
-    src_ip = data.get("srcip")
     agent = raw.agent
-    syscheck_path = (raw.syscheck or {}).get("path")
+    full_log = clean_text(raw.full_log)
+    entities = _clean_entities(extract_entities({**document, "data": data}, full_log))
     timestamp = parse_timestamp(raw.timestamp or document.get("@timestamp"))
     return NormalizedAlert(
         tenant_id=tenant_id,
         alert_id=alert_id_for(document, raw),
         priority=priority,
-        fingerprint=fingerprint_for(
-            raw.rule.id, agent.name if agent else None,
-            [_text(src_ip), _text(srcuser), _text(dstuser), _text(syscheck_path)]),
+        fingerprint=fingerprint(raw.rule.id, agent.name if agent else None, raw.rule.groups,
+                                entities),
+        incident_key=incident_key(raw.rule.id, raw.rule.groups, entities),
         timestamp=timestamp,
         rule_id=raw.rule.id,
         rule_level=raw.rule.level,
@@ -134,10 +136,8 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         manager=_text((raw.manager or {}).get("name")),
         location=clean_text(raw.location, 500),
         decoder=_text((raw.decoder or {}).get("name")),
-        src_ip=_text(src_ip),
-        src_user=clean_text(_text(srcuser), 200),
-        dst_user=clean_text(_text(dstuser), 200),
-        full_log=clean_text(raw.full_log),
+        entities=entities,
+        full_log=full_log,
         data=data,
         raw=document,
     )

@@ -12,8 +12,11 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.config import Settings
 from pipeline.embedding import Embedder
 from pipeline.router import Router
+from pipeline.router.admission import Admission
+from pipeline.router.quota import quota_store_for
+from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import counter_for
-from pipeline.router.usage import BatchingUsageWriter
+from pipeline.router.usage import BatchingUsageWriter, UsageSink
 from pipeline.store.database import open_pool
 from pipeline.store.usage import copy_usage_events
 from schemas.usage import UsageEvent
@@ -68,8 +71,17 @@ class Runtime:
         await self.pool.close()
 
 
-def build_router(settings: Settings, usage: BatchingUsageWriter) -> Router:
+def build_router(settings: Settings, usage: UsageSink) -> Router:
     return Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
                   counter=counter_for(tokenizer_dir(settings)), usage=usage,
                   connect_timeout_s=settings.llm.connect_timeout_s,
-                  request_timeout_s=settings.llm.request_timeout_s)
+                  request_timeout_s=settings.llm.request_timeout_s,
+                  quota=quota_store_for(settings), tenants=settings.tenants,
+                  admission=Admission(
+                      max_in_flight_per_replica=settings.llm.max_in_flight_per_replica,
+                      max_queue=settings.llm.admission_queue_size,
+                      max_wait_s=settings.llm.max_queue_wait_s),
+                  picker=build_picker(
+                      settings.llm.scorers,
+                      [url for pool in settings.llm_pools.values() for url in pool.endpoints],
+                      scrape_interval_s=settings.llm.metrics_scrape_interval_s))

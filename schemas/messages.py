@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.entities import Entities
+
 SCHEMA_VERSION = 1
 Priority = Literal["live", "batch"]
 
@@ -25,6 +27,7 @@ class NormalizedAlert(_Message):
     alert_id: str
     priority: Priority = "live"
     fingerprint: str
+    incident_key: str = ""
     timestamp: datetime | None
     rule_id: str
     rule_level: int
@@ -37,9 +40,7 @@ class NormalizedAlert(_Message):
     manager: str | None = None
     location: str | None = None
     decoder: str | None = None
-    src_ip: str | None = None
-    src_user: str | None = None
-    dst_user: str | None = None
+    entities: Entities = Field(default_factory=Entities)
     full_log: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any]
@@ -62,9 +63,23 @@ class RunbookCitation(BaseModel):
     text: str
 
 
+class SimilarVerdict(BaseModel):
+    """A past verdict of the same tenant on a similar alert, and how analysts judged it."""
+
+    alert_id: str
+    rule_id: str
+    severity: str
+    summary: str
+    analyst_status: str
+    similarity: float
+    score: float  # similarity weighted by analyst feedback
+
+
 class EnrichedAlert(_Message):
     alert: NormalizedAlert
+    embedding: list[float] | None = None
     runbooks: list[RunbookCitation] = Field(default_factory=list)
+    similar: list[SimilarVerdict] = Field(default_factory=list)
 
 
 class DeadLetter(_Message):

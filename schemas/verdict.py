@@ -40,8 +40,15 @@ class Verdict(BaseModel):
     attack: list[AttackTechnique]
     next_steps: list[str]
     cited_chunks: list[str]
-    status: Literal["explained", "needs_review"]
+    retrieval_ids: list[str] = Field(default_factory=list)
+    status: Literal["explained", "needs_review", "reused"]
     review_reason: str | None = None
+    fingerprint: str | None = None
+    incident_key: str | None = None
+    reused_from: str | None = None
+    provenance: dict[str, object] = Field(default_factory=dict)
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    attack_dropped: int = 0
     model_name: str
     prompt_version: str
     input_tokens: int

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 from pipeline.devstack.processes import ServiceFiles, port_open
 
@@ -49,8 +50,20 @@ class EmbeddedPostgres:
         self._user = _run_as()
 
     def _as_user(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, check=True, text=True, capture_output=True,
-                              user=self._user, **kwargs)  # type: ignore[call-overload]
+        # cwd: the postgres user may not be allowed into the caller's working directory.
+        try:
+            return subprocess.run(argv, check=True, text=True, capture_output=True,
+                                  cwd=self.root, **self._identity(),
+                                  **kwargs)  # type: ignore[call-overload]
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"{Path(argv[0]).name} failed: {exc.stderr.strip()}") from exc
+
+    def _identity(self) -> dict[str, Any]:
+        """Drop to the postgres user entirely: uid, gid and no supplementary groups (with
+        root's gid kept, a 0701 root-owned folder above the data would deny access)."""
+        if not self._user:
+            return {}
+        return {"user": self._user, "group": self._user, "extra_groups": []}
 
     def _chown(self, path: Path) -> None:
         if self._user:
@@ -69,9 +82,11 @@ class EmbeddedPostgres:
     def running(self) -> bool:
         if not (self.data / "postmaster.pid").exists():
             return False
-        result = subprocess.run([_bin("pg_ctl"), "status", "-D", str(self.data)],
-                                capture_output=True, text=True, user=self._user)
-        return result.returncode == 0 and port_open(self.port)
+        try:
+            self._as_user([_bin("pg_ctl"), "status", "-D", str(self.data)])
+        except RuntimeError:  # pg_ctl status exits non-zero when the server is down
+            return False
+        return port_open(self.port)
 
     def start(self) -> None:
         if self.running():

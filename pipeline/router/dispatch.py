@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import openai
+
+from pipeline.router.errors import UpstreamError
+
+# Receives each piece of generated text as it arrives (streaming passthrough).
+DeltaCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,11 @@ class ReplicaClient:
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key,
                                           timeout=timeout, max_retries=0)
 
-    async def chat(self, body: dict[str, Any]) -> Upstream:
+    async def chat(self, body: dict[str, Any], on_delta: DeltaCallback | None = None,
+                   ) -> Upstream:
+        """Stream one completion; `on_delta` sees each text piece. A failure after a piece
+        was passed on cannot be retried elsewhere (the caller already has it): it is
+        raised as UpstreamError instead of the client's own error."""
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
@@ -37,16 +47,23 @@ class ReplicaClient:
         finish_reason = None
         stream = await self._client.chat.completions.create(
             **body, stream=True, stream_options={"include_usage": True})
-        async for chunk in stream:
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices:
-                if choice.delta.content:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    parts.append(choice.delta.content)
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        if first_token_at is None:
+                            first_token_at = time.perf_counter()
+                        parts.append(choice.delta.content)
+                        if on_delta is not None:
+                            on_delta(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        except (openai.APIError, openai.APIConnectionError) as exc:
+            if on_delta is not None and parts:
+                raise UpstreamError(f"stream interrupted: {exc}") from exc
+            raise
         ended = time.perf_counter()
         return Upstream(
             text="".join(parts),

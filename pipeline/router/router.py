@@ -1,21 +1,33 @@
-"""Router: count → choose pool → choose replica → dispatch (retry elsewhere) → record."""
+"""Router: count → choose pool → reserve quota → admission → choose replica → dispatch
+(retry elsewhere) → settle quota → record."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import openai
 import structlog
 
-from pipeline.config import LLMPool
-from pipeline.router.dispatch import ReplicaClient, Upstream
-from pipeline.router.errors import NoHealthyReplica, RouterError, UpstreamError
-from pipeline.router.replicas import Pool, Replica, choose_pool, choose_replica
+from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
+from pipeline.router.admission import Admission, effective_priority
+from pipeline.router.dispatch import DeltaCallback, ReplicaClient, Upstream
+from pipeline.router.errors import NoHealthyReplica, RouterError, Saturated, UpstreamError
+from pipeline.router.quota import (
+    MemoryQuotaStore,
+    QuotaStore,
+    RedisQuotaStore,
+    Reservation,
+    resolve_limits,
+)
+from pipeline.router.replicas import Pool, Replica, choose_pool
+from pipeline.router.scoring import ReplicaPicker, build_picker
+from pipeline.router.streaming import stream_completion
 from pipeline.router.tokens import Message, TokenCounter
+from pipeline.router.tracing import dispatch_span
 from pipeline.router.usage import UsageSink
 from schemas.usage import UsageEvent
 
@@ -32,6 +44,9 @@ class ChatRequest:
     alert_id: str | None = None
     response_format: dict[str, Any] | None = None
     extra_body: dict[str, object] = field(default_factory=dict)
+    # Seconds the caller will wait, from the call to complete(); bounds the admission
+    # queue wait (None: the router's max_queue_wait_s).
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +66,14 @@ class Completion:
 class Router:
     def __init__(self, *, model_name: str, pools: Mapping[str, LLMPool], counter: TokenCounter,
                  usage: UsageSink, connect_timeout_s: float = 5.0,
-                 request_timeout_s: float = 120.0) -> None:
+                 request_timeout_s: float = 120.0, quota: QuotaStore | None = None,
+                 admission: Admission | None = None,
+                 tenants: TenantDefaults | None = None,
+                 picker: ReplicaPicker | None = None) -> None:
         self.model_name = model_name
+        self._quota: QuotaStore = quota if quota is not None else MemoryQuotaStore()
+        self._admission = admission if admission is not None else Admission()
+        self._tenants = tenants if tenants is not None else TenantDefaults()
         self._counter = counter
         self._usage = usage
         self._pools = [Pool(name, spec.max_context_tokens,
@@ -61,26 +82,73 @@ class Router:
         self._clients = {r.url: ReplicaClient(r.url, connect_timeout_s=connect_timeout_s,
                                               request_timeout_s=request_timeout_s)
                          for p in self._pools for r in p.replicas}
+        # Filters + weighted scorers (pipeline/router/scoring); default: scrape /metrics.
+        self._picker = picker if picker is not None else build_picker(
+            DEFAULT_SCORER_WEIGHTS, list(self._clients))
+
+    def count_text(self, text: str) -> int:
+        """Tokens of a piece of prompt text (for packing context into a budget)."""
+        return self._counter.count_text(text)
 
     def estimate(self, request: ChatRequest) -> tuple[int, int]:
         """(prompt tokens, prompt + max output tokens) before anything is sent."""
         prompt = self._counter.count_chat(request.messages)
         return prompt, prompt + request.max_tokens
 
-    async def complete(self, request: ChatRequest) -> Completion:
+    async def complete(self, request: ChatRequest, *,
+                       on_delta: DeltaCallback | None = None) -> Completion:
+        """count → pool → reserve quota → admission slot → replica → dispatch → settle.
+
+        `on_delta` receives the text as it is generated (see `stream`)."""
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
+        deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
         prompt_tokens, needed = self.estimate(request)
+        limits = resolve_limits(self._tenants, request.tenant_id)
+        request = replace(request, priority=effective_priority(limits.priority,
+                                                               request.priority))
         try:
             pool = choose_pool(self._pools, needed)
         except RouterError as exc:
             self._record_failure(request, request_id, prompt_tokens, started, exc, "-", "-")
             raise
+        try:
+            reservation = await self._quota.reserve(request.tenant_id, needed, limits)
+        except RouterError as exc:
+            self._record_failure(request, request_id, prompt_tokens, started, exc,
+                                 pool.name, "-")
+            raise
+        used_tokens = 0  # settled with the real usage; 0 releases it all on failure
+        try:
+            async with self._admission.slot(pool, request.priority, request.tenant_id,
+                                            deadline):
+                completion = await self._dispatch(request, request_id, started, prompt_tokens,
+                                                  needed, pool, on_delta)
+            used_tokens = completion.input_tokens + completion.output_tokens
+            return completion
+        except Saturated as exc:  # refused by admission: the queue is full or too slow
+            self._record_failure(request, request_id, prompt_tokens, started, exc,
+                                 pool.name, "-")
+            raise
+        finally:
+            await self._settle(reservation, used_tokens)
+
+    async def _settle(self, reservation: Reservation, used_tokens: int) -> None:
+        try:  # runs in complete()'s finally, so a cancelled request gives its tokens back
+            await self._quota.settle(reservation, used_tokens)
+        except Exception:
+            log.exception("quota_settle_failed", tenant_id=reservation.tenant_id)
+
+    async def _dispatch(self, request: ChatRequest, request_id: str, started: float,
+                        prompt_tokens: int, needed: int, pool: Pool,
+                        on_delta: DeltaCallback | None) -> Completion:
+        """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
         body = self._body(request)
         while True:
             try:
-                replica = choose_replica(pool, exclude=tried)
+                replica = self._picker.pick(pool, needed_tokens=needed,
+                                            messages=request.messages, exclude=tried)
             except NoHealthyReplica as exc:
                 self._record_failure(request, request_id, prompt_tokens, started, exc,
                                      pool.name, "-")
@@ -89,11 +157,19 @@ class Router:
             replica.in_flight_requests += 1
             replica.in_flight_tokens += needed
             try:
-                upstream = await self._clients[replica.url].chat(body)
+                with dispatch_span(model=self.model_name, pool=pool.name,
+                                   replica=replica.url, tenant=request.tenant_id,
+                                   request_id=request_id, attempt=len(tried)):
+                    upstream = await self._clients[replica.url].chat(body, on_delta)
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
                 replica.circuit.failure(time.monotonic())
                 log.warning("replica_failed", replica=replica.url, error=str(exc))
                 continue
+            except UpstreamError as exc:  # a stream broken after text was passed on
+                replica.circuit.failure(time.monotonic())
+                self._record_failure(request, request_id, prompt_tokens, started, exc,
+                                     pool.name, replica.url)
+                raise
             except openai.APIStatusError as exc:
                 error = UpstreamError(str(exc), upstream_status=exc.status_code)
                 self._record_failure(request, request_id, prompt_tokens, started, error,
@@ -142,6 +218,13 @@ class Router:
             total_latency_ms=round((time.perf_counter() - started) * 1000),
             status_code=error.status_code, error_kind=error.kind))
 
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+        """The text pieces as they are generated, then the Completion (with its usage)."""
+        return stream_completion(self.complete, request)
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
+        await self._picker.close()
+        if isinstance(self._quota, RedisQuotaStore):
+            await self._quota.close()

@@ -33,8 +33,11 @@ class EmbedStage:
                                          f"invalid normalized alert: {exc.errors()[0]['msg']}"))
         if alerts:
             # The model is CPU-bound: keep it off the event loop.
-            vectors = await asyncio.to_thread(self._embedder.embed,
-                                              [alert_text(a) for a in alerts])
+            # Keyed by fingerprint: the alerts of a storm share their incident's vector
+            # (their texts differ only in timestamps, ports and counters).
+            vectors = await asyncio.to_thread(
+                self._embedder.embed, [alert_text(a) for a in alerts],
+                [f"{a.tenant_id}:{a.fingerprint}" for a in alerts])
             for alert, vector in zip(alerts, vectors, strict=True):
                 out = EmbeddedAlert(alert=alert, embedding=[float(x) for x in vector])
                 sends.append(self._publisher.publish(

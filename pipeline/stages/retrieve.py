@@ -1,4 +1,5 @@
-"""Stage 3: EmbeddedAlert → EnrichedAlert with the nearest runbook chunks (pgvector)."""
+"""Stage 3: EmbeddedAlert → EnrichedAlert with the nearest runbook chunks and the most
+similar past verdicts of the same tenant (pgvector)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from pipeline.messaging import Publisher, Record
 from pipeline.stages.common import headers_for, message_key, send_to_dlq
 from pipeline.store.runbooks import nearest_chunks
+from pipeline.store.verdicts import similar_verdicts
 from schemas.messages import EmbeddedAlert, EnrichedAlert
 
 
@@ -18,12 +20,13 @@ class RetrieveStage:
     name = "retrieve"
 
     def __init__(self, *, publisher: Publisher, pool: AsyncConnectionPool, output_topic: str,
-                 dlq_topic: str, top_k: int) -> None:
+                 dlq_topic: str, top_k: int, similar_k: int) -> None:
         self._publisher = publisher
         self._pool = pool
         self._output = output_topic
         self._dlq = dlq_topic
         self._top_k = top_k
+        self._similar_k = similar_k
 
     async def handle(self, records: list[Record]) -> None:
         sends = []
@@ -37,10 +40,14 @@ class RetrieveStage:
                                              f"{exc.errors()[0]['msg']}"))
                     continue
                 vector = np.asarray(embedded.embedding, dtype=np.float32)
-                chunks = await nearest_chunks(conn, vector, self._top_k)
-                out = EnrichedAlert(alert=embedded.alert, runbooks=chunks)
+                alert = embedded.alert
+                out = EnrichedAlert(
+                    alert=alert, embedding=embedded.embedding,
+                    runbooks=await nearest_chunks(conn, vector, self._top_k),
+                    similar=await similar_verdicts(conn, alert.tenant_id, vector,
+                                                   self._similar_k))
                 sends.append(self._publisher.publish(
                     self._output, out.model_dump_json().encode(),
-                    key=message_key(embedded.alert), headers=headers_for(embedded.alert)))
+                    key=message_key(alert), headers=headers_for(alert)))
             await conn.rollback()  # read-only; end the implicit transaction
         await asyncio.gather(*sends)

@@ -1,32 +1,93 @@
 """verdicts: unique on (tenant, alert id). The first verdict wins; a redelivered alert
-never makes a second one."""
+never makes a second one. Storm reuse looks up recent originals by fingerprint."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from schemas.messages import SimilarVerdict
 from schemas.verdict import Verdict
 
+_COLUMNS = ("tenant_id", "alert_id", "rule_id", "rule_level", "severity", "severity_source",
+            "summary", "attack", "next_steps", "cited_chunks", "retrieval_ids", "status",
+            "review_reason", "model_name", "prompt_version", "input_tokens", "output_tokens",
+            "latency_ms", "fingerprint", "incident_key", "reused_from", "provenance",
+            "confidence", "attack_dropped", "embedding")
 
-async def insert_verdict(conn: AsyncConnection, verdict: Verdict) -> bool:
+
+async def insert_verdict(conn: AsyncConnection, verdict: Verdict,
+                         embedding: np.ndarray | None = None) -> bool:
     """Insert; return False when the alert already had a verdict."""
+    values: dict[str, Any] = verdict.model_dump(include=set(_COLUMNS))
+    values["attack"] = Jsonb([t.model_dump() for t in verdict.attack])
+    values["next_steps"] = Jsonb(verdict.next_steps)
+    values["provenance"] = Jsonb(verdict.provenance)
+    values["embedding"] = embedding
+    placeholders = ", ".join(f"%({c})s" for c in _COLUMNS)
     cur = await conn.execute(
-        """INSERT INTO verdicts (tenant_id, alert_id, rule_id, rule_level, severity,
-                                 severity_source, summary, attack, next_steps, cited_chunks,
-                                 status, review_reason, model_name, prompt_version,
-                                 input_tokens, output_tokens, latency_ms)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (tenant_id, alert_id) DO NOTHING""",
-        (verdict.tenant_id, verdict.alert_id, verdict.rule_id, verdict.rule_level,
-         verdict.severity, verdict.severity_source, verdict.summary,
-         Jsonb([t.model_dump() for t in verdict.attack]), Jsonb(verdict.next_steps),
-         verdict.cited_chunks, verdict.status, verdict.review_reason, verdict.model_name,
-         verdict.prompt_version, verdict.input_tokens, verdict.output_tokens,
-         verdict.latency_ms),
-    )
+        f"INSERT INTO verdicts ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+        "ON CONFLICT (tenant_id, alert_id) DO NOTHING", values)
     return cur.rowcount == 1
+
+
+async def count_reuse(conn: AsyncConnection, tenant_id: str, original_alert_id: str) -> None:
+    """The storm counter the analyst sees on the original verdict."""
+    await conn.execute(
+        """UPDATE verdicts SET seen_count = seen_count + 1, last_seen_at = now()
+           WHERE tenant_id = %s AND alert_id = %s""", (tenant_id, original_alert_id))
+
+
+async def recent_original(conn: AsyncConnection, tenant_id: str, fingerprint: str,
+                          window_s: float) -> Verdict | None:
+    """The newest original verdict of this fingerprint within the window."""
+    return await _one_verdict(conn, """
+        SELECT * FROM verdicts
+        WHERE tenant_id = %s AND fingerprint = %s AND reused_from IS NULL
+          AND created_at > now() - make_interval(secs => %s)
+        ORDER BY created_at DESC LIMIT 1""", (tenant_id, fingerprint, window_s))
+
+
+async def nearest_original(conn: AsyncConnection, tenant_id: str, incident_key: str,
+                           embedding: np.ndarray, window_s: float,
+                           min_similarity: float) -> tuple[Verdict, float] | None:
+    """The most similar original of the same incident (rule + entities, any agent)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("""
+            SELECT *, 1 - (embedding <=> %s) AS similarity FROM verdicts
+            WHERE tenant_id = %s AND incident_key = %s AND reused_from IS NULL
+              AND embedding IS NOT NULL
+              AND created_at > now() - make_interval(secs => %s)
+            ORDER BY embedding <=> %s LIMIT 1""",
+            (embedding, tenant_id, incident_key, window_s, embedding))
+        row = await cur.fetchone()
+    if row is None or row["similarity"] < min_similarity:
+        return None
+    return _verdict(row), float(row["similarity"])
+
+
+async def _one_verdict(conn: AsyncConnection, sql: str, params: tuple[Any, ...]
+                       ) -> Verdict | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        row = await cur.fetchone()
+    return None if row is None else _verdict(row)
+
+
+def _verdict(row: dict[str, Any]) -> Verdict:
+    return Verdict.model_validate({k: v for k, v in row.items() if k in Verdict.model_fields})
+
+
+async def get_verdict_json(conn: AsyncConnection, tenant_id: str, alert_id: str) -> str | None:
+    cur = await conn.execute(
+        """SELECT (to_jsonb(v) - 'embedding')::text FROM verdicts v
+           WHERE tenant_id = %s AND alert_id = %s""", (tenant_id, alert_id))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
 
 
 async def verdicts_for(conn: AsyncConnection, tenant_id: str,
@@ -46,9 +107,22 @@ async def verdicts_for(conn: AsyncConnection, tenant_id: str,
         return await cur.fetchall()
 
 
-async def get_verdict_json(conn: AsyncConnection, tenant_id: str, alert_id: str) -> str | None:
-    cur = await conn.execute(
-        """SELECT row_to_json(v)::text FROM verdicts v
-           WHERE tenant_id = %s AND alert_id = %s""", (tenant_id, alert_id))
-    row = await cur.fetchone()
-    return None if row is None else str(row[0])
+async def similar_verdicts(conn: AsyncConnection, tenant_id: str, embedding: np.ndarray,
+                           limit: int) -> list[SimilarVerdict]:
+    """Past originals of this tenant by cosine; those analysts confirmed, corrected or
+    marked false positive weigh more (their judgement is the best context there is)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("""
+            SELECT alert_id, rule_id, severity, summary, analyst_status,
+                   1 - (embedding <=> %s) AS similarity
+            FROM verdicts
+            WHERE tenant_id = %s AND reused_from IS NULL AND embedding IS NOT NULL
+            ORDER BY embedding <=> %s LIMIT %s""",
+            (embedding, tenant_id, embedding, limit * 3))
+        rows = await cur.fetchall()
+    similar = [SimilarVerdict(**row, score=row["similarity"] * FEEDBACK_WEIGHT.get(
+        row["analyst_status"], 1.0)) for row in rows]
+    return sorted(similar, key=lambda s: s.score, reverse=True)[:limit]
+
+
+FEEDBACK_WEIGHT = {"confirmed": 1.25, "corrected": 1.3, "false_positive": 1.25}

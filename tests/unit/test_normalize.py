@@ -29,8 +29,8 @@ def test_extracts_the_fields_an_analyst_needs() -> None:
     alert = normalize(encode(SSH), tenant_id="acme")
     assert (alert.tenant_id, alert.alert_id, alert.rule_id, alert.rule_level) == (
         "acme", "1763626442.1234567", "5712", 10)
-    assert alert.agent_name == "web-01" and alert.src_ip == "192.0.2.7"
-    assert alert.src_user == "paco" and alert.wazuh_mitre_ids == ["T1110"]
+    assert alert.agent_name == "web-01" and alert.entities.src_ip == "192.0.2.7"
+    assert alert.entities.src_user == "paco" and alert.wazuh_mitre_ids == ["T1110"]
     assert alert.timestamp is not None and alert.timestamp.year == 2026
     assert alert.raw["an_unknown_field"] == {"kept": True}  # unknown fields are kept
 
@@ -57,8 +57,8 @@ def test_three_x_layout_with_top_level_fields_and_old_timestamp() -> None:
            "srcip": "203.0.113.4", "dstuser": "admin", "timestamp": "2017 Jan 05 14:11:21",
            "agent": {"id": "000", "name": "manager"}}
     alert = normalize(encode(doc), tenant_id="t")
-    assert alert.rule_id == "5710" and alert.src_ip == "203.0.113.4"
-    assert alert.dst_user == "admin"
+    assert alert.rule_id == "5710" and alert.entities.src_ip == "203.0.113.4"
+    assert alert.entities.dst_user == "admin"
     assert alert.timestamp is not None and alert.timestamp.year == 2017
 
 

@@ -2,7 +2,7 @@ import json
 
 from pipeline.config import Settings
 from pipeline.normalize import normalize
-from pipeline.prompt import PROMPT_VERSION, build_messages
+from pipeline.prompt import PROMPT_VERSION, build_prompt
 from schemas.messages import EnrichedAlert
 
 HOSTILE = {
@@ -15,7 +15,7 @@ HOSTILE = {
 
 def test_alert_is_delimited_data_and_cannot_close_its_block() -> None:
     alert = normalize(json.dumps(HOSTILE).encode(), tenant_id="acme")
-    messages = build_messages(EnrichedAlert(alert=alert))
+    messages = build_prompt(EnrichedAlert(alert=alert), lambda text: len(text) // 4).messages
     user = messages[1]["content"]
     assert user.count("</alert>") == 1  # only ours
     assert "untrusted data" in messages[0]["content"]

@@ -19,7 +19,9 @@ def test_model_moves_severity_at_most_one_band() -> None:
 
 
 def test_wazuh_ids_kept_unknown_model_ids_dropped_names_from_catalog() -> None:
-    merged = merge_attack(["T1110"], ["T1078"], ["T1110", "T9999", "not-an-id", "T1059.001"])
+    merged, dropped = merge_attack(["T1110"], ["T1078"],
+                                   ["T1110", "T9999", "not-an-id", "T1059.001"])
+    assert dropped == 2
     by_id = {t.id: t for t in merged}
     assert list(by_id) == ["T1110", "T1078", "T1059.001"]
     assert by_id["T1110"].source == "wazuh" and by_id["T1110"].name == "Brute Force"

@@ -1,0 +1,47 @@
+"""`python -m bench.vllm_sim --port P [--replicas N] [latency and fault flags]`: N replicas
+on ports P, P+1, … in one process until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from dataclasses import fields
+
+from bench.vllm_sim.engine import SimConfig
+from bench.vllm_sim.server import SimCluster
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.vllm_sim", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True, help="port of the first replica")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--model", default="sim-model", help="served model name")
+    for f in fields(SimConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = float if isinstance(f.default, float) else int
+        parser.add_argument(flag, type=kind, default=f.default, dest=f.name)
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = {f.name: getattr(args, f.name) for f in fields(SimConfig)}
+    cluster = SimCluster([SimConfig(**config) for _ in range(args.replicas)], host=args.host,
+                         ports=[args.port + i for i in range(args.replicas)], model=args.model)
+    await cluster.start()
+    for url in cluster.base_urls():
+        print(f"vllm-sim serving {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

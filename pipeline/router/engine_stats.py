@@ -1,0 +1,143 @@
+"""What each vLLM replica says about its own load, scraped from its `/metrics`.
+
+`EngineStats.from_vllm_scrape` turns one Prometheus exposition into a typed object; the
+`EngineStatsScraper` keeps the latest one per replica, refreshed in the background. A failed
+scrape marks that replica's stats stale; nothing here ever blocks a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import httpx
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+log = structlog.get_logger(__name__)
+
+# vLLM 0.32 names; counters are also accepted without their `_total` suffix.
+_GAUGES = {
+    "vllm:num_requests_waiting": "num_requests_waiting",
+    "vllm:num_requests_running": "num_requests_running",
+    "vllm:kv_cache_usage_perc": "kv_cache_usage_perc",
+}
+_COUNTERS = {
+    "vllm:prefix_cache_hits": "prefix_cache_hits",
+    "vllm:prefix_cache_queries": "prefix_cache_queries",
+}
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    num_requests_waiting: float = 0.0
+    num_requests_running: float = 0.0
+    kv_cache_usage_perc: float = 0.0  # 0..1
+    prefix_cache_hits: float = 0.0  # tokens, cumulative
+    prefix_cache_queries: float = 0.0  # tokens, cumulative
+    scraped_at: float = 0.0  # time.monotonic() of the scrape
+    stale: bool = False  # the latest scrape failed; these are older figures
+
+    @classmethod
+    def from_vllm_scrape(cls, text: str, *, scraped_at: float | None = None) -> EngineStats:
+        """Sum each metric over its label sets (one per model / engine)."""
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name = sample.name
+                field = _GAUGES.get(name)
+                if field is None:
+                    field = _COUNTERS.get(name.removesuffix("_total"))
+                if field is not None:
+                    values[field] = values.get(field, 0.0) + float(sample.value)
+        return cls(num_requests_waiting=values.get("num_requests_waiting", 0.0),
+                   num_requests_running=values.get("num_requests_running", 0.0),
+                   kv_cache_usage_perc=values.get("kv_cache_usage_perc", 0.0),
+                   prefix_cache_hits=values.get("prefix_cache_hits", 0.0),
+                   prefix_cache_queries=values.get("prefix_cache_queries", 0.0),
+                   scraped_at=time.monotonic() if scraped_at is None else scraped_at)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        if self.prefix_cache_queries <= 0:
+            return None
+        return self.prefix_cache_hits / self.prefix_cache_queries
+
+
+def metrics_url(base_url: str) -> str:
+    """`http://host:8000/v1` → `http://host:8000/metrics` (metrics live at the root)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    return f"{root}/metrics"
+
+
+class EngineStatsScraper:
+    """Scrapes every replica's `/metrics` every `interval_s` (each with a short timeout,
+    all in parallel) and keeps the latest stats per replica base URL."""
+
+    def __init__(self, base_urls: Iterable[str], *, interval_s: float = 0.5,
+                 timeout_s: float = 0.5, max_age_s: float = 5.0) -> None:
+        self._urls = list(dict.fromkeys(base_urls))
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._latest: dict[str, EngineStats] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    def get(self, base_url: str, now: float | None = None) -> EngineStats | None:
+        """The latest fresh stats of a replica, or None (never scraped, stale or too old)."""
+        stats = self._latest.get(base_url)
+        if stats is None or stats.stale:
+            return None
+        now = time.monotonic() if now is None else now
+        return stats if now - stats.scraped_at <= self._max_age_s else None
+
+    def latest(self, base_url: str) -> EngineStats | None:
+        """The latest stats whatever their age (for reports)."""
+        return self._latest.get(base_url)
+
+    def start(self) -> None:
+        """Start the background task; call from inside the event loop."""
+        if self._task is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+            self._task = asyncio.create_task(self._run(), name="engine-stats-scraper")
+
+    async def scrape_once(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+        await asyncio.gather(*(self._scrape(url) for url in self._urls))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.scrape_once()
+            await asyncio.sleep(self._interval_s)
+
+    async def _scrape(self, base_url: str) -> None:
+        assert self._client is not None
+        try:
+            response = await self._client.get(metrics_url(base_url))
+            response.raise_for_status()
+            self._latest[base_url] = EngineStats.from_vllm_scrape(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            previous = self._latest.get(base_url)
+            if previous is None or not previous.stale:
+                log.warning("engine_stats_scrape_failed", replica=base_url, error=str(exc))
+            self._latest[base_url] = replace(previous or EngineStats(scraped_at=0.0),
+                                             stale=True)

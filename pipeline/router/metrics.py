@@ -1,0 +1,103 @@
+"""Prometheus metrics of the router, fed by one wrapper around the usage sink.
+
+Every request the router finishes or refuses yields exactly one UsageEvent, so observing
+the events (`MeteredUsageSink`) counts requests, tokens, TTFT and rejections without
+touching the router's flow. Queue wait and replica scores are not in the event: the
+admission queue and the scorers call `observe_queue_wait` and `set_replica_score`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import REGISTRY
+
+from pipeline.router.usage import UsageSink
+from schemas.usage import UsageEvent
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 120.0)
+# Status codes that mean "refused by the router" rather than "failed upstream".
+_REJECTED = frozenset({413, 429, 503})
+
+
+class RouterMetrics:
+    """The router's metric families, registered once in one registry."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.requests = Counter(
+            "secanalyst_llm_requests", "LLM requests by outcome.",
+            ["tenant", "model", "pool", "status"], registry=registry)
+        self.tokens = Counter(
+            "secanalyst_llm_tokens", "Tokens of successful LLM requests (kind: input|output).",
+            ["tenant", "model", "pool", "kind"], registry=registry)
+        self.ttft = Histogram(
+            "secanalyst_llm_ttft_seconds", "Time to first token, as the router measured it.",
+            ["model", "pool"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.latency = Histogram(
+            "secanalyst_llm_request_seconds", "Total latency of successful LLM requests.",
+            ["model", "pool"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.queue_wait = Histogram(
+            "secanalyst_llm_queue_wait_seconds", "Time spent in the router's admission queue.",
+            ["priority", "outcome"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.rejections = Counter(
+            "secanalyst_llm_rejections", "Requests refused, by reason.",
+            ["reason"], registry=registry)
+        self.replica_score = Gauge(
+            "secanalyst_llm_replica_score", "Latest score of a replica, by scorer "
+            "(scorer=\"total\" for the weighted sum).",
+            ["pool", "replica", "scorer"], registry=registry)
+
+    def observe_event(self, event: UsageEvent) -> None:
+        status = str(event.status_code)
+        self.requests.labels(event.tenant_id, event.model_name, event.pool, status).inc()
+        if event.status_code == 200:
+            self.tokens.labels(event.tenant_id, event.model_name, event.pool,
+                               "input").inc(event.input_tokens)
+            self.tokens.labels(event.tenant_id, event.model_name, event.pool,
+                               "output").inc(event.output_tokens)
+            if event.ttft_ms is not None:
+                self.ttft.labels(event.model_name, event.pool).observe(event.ttft_ms / 1000)
+            if event.total_latency_ms is not None:
+                self.latency.labels(event.model_name, event.pool).observe(
+                    event.total_latency_ms / 1000)
+        elif event.status_code in _REJECTED:
+            self.rejections.labels(event.error_kind or status).inc()
+
+
+_default: RouterMetrics | None = None
+
+
+def router_metrics() -> RouterMetrics:
+    """The process-wide metrics in prometheus-client's default registry (created once)."""
+    global _default
+    if _default is None:
+        _default = RouterMetrics()
+    return _default
+
+
+def observe_queue_wait(seconds: float, *, priority: str, outcome: str = "admitted") -> None:
+    """Called by the admission queue when a request leaves it (outcome: admitted|expired|
+    full)."""
+    router_metrics().queue_wait.labels(priority, outcome).observe(seconds)
+
+
+def set_replica_score(pool: str, replica: str, scorer: str, score: float) -> None:
+    """Called by the replica chooser with each scorer's score (and the weighted total)."""
+    router_metrics().replica_score.labels(pool, replica, scorer).set(score)
+
+
+def count_rejection(reason: str) -> None:
+    """A refusal that never reached the router (e.g. the gateway's unauthorized)."""
+    router_metrics().rejections.labels(reason).inc()
+
+
+class MeteredUsageSink:
+    """A UsageSink that updates the metrics from every event, then passes it on."""
+
+    def __init__(self, inner: UsageSink, metrics: RouterMetrics | None = None) -> None:
+        self._inner = inner
+        self._metrics = metrics or router_metrics()
+
+    def record(self, event: UsageEvent) -> None:
+        self._metrics.observe_event(event)
+        self._inner.record(event)

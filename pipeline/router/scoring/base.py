@@ -1,0 +1,39 @@
+"""The two plugin shapes of replica choice: a Filter keeps or drops one replica, a Scorer
+scores every candidate in [0, 1] (higher is better). Both see one `PickContext`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.router.engine_stats import EngineStats
+from pipeline.router.replicas import Replica
+
+
+@dataclass(frozen=True)
+class PickContext:
+    needed_tokens: int  # prompt + max output tokens
+    max_context_tokens: int  # of the pool
+    exclude: Collection[str]  # replica URLs already tried for this request
+    prefix_key: int | None  # hash of the request's block-aligned prefix, if any
+    now: float  # time.monotonic()
+
+
+class Filter(Protocol):
+    def keep(self, replica: Replica, ctx: PickContext) -> bool: ...
+
+
+class Scorer(Protocol):
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]: ...
+
+
+class StatsSource(Protocol):
+    """Where scorers read the latest fresh engine stats (the scraper; a dict in tests)."""
+
+    def get(self, base_url: str, now: float | None = None) -> EngineStats | None: ...
+
+
+class NoStats:
+    def get(self, base_url: str, now: float | None = None) -> EngineStats | None:
+        return None

@@ -1,0 +1,78 @@
+"""Load scorers. Each returns one score in [0, 1] per candidate, higher = less loaded.
+
+Relative form for counts: score = 1 − x / (max(x over candidates) + s), with a smoothing
+`s` so that 0 vs 1 waiting is a half-point, not a full one. Missing or stale engine stats
+score 0.5 (neutral): the circuit breaker, not a scorer, deals with a dead replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pipeline.router.engine_stats import EngineStats
+from pipeline.router.replicas import Replica
+from pipeline.router.scoring.base import PickContext, StatsSource
+
+NEUTRAL = 0.5
+
+
+def relative(values: Sequence[float], smoothing: float) -> list[float]:
+    top = max(values, default=0.0) + smoothing
+    return [1.0 - v / top for v in values]
+
+
+class _GaugeScorer:
+    """Relative score of one scraped gauge; neutral where stats are missing."""
+
+    def __init__(self, stats: StatsSource, gauge: Callable[[EngineStats], float],
+                 smoothing: float) -> None:
+        self._stats = stats
+        self._gauge = gauge
+        self._smoothing = smoothing
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        found = [self._stats.get(r.url, ctx.now) for r in replicas]
+        known = [self._gauge(s) for s in found if s is not None]
+        scored = iter(relative(known, self._smoothing))
+        return [NEUTRAL if s is None else next(scored) for s in found]
+
+
+class QueueScorer(_GaugeScorer):
+    """vllm:num_requests_waiting."""
+
+    def __init__(self, stats: StatsSource, smoothing: float = 1.0) -> None:
+        super().__init__(stats, lambda s: s.num_requests_waiting, smoothing)
+
+
+class RunningScorer(_GaugeScorer):
+    """vllm:num_requests_running."""
+
+    def __init__(self, stats: StatsSource, smoothing: float = 1.0) -> None:
+        super().__init__(stats, lambda s: s.num_requests_running, smoothing)
+
+
+class KVCacheScorer:
+    """1 − vllm:kv_cache_usage_perc (already a fraction of the replica's cache)."""
+
+    def __init__(self, stats: StatsSource) -> None:
+        self._stats = stats
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        out = []
+        for replica in replicas:
+            stats = self._stats.get(replica.url, ctx.now)
+            out.append(NEUTRAL if stats is None else 1.0 - stats.kv_cache_usage_perc)
+        return out
+
+
+class InFlightScorer:
+    """The router's own in-flight requests and tokens, updated at dispatch and completion
+    (fresher than any scrape): the mean of the relative scores of the two."""
+
+    def __init__(self, token_smoothing: float = 256.0) -> None:
+        self._token_smoothing = token_smoothing
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        requests = relative([r.in_flight_requests for r in replicas], 1.0)
+        tokens = relative([r.in_flight_tokens for r in replicas], self._token_smoothing)
+        return [(a + b) / 2 for a, b in zip(requests, tokens, strict=True)]

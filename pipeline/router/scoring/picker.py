@@ -1,0 +1,92 @@
+"""The runner: filters, then weighted scorers, then the best total.
+
+Each scorer's scores are clamped to [0, 1]; a candidate's total is Σ weight × score; the
+highest total wins, ties broken at random (seedable) so that equal replicas share load.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Collection, Mapping, Sequence
+
+from pipeline.router.engine_stats import EngineStatsScraper
+from pipeline.router.errors import NoHealthyReplica
+from pipeline.router.replicas import Pool, Replica
+from pipeline.router.scoring.base import Filter, NoStats, PickContext, Scorer, StatsSource
+from pipeline.router.scoring.prefix import PrefixAffinity, prefix_key
+from pipeline.router.scoring.registry import (
+    DEFAULT_FILTERS,
+    ScoringDeps,
+    build_filters,
+    build_scorers,
+)
+from pipeline.router.tokens import Message
+
+
+def _clamp(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+class ReplicaPicker:
+    def __init__(self, weights: Mapping[str, float], *,
+                 stats: StatsSource | None = None,
+                 affinity: PrefixAffinity | None = None,
+                 filters: Sequence[str] = DEFAULT_FILTERS,
+                 rng: random.Random | None = None) -> None:
+        self._stats = stats if stats is not None else NoStats()
+        self.affinity = affinity if affinity is not None else PrefixAffinity()
+        self._filters: list[Filter] = build_filters(tuple(filters))
+        self._scorers: list[tuple[str, float, Scorer]] = build_scorers(
+            dict(weights), ScoringDeps(stats=self._stats, affinity=self.affinity))
+        self._wants_prefix = any(name == "prefix-affinity" for name, _, _ in self._scorers)
+        self._rng = rng if rng is not None else random.Random()
+        # The totals of the latest choice, by replica URL (for metrics and debugging).
+        self.last_scores: dict[str, float] = {}
+
+    @property
+    def scorer_names(self) -> list[str]:
+        return [name for name, _, _ in self._scorers]
+
+    def pick(self, pool: Pool, *, needed_tokens: int, messages: Sequence[Message] = (),
+             exclude: Collection[str] = ()) -> Replica:
+        self._ensure_scraping()
+        now = time.monotonic()
+        ctx = PickContext(needed_tokens=needed_tokens, max_context_tokens=pool.max_context_tokens,
+                          exclude=exclude, now=now,
+                          prefix_key=prefix_key(messages) if self._wants_prefix else None)
+        candidates = [r for r in pool.replicas if all(f.keep(r, ctx) for f in self._filters)]
+        if not candidates:
+            raise NoHealthyReplica(f"no healthy replica left in pool {pool.name!r}")
+        chosen = candidates[0]
+        if len(candidates) > 1:
+            chosen = self._best(candidates, ctx)
+        self.affinity.served(ctx.prefix_key, chosen.url, now)
+        return chosen
+
+    def _best(self, candidates: list[Replica], ctx: PickContext) -> Replica:
+        totals = [0.0] * len(candidates)
+        for _, weight, scorer in self._scorers:
+            for i, value in enumerate(scorer.score(candidates, ctx)):
+                totals[i] += weight * _clamp(value)
+        self.last_scores = {r.url: t for r, t in zip(candidates, totals, strict=True)}
+        top = max(totals)
+        best = [r for r, t in zip(candidates, totals, strict=True) if t >= top - 1e-9]
+        return best[0] if len(best) == 1 else self._rng.choice(best)
+
+    def _ensure_scraping(self) -> None:
+        """The scraper starts with the first pick, i.e. inside the router's event loop."""
+        if isinstance(self._stats, EngineStatsScraper) and not self._stats.started:
+            self._stats.start()
+
+    async def close(self) -> None:
+        if isinstance(self._stats, EngineStatsScraper):
+            await self._stats.close()
+
+
+def build_picker(weights: Mapping[str, float], base_urls: Collection[str], *,
+                 scrape_interval_s: float = 0.5, scrape: bool = True) -> ReplicaPicker:
+    """The picker the router uses: the given scorer weights, and (when `scrape`) a scraper
+    of every replica's /metrics that starts with the first pick."""
+    stats = EngineStatsScraper(base_urls, interval_s=scrape_interval_s) if scrape else None
+    return ReplicaPicker(weights, stats=stats)

@@ -1,0 +1,143 @@
+"""Prefix affinity: requests that share a long prefix go to the replica that has it in
+its KV cache, by consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam,
+2018), so that a hot prefix spills to the next replica on the ring instead of overloading
+one.
+
+The key is a hash of the request's leading text, cut at a block boundary: vLLM's prefix
+cache only ever hits whole blocks, so text past the last full block cannot be reused
+anyway, and cutting there keeps the alert-specific tail of an explain prompt (after the
+system prompt and the runbook excerpts) out of the key.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from pipeline.router.replicas import Replica
+from pipeline.router.scoring.base import PickContext
+from pipeline.router.tokens import Message
+
+# ~4 characters per token: 512 characters ≈ one 128-token block of vLLM's CPU cache.
+BLOCK_CHARS = 512
+# Of the first user message, the key covers this much: an explain prompt opens with the
+# runbook excerpts of the alert's rule, the alert itself comes after them.
+USER_PREFIX_CHARS = 1024
+
+
+def _hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def prefix_key(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
+               user_chars: int = USER_PREFIX_CHARS) -> int | None:
+    """Hash of the messages before the first user message + the first `user_chars` of it,
+    cut to whole blocks. None when that is shorter than one block (nothing to reuse)."""
+    parts: list[str] = []
+    for message in messages:
+        role, content = message.get("role", ""), str(message.get("content", ""))
+        if role == "user":
+            parts.append(f"<{role}>{content[:user_chars]}")
+            break
+        parts.append(f"<{role}>{content}")
+    text = "".join(parts)
+    blocks = len(text) // block_chars
+    if blocks == 0:
+        return None
+    return _hash(text[:blocks * block_chars].encode())
+
+
+class PrefixAffinity:
+    """The ring of a pool's replicas (`vnodes` points each) plus a short memory of which
+    replicas served which prefix recently."""
+
+    def __init__(self, *, epsilon: float = 0.25, min_bound: int = 4, vnodes: int = 64,
+                 recent_ttl_s: float = 120.0, recent_capacity: int = 50_000) -> None:
+        self.epsilon = epsilon
+        self.min_bound = min_bound
+        self._vnodes = vnodes
+        self._rings: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
+        self._recent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._recent_ttl_s = recent_ttl_s
+        self._recent_capacity = recent_capacity
+
+    def ring_order(self, key: int, urls: Sequence[str]) -> list[str]:
+        """Distinct replicas in ring order clockwise from the key's point."""
+        points, owners = self._ring(tuple(sorted(urls)))
+        start = bisect.bisect(points, key)
+        order: list[str] = []
+        for i in range(len(points)):
+            owner = owners[(start + i) % len(points)]
+            if owner not in order:
+                order.append(owner)
+                if len(order) == len(urls):
+                    break
+        return order
+
+    def bound(self, replicas: Sequence[Replica]) -> int:
+        """max(ceil((1 + ε) × average in-flight, counting this request), min_bound): at low
+        load a replica may take a few requests of one prefix before it spills."""
+        total = sum(r.in_flight_requests for r in replicas) + 1
+        return max(math.ceil((1 + self.epsilon) * total / max(len(replicas), 1)),
+                   self.min_bound)
+
+    def target(self, key: int, replicas: Sequence[Replica]) -> Replica | None:
+        """The first replica clockwise whose in-flight requests + 1 stay within the bound."""
+        if not replicas:
+            return None
+        bound = self.bound(replicas)
+        by_url = {r.url: r for r in replicas}
+        for url in self.ring_order(key, list(by_url)):
+            if by_url[url].in_flight_requests + 1 <= bound:
+                return by_url[url]
+        return None  # unreachable: some replica is at or below the average
+
+    def target_scores(self, replicas: Sequence[Replica], ctx: PickContext) -> list[float]:
+        """1 for the bounded-load target, 0.5 for another replica that served this prefix
+        within the TTL and is within the bound, 0 otherwise (or all 0 with no key)."""
+        if ctx.prefix_key is None:
+            return [0.0] * len(replicas)
+        chosen = self.target(ctx.prefix_key, replicas)
+        bound = self.bound(replicas)
+        out = []
+        for replica in replicas:
+            if replica is chosen:
+                out.append(1.0)
+            elif (replica.in_flight_requests + 1 <= bound
+                  and self._served_recently(ctx.prefix_key, replica.url, ctx.now)):
+                out.append(0.5)
+            else:
+                out.append(0.0)
+        return out
+
+    def served(self, key: int | None, url: str, now: float) -> None:
+        if key is None:
+            return
+        self._recent[(key, url)] = now
+        self._recent.move_to_end((key, url))
+        while len(self._recent) > self._recent_capacity:
+            self._recent.popitem(last=False)
+
+    def _served_recently(self, key: int, url: str, now: float) -> bool:
+        seen = self._recent.get((key, url))
+        return seen is not None and now - seen <= self._recent_ttl_s
+
+    def _ring(self, urls: tuple[str, ...]) -> tuple[list[int], list[str]]:
+        ring = self._rings.get(urls)
+        if ring is None:
+            pairs = sorted((_hash(f"{url}#{v}".encode()), url)
+                           for url in urls for v in range(self._vnodes))
+            ring = ([p for p, _ in pairs], [u for _, u in pairs])
+            self._rings[urls] = ring
+        return ring
+
+
+class PrefixAffinityScorer:
+    def __init__(self, affinity: PrefixAffinity) -> None:
+        self._affinity = affinity
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        return self._affinity.target_scores(replicas, ctx)

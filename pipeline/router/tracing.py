@@ -1,0 +1,28 @@
+"""OpenTelemetry spans of the router (the API only: no exporter unless the process
+configures an SDK, so spans cost next to nothing by default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+
+_tracer = trace.get_tracer("secanalyst.router")
+
+
+@contextmanager
+def dispatch_span(*, model: str, pool: str, replica: str, tenant: str,
+                  request_id: str, attempt: int) -> Iterator[trace.Span]:
+    """One span per attempt to send a request to one replica; errors mark it failed."""
+    with _tracer.start_as_current_span("llm.dispatch", kind=trace.SpanKind.CLIENT,
+                                       attributes={
+                                           "gen_ai.system": "vllm",
+                                           "gen_ai.request.model": model,
+                                           "secanalyst.pool": pool,
+                                           "secanalyst.replica": replica,
+                                           "secanalyst.tenant": tenant,
+                                           "secanalyst.request_id": request_id,
+                                           "secanalyst.attempt": attempt,
+                                       }) as span:
+        yield span

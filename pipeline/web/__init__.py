@@ -1,0 +1,1 @@
+"""HTTP faces of secanalyst: the OpenAI-compatible LLM gateway (`create_gateway_app`)."""

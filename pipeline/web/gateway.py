@@ -1,0 +1,172 @@
+"""The OpenAI-compatible LLM gateway: /v1/chat/completions (streaming or not) and
+/v1/models for other internal tools, behind per-tenant API keys; /metrics and /healthz.
+
+Everything that can refuse a request raises; `errors.install_error_handlers` turns it into
+the HTTP answer, in one place.
+
+No `from __future__ import annotations` here: FastAPI must resolve the local
+dependency aliases (Resources, Tenant) of the endpoints at definition time."""
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pipeline.config import Settings
+from pipeline.router import ChatRequest, Completion, RouterError
+from pipeline.router.metrics import router_metrics
+from pipeline.web.errors import (
+    GatewayError,
+    forbidden,
+    install_error_handlers,
+    invalid,
+    unauthorized,
+)
+from pipeline.web.openai_api import (
+    DONE,
+    ChatCompletionBody,
+    chunk,
+    completion_response,
+    error_event,
+    usage_block,
+)
+from pipeline.web.resources import ChatRouter, GatewayResources, open_gateway_resources
+
+ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[GatewayResources]]
+
+
+class BodySizeLimit:
+    """Refuses a body whose declared Content-Length is over the limit (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() \
+                        and int(value) > self.max_bytes:
+                    response = JSONResponse(
+                        {"error": {"message": "request body too large",
+                                   "type": "invalid_request_error", "param": None,
+                                   "code": None}}, status_code=413)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_gateway_app(settings: Settings,
+                       open_resources: ResourceFactory = open_gateway_resources) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router_metrics()  # register the metric families before the first scrape
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            yield
+
+    app = FastAPI(title="secanalyst LLM gateway", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.gateway.max_body_bytes)
+    install_error_handlers(app)
+
+    def resources(request: Request) -> GatewayResources:
+        found: GatewayResources | None = getattr(request.app.state, "resources", None)
+        if found is None:
+            raise RuntimeError("gateway resources are not open: run the app's lifespan")
+        return found
+
+    Resources = Annotated[GatewayResources, Depends(resources)]
+
+    async def tenant(res: Resources,
+                     authorization: Annotated[str | None, Header()] = None,
+                     x_secanalyst_tenant: Annotated[str | None, Header()] = None) -> str:
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise unauthorized()
+        tenant_id = await res.auth.tenant_for(key.strip())
+        if tenant_id is None:
+            raise unauthorized()
+        if x_secanalyst_tenant is not None and x_secanalyst_tenant != tenant_id:
+            raise forbidden()  # a valid key asking to act for another tenant
+        return tenant_id
+
+    Tenant = Annotated[str, Depends(tenant)]
+
+    @app.get("/healthz")
+    async def healthz(res: Resources) -> dict[str, str]:
+        return {"status": "ok", "model": res.router.model_name}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(res: Resources, _: Tenant) -> dict[str, object]:
+        return {"object": "list", "data": [{"id": res.router.model_name, "object": "model",
+                                            "created": 0, "owned_by": "secanalyst"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionBody, res: Resources,
+                               tenant_id: Tenant) -> Response:
+        request = _chat_request(settings, res.router, body, tenant_id)
+        if not body.stream:
+            completion = await res.router.complete(request)
+            return JSONResponse(completion_response(completion, res.router.model_name))
+        stream = res.router.stream(request)
+        # Wait for the first piece so a refusal (quota, saturation, context) is still an
+        # HTTP status, not an error inside a 200 stream.
+        first = await anext(stream)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _events(stream, first, res.router.model_name, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+def _chat_request(settings: Settings, router: ChatRouter, body: ChatCompletionBody,
+                  tenant_id: str) -> ChatRequest:
+    if body.model != router.model_name:
+        raise GatewayError(404, f"the model {body.model!r} does not exist",
+                           "invalid_request_error", param="model")
+    if len(body.messages) > settings.gateway.max_messages:
+        raise invalid("messages", f"at most {settings.gateway.max_messages} messages")
+    max_tokens = body.requested_max_tokens() or settings.llm.max_output_tokens
+    if max_tokens > settings.gateway.max_tokens_limit:
+        raise invalid("max_tokens", f"must be at most {settings.gateway.max_tokens_limit}")
+    return ChatRequest(
+        tenant_id=tenant_id,
+        messages=[m.model_dump(exclude_none=True) for m in body.messages],
+        max_tokens=max_tokens, temperature=body.temperature,
+        extra_body=body.sampling_extras())
+
+
+async def _events(stream: AsyncIterator[str | Completion], first: str | Completion,
+                  model: str, include_usage: bool) -> AsyncIterator[str]:
+    response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    item: str | Completion = first
+    try:
+        yield chunk(response_id, model, created, delta={"role": "assistant", "content": ""})
+        while isinstance(item, str):
+            yield chunk(response_id, model, created, delta={"content": item})
+            item = await anext(stream)
+        yield chunk(response_id, model, created, finish_reason=item.finish_reason or "stop")
+        if include_usage:
+            yield chunk(response_id, model, created, usage=usage_block(item))
+        yield DONE
+    except RouterError:  # after the 200 was sent: an error event ends the stream
+        yield error_event("the model server failed mid-stream", "upstream_error")
+    except StopAsyncIteration:
+        yield error_event("the stream ended early", "upstream_error")
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,58 @@
+"""What the gateway process opens once at start (in the app's lifespan) and closes at
+stop: the database pool, the usage writer (metered), the router and the key checker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.config import Settings
+from pipeline.router import ChatRequest, Completion
+from pipeline.router.metrics import MeteredUsageSink
+from pipeline.router.usage import BatchingUsageWriter
+from pipeline.runtime import build_router
+from pipeline.store.apikeys import load_pepper
+from pipeline.store.database import open_pool
+from pipeline.store.usage import copy_usage_events
+from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
+from schemas.usage import UsageEvent
+
+
+class ChatRouter(Protocol):
+    model_name: str
+
+    async def complete(self, request: ChatRequest) -> Completion: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]: ...
+
+
+@dataclass(frozen=True)
+class GatewayResources:
+    router: ChatRouter
+    auth: KeyAuthenticator
+
+
+@asynccontextmanager
+async def open_gateway_resources(settings: Settings) -> AsyncIterator[GatewayResources]:
+    pool = await open_pool(settings)
+
+    async def write_usage(events: Sequence[UsageEvent]) -> int:
+        async with pool.connection() as conn, conn.transaction():
+            return await copy_usage_events(conn, events)
+
+    writer = BatchingUsageWriter(write_usage)
+    writer.start()
+    try:
+        router = await asyncio.to_thread(build_router, settings, MeteredUsageSink(writer))
+        try:
+            auth = ApiKeyAuthenticator(pool, load_pepper(settings),
+                                       cache_s=settings.gateway.api_key_cache_s)
+            yield GatewayResources(router=router, auth=auth)
+        finally:
+            await router.close()
+    finally:
+        await writer.close()
+        await pool.close()

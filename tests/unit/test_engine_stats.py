@@ -1,0 +1,69 @@
+import pytest
+
+from pipeline.router.engine_stats import EngineStats, EngineStatsScraper, metrics_url
+
+SCRAPE = """\
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 5.0
+vllm:num_requests_running{engine="1",model_name="m"} 2.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 640.0
+vllm:prefix_cache_hits_created{engine="0",model_name="m"} 1.7e9
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="m"} 1280.0
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="m"} 99.0
+"""
+
+
+def test_parses_vllm_names_and_sums_label_sets() -> None:
+    stats = EngineStats.from_vllm_scrape(SCRAPE, scraped_at=12.5)
+    assert stats.num_requests_waiting == 3
+    assert stats.num_requests_running == 7  # two engines
+    assert stats.kv_cache_usage_perc == 0.25
+    assert (stats.prefix_cache_hits, stats.prefix_cache_queries) == (640, 1280)
+    assert stats.prefix_cache_hit_rate == 0.5
+    assert stats.scraped_at == 12.5 and not stats.stale
+
+
+def test_counters_without_total_suffix_and_missing_metrics() -> None:
+    text = ("# TYPE vllm:prefix_cache_hits gauge\nvllm:prefix_cache_hits 4\n"
+            "# TYPE vllm:prefix_cache_queries gauge\nvllm:prefix_cache_queries 8\n")
+    stats = EngineStats.from_vllm_scrape(text)
+    assert (stats.prefix_cache_hits, stats.prefix_cache_queries) == (4, 8)
+    assert stats.num_requests_waiting == 0 and stats.kv_cache_usage_perc == 0
+    assert EngineStats.from_vllm_scrape("").prefix_cache_hit_rate is None
+
+
+def test_garbage_raises_value_error() -> None:
+    with pytest.raises(ValueError):
+        EngineStats.from_vllm_scrape("vllm:num_requests_waiting{ not prometheus")
+
+
+def test_metrics_url_is_at_the_server_root() -> None:
+    assert metrics_url("http://gpu-1:8000/v1") == "http://gpu-1:8000/metrics"
+    assert metrics_url("http://gpu-1:8000/v1/") == "http://gpu-1:8000/metrics"
+    assert metrics_url("http://gpu-1:8000") == "http://gpu-1:8000/metrics"
+
+
+async def test_failed_scrape_marks_stats_stale_without_raising() -> None:
+    scraper = EngineStatsScraper(["http://127.0.0.1:1/v1"], timeout_s=0.2)
+    try:
+        await scraper.scrape_once()
+    finally:
+        await scraper.close()
+    assert scraper.get("http://127.0.0.1:1/v1") is None
+    latest = scraper.latest("http://127.0.0.1:1/v1")
+    assert latest is not None and latest.stale
+
+
+def test_old_stats_are_not_served() -> None:
+    scraper = EngineStatsScraper(["http://a/v1"], max_age_s=2.0)
+    scraper._latest["http://a/v1"] = EngineStats(num_requests_waiting=1, scraped_at=100.0)
+    assert scraper.get("http://a/v1", now=101.0) is not None
+    assert scraper.get("http://a/v1", now=103.0) is None

@@ -1,0 +1,141 @@
+"""Router.complete with quotas and admission: reserve, settle with real usage, release on
+failure, and a usage event for every refusal. The backend is a minimal HTTP server that
+streams one OpenAI chat completion (SSE) with usage, on a free local port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from pipeline.config import LLMPool, TenantDefaults, TenantQuota
+from pipeline.router import ChatRequest, QuotaExceeded, Router, Saturated
+from pipeline.router.admission import Admission
+from pipeline.router.errors import NoHealthyReplica
+from pipeline.router.quota import MemoryQuotaStore
+from schemas.usage import UsageEvent
+
+PROMPT_TOKENS = 40  # what the fake counter and the backend both report
+COMPLETION_TOKENS = 7
+
+
+class FixedCounter:
+    def count_chat(self, messages: object) -> int:
+        return PROMPT_TOKENS
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def record(self, event: UsageEvent) -> None:
+        self.events.append(event)
+
+
+def _chunk(**fields: object) -> bytes:
+    body = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            **fields}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    await reader.readexactly(length)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                 b"connection: close\r\n\r\n")
+    writer.write(_chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": "ok"},
+                                  "finish_reason": None}]))
+    writer.write(_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+    writer.write(_chunk(choices=[], usage={
+        "prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}))
+    writer.write(b"data: [DONE]\n\n")
+    await writer.drain()
+    writer.close()
+
+
+@pytest_asyncio.fixture
+async def backend() -> AsyncIterator[str]:
+    server = await asyncio.start_server(_serve_one, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/v1"
+    server.close()
+    await server.wait_closed()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def make_router(url: str, store: MemoryQuotaStore, sink: ListSink,
+                admission: Admission | None = None) -> Router:
+    tenants = TenantDefaults(tokens_per_minute=1_000, tokens_per_day=100_000, overrides={
+        "vip": TenantQuota(priority="premium")})
+    return Router(model_name="m", pools={"default": LLMPool(endpoints=[url])},
+                  counter=FixedCounter(), usage=sink,  # type: ignore[arg-type]
+                  connect_timeout_s=1, request_timeout_s=5, quota=store,
+                  admission=admission, tenants=tenants)
+
+
+def request(tenant: str = "t", max_tokens: int = 100, **kw: object) -> ChatRequest:
+    return ChatRequest(tenant_id=tenant, messages=[{"role": "user", "content": "hi"}],
+                       max_tokens=max_tokens, **kw)  # type: ignore[arg-type]
+
+
+async def test_success_settles_with_real_usage_and_priority_comes_from_the_tenant(
+        backend: str) -> None:
+    store, sink = MemoryQuotaStore(), ListSink()
+    router = make_router(backend, store, sink)
+    completion = await router.complete(request("vip", max_tokens=300))
+    assert (completion.input_tokens, completion.output_tokens) == (40, 7)
+    assert store.tokens_in_window("vip") == (47, 47)  # 340 reserved, 293 refunded
+    assert [(e.status_code, e.priority) for e in sink.events] == [(200, "premium")]
+    await router.close()
+
+
+async def test_over_quota_is_refused_before_dispatch_and_recorded(backend: str) -> None:
+    store, sink = MemoryQuotaStore(), ListSink()
+    router = make_router(backend, store, sink)
+    with pytest.raises(QuotaExceeded) as caught:
+        await router.complete(request(max_tokens=1_000))  # 1,040 > 1,000 per minute
+    assert caught.value.retry_after > 0
+    for _ in range(3):
+        await router.complete(request(max_tokens=260))  # reserves 300, uses 47
+    assert store.tokens_in_window("t") == (141, 141)
+    event = sink.events[0]
+    assert (event.status_code, event.error_kind, event.pool) == (429, "quota_exceeded",
+                                                                  "default")
+    await router.close()
+
+
+async def test_failure_releases_the_whole_reservation() -> None:
+    store, sink = MemoryQuotaStore(), ListSink()
+    router = make_router(closed_port_url(), store, sink)
+    with pytest.raises(NoHealthyReplica):
+        await router.complete(request(max_tokens=500))
+    assert store.tokens_in_window("t") == (0, 0)
+    assert sink.events[-1].status_code == 503
+    await router.close()
+
+
+async def test_saturated_is_recorded_and_releases_quota(backend: str) -> None:
+    store, sink = MemoryQuotaStore(), ListSink()
+    admission = Admission(max_in_flight_per_replica=1, max_queue=0)
+    router = make_router(backend, store, sink, admission)
+    pool = router._pools[0]
+    async with admission.slot(pool, "standard", "other"):
+        with pytest.raises(Saturated) as caught:
+            await router.complete(request(deadline_s=5))
+    assert caught.value.retry_after > 0
+    assert store.tokens_in_window("t") == (0, 0)
+    assert [(e.status_code, e.error_kind) for e in sink.events] == [(503, "saturated")]
+    assert admission.snapshot("default") == (0, 0)
+    await router.close()

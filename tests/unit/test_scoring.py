@@ -1,0 +1,155 @@
+import random
+
+import pytest
+
+from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMSettings
+from pipeline.router.engine_stats import EngineStats
+from pipeline.router.errors import NoHealthyReplica
+from pipeline.router.replicas import Pool, Replica
+from pipeline.router.scoring import (
+    SCORERS,
+    PickContext,
+    PrefixAffinity,
+    ReplicaPicker,
+    UnknownPlugin,
+    prefix_key,
+)
+from pipeline.router.scoring.load import InFlightScorer, KVCacheScorer, QueueScorer, relative
+
+
+class DictStats:
+    def __init__(self, stats: dict[str, EngineStats]) -> None:
+        self.stats = stats
+
+    def get(self, base_url: str, now: float | None = None) -> EngineStats | None:
+        return self.stats.get(base_url)
+
+
+def pool(n: int = 3) -> Pool:
+    return Pool("default", 4096, [Replica(f"http://r{i}/v1", "default") for i in range(n)])
+
+
+def ctx(key: int | None = None, exclude: frozenset[str] = frozenset()) -> PickContext:
+    return PickContext(needed_tokens=100, max_context_tokens=4096, exclude=exclude,
+                       prefix_key=key, now=1000.0)
+
+
+def messages(rule: str, alert: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "You are a SOC analyst. " * 40},
+            {"role": "user", "content": f"Runbook for {rule}: " + "check the logs. " * 80
+             + f"<alert>{alert}</alert>"}]
+
+
+def test_relative_formula() -> None:
+    assert relative([0, 1], 1.0) == [1.0, 0.5]
+    assert relative([0, 0], 1.0) == [1.0, 1.0]
+    assert relative([], 1.0) == []
+
+
+def test_queue_and_kv_scorers_prefer_less_loaded_and_neutral_without_stats() -> None:
+    p = pool()
+    stats = DictStats({"http://r0/v1": EngineStats(num_requests_waiting=4,
+                                                   kv_cache_usage_perc=0.9),
+                       "http://r1/v1": EngineStats(num_requests_waiting=0,
+                                                   kv_cache_usage_perc=0.1)})
+    queue = QueueScorer(stats).score(p.replicas, ctx())
+    assert queue[1] > queue[0] and queue[2] == 0.5
+    kv = KVCacheScorer(stats).score(p.replicas, ctx())
+    assert kv[0] == pytest.approx(0.1) and kv[1] == pytest.approx(0.9) and kv[2] == 0.5
+
+
+def test_in_flight_scorer_counts_requests_and_tokens() -> None:
+    p = pool(2)
+    p.replicas[0].in_flight_requests, p.replicas[0].in_flight_tokens = 1, 5000
+    p.replicas[1].in_flight_requests, p.replicas[1].in_flight_tokens = 1, 100
+    first, second = InFlightScorer().score(p.replicas, ctx())
+    assert second > first
+
+
+def test_picker_filters_excluded_and_open_circuits() -> None:
+    p = pool(3)
+    p.replicas[1].circuit.opened_at = 1e12  # open, far from its cooldown
+    picker = ReplicaPicker({"in-flight": 1.0}, rng=random.Random(1))
+    for _ in range(20):
+        chosen = picker.pick(p, needed_tokens=10, exclude={"http://r0/v1"})
+        assert chosen.url == "http://r2/v1"
+    with pytest.raises(NoHealthyReplica):
+        picker.pick(p, needed_tokens=10, exclude={"http://r0/v1", "http://r2/v1"})
+
+
+def test_picker_sums_weighted_clamped_scores() -> None:
+    p = pool(2)
+    p.replicas[0].in_flight_requests = 3  # busier by the router's own count
+    stats = DictStats({"http://r0/v1": EngineStats(num_requests_waiting=0),
+                       "http://r1/v1": EngineStats(num_requests_waiting=9)})
+    assert ReplicaPicker({"in-flight": 1.0}, stats=stats).pick(
+        p, needed_tokens=10).url == "http://r1/v1"
+    picker = ReplicaPicker({"in-flight": 1.0, "queue": 5.0}, stats=stats)
+    assert picker.pick(p, needed_tokens=10).url == "http://r0/v1"
+    assert set(picker.last_scores) == {"http://r0/v1", "http://r1/v1"}
+    assert max(picker.last_scores.values()) <= 6.0
+
+
+def test_ties_are_shared() -> None:
+    p = pool(3)
+    picker = ReplicaPicker({"in-flight": 1.0}, rng=random.Random(7))
+    assert len({picker.pick(p, needed_tokens=1).url for _ in range(60)}) == 3
+
+
+def test_registry_and_settings() -> None:
+    assert set(DEFAULT_SCORER_WEIGHTS) <= set(SCORERS)
+    assert LLMSettings().scorers == DEFAULT_SCORER_WEIGHTS
+    with pytest.raises(UnknownPlugin):
+        ReplicaPicker({"no-such-scorer": 1.0})
+    with pytest.raises(ValueError):
+        ReplicaPicker({"queue": -1.0})
+
+
+def test_prefix_key_is_block_aligned_and_ignores_the_alert_tail() -> None:
+    a = prefix_key(messages("5710", "alert one"))
+    b = prefix_key(messages("5710", "a completely different alert " * 30))
+    c = prefix_key(messages("31101", "alert one"))
+    assert a is not None and a == b and a != c
+    assert prefix_key([{"role": "user", "content": "short"}]) is None
+
+
+def test_affinity_is_consistent_and_bounded_by_load() -> None:
+    p = pool(4)
+    affinity = PrefixAffinity(epsilon=0.25)
+    key = prefix_key(messages("5710", "x"))
+    assert key is not None
+    home = affinity.target(key, p.replicas)
+    assert home is not None
+    assert all(affinity.target(key, p.replicas) is home for _ in range(5))
+    # Removing another replica does not move the key (consistent hashing).
+    others = [r for r in p.replicas if r is not home]
+    assert affinity.target(key, [home, *others[1:]]) is home
+    # Overloaded home: the key spills to the next replica on the ring.
+    home.in_flight_requests = 4
+    spill = affinity.target(key, p.replicas)
+    assert spill is not None and spill is not home
+    assert spill.url == affinity.ring_order(key, [r.url for r in p.replicas])[1]
+
+
+def test_affinity_scores_and_recent_memory() -> None:
+    p = pool(3)
+    affinity = PrefixAffinity()
+    key = 12345
+    scores = affinity.target_scores(p.replicas, ctx(key))
+    assert sorted(scores) == [0.0, 0.0, 1.0]
+    other = next(r for r, s in zip(p.replicas, scores, strict=True) if s == 0.0)
+    affinity.served(key, other.url, 999.0)
+    scores = affinity.target_scores(p.replicas, ctx(key))
+    assert scores[p.replicas.index(other)] == 0.5
+    assert affinity.target_scores(p.replicas, ctx(None)) == [0.0, 0.0, 0.0]
+
+
+def test_picker_keeps_a_prefix_on_one_replica_until_it_is_busy() -> None:
+    p = pool(3)
+    picker = ReplicaPicker({"prefix-affinity": 2.0, "in-flight": 1.0}, rng=random.Random(3))
+    msgs = messages("5710", "x")
+    first = picker.pick(p, needed_tokens=10, messages=msgs)
+    first.in_flight_requests = 1
+    assert picker.pick(p, needed_tokens=10, messages=msgs) is first
+    first.in_flight_requests = 5
+    assert picker.pick(p, needed_tokens=10, messages=msgs) is not first
