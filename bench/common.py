@@ -79,3 +79,39 @@ async def count_topic(settings: Settings, topic: str, until: int, timeout_s: flo
     if seen < until:
         raise TimeoutError(f"{topic}: {seen}/{until} messages after {timeout_s}s")
     return loop.time() - started
+
+
+STORM_TEMPLATE: dict[str, Any] = {
+    "rule": {"level": 10, "id": "5712", "description":
+             "sshd: brute force trying to get access to the system. Non existent user.",
+             "mitre": {"id": ["T1110"], "tactic": ["Credential Access"],
+                       "technique": ["Brute Force"]},
+             "groups": ["syslog", "sshd", "authentication_failures"], "frequency": 8},
+    "agent": {"id": "007", "name": "edge-gw-01.example.com", "ip": "10.0.9.7"},
+    "manager": {"name": "wazuh-manager.example.com"},
+    "decoder": {"parent": "sshd", "name": "sshd"},
+    "location": "/var/log/auth.log",
+}
+
+
+def storm_alerts(count: int, *, source_ip: str = "203.0.113.66", seed: int = 3,
+                 level: int = 10) -> list[bytes]:
+    """One brute-force storm: the same rule, host and source; fresh ids, timestamps,
+    ports, user names and counters on every alert."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        doc = json.loads(json.dumps(STORM_TEMPLATE))
+        doc["rule"]["level"] = level
+        doc["rule"]["firedtimes"] = n + 1
+        port = rng.randrange(30000, 65000)
+        user = rng.choice(["admin", "oracle", "test", "ubuntu", "pi", "postgres", "git"])
+        second = n % 60
+        doc["timestamp"] = f"2026-11-27T10:{(n // 60) % 60:02d}:{second:02d}.{n % 1000:03d}+0000"
+        doc["id"] = f"{1_795_000_000 + n}.{rng.randrange(10**8)}"
+        doc["full_log"] = (f"Nov 27 10:{(n // 60) % 60:02d}:{second:02d} edge-gw-01 "
+                           f"sshd[{4000 + n}]: Invalid user {user} from {source_ip} "
+                           f"port {port}")
+        doc["data"] = {"srcip": source_ip, "srcport": str(port), "srcuser": user}
+        out.append(json.dumps(doc).encode())
+    return out

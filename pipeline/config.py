@@ -172,6 +172,9 @@ class GatewaySettings(_Frozen):
     max_tokens_limit: int = Field(default=4096, ge=1)
     max_messages: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    # How long a request may wait for an admission slot when every replica is busy
+    # (None: llm.max_queue_wait_s); past it the answer is 503 + Retry-After.
+    queue_deadline_s: float | None = Field(default=None, gt=0)
 
     @field_validator("api_key_pepper")
     @classmethod

@@ -2,7 +2,10 @@
 
 - Admission: at most `max_num_seqs` sequences run at once; the rest wait in FIFO order.
 - Prefill: `prefill_ms_per_token` per uncached prompt token, `cached_prefill_ms_per_token`
-  per token found in the prefix cache.
+  per token found in the prefix cache. Prefill is compute-bound: one at a time per replica
+  (FIFO), so a long prompt delays the first token of every request behind it — the
+  head-of-line blocking that token-aware routing avoids. Requests queued for prefill count
+  as waiting.
 - Prefix cache: the prompt's tokens cut into blocks of `block_size`, each identified by a
   chained hash (a block hits only if every block before it hit, as in vLLM); an LRU of
   `prefix_cache_blocks` block hashes.
@@ -70,6 +73,8 @@ class Engine:
         self.counters = Counters()
         self.running = 0
         self.waiting: deque[asyncio.Future[None]] = deque()
+        self.prefill_queued = 0
+        self._prefill = asyncio.Lock()
         self.kv_tokens = 0
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         self._rng = random.Random(config.seed)
@@ -77,7 +82,7 @@ class Engine:
     # --- what /metrics reads -------------------------------------------------------
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return len(self.waiting) + self.prefill_queued
 
     @property
     def kv_cache_usage(self) -> float:
@@ -126,7 +131,15 @@ class Engine:
             self.counters.prefix_cache_hits += cached
             prefill_ms = ((prompt - cached) * cfg.prefill_ms_per_token
                           + cached * cfg.cached_prefill_ms_per_token)
-            await asyncio.sleep(prefill_ms * cfg.slow_factor / 1000)
+            self.prefill_queued += 1
+            try:
+                await self._prefill.acquire()
+            finally:
+                self.prefill_queued -= 1
+            try:
+                await asyncio.sleep(prefill_ms * cfg.slow_factor / 1000)
+            finally:
+                self._prefill.release()
             target = max(1, min(max_tokens, cfg.output_tokens))
             for n in range(target):
                 if n == 0:

@@ -147,7 +147,7 @@ def _chat_request(settings: Settings, router: ChatRouter, body: ChatCompletionBo
         tenant_id=tenant_id,
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         max_tokens=max_tokens, temperature=body.temperature,
-        extra_body=body.sampling_extras())
+        extra_body=body.sampling_extras(), deadline_s=settings.gateway.queue_deadline_s)
 
 
 async def _events(stream: AsyncIterator[str | Completion], first: str | Completion,

@@ -155,13 +155,11 @@ async def test_circuit_opens_on_a_failing_replica_and_recovers(counter: TokenCou
         results = [await router.complete(request(f"r{n}")) for n in range(12)]
         assert all(r.replica == good.url for r in results)  # 500s retried on the good one
         assert breaker.opened_at is not None
-        failures_when_open = (await bad.stats()).num_requests_running
         await bad.faults(fail_rate=0.0)
         await asyncio.sleep(1.1)  # cooldown: half-open, the next try may go there
         results = [await router.complete(request(f"s{n}")) for n in range(12)]
         assert any(r.replica == bad.url for r in results)
         assert breaker.opened_at is None and breaker.failures == 0
-        assert failures_when_open == 0
     finally:
         await router.close()
 

@@ -136,11 +136,16 @@ def test_affinity_scores_and_recent_memory() -> None:
     affinity = PrefixAffinity()
     key = 12345
     scores = affinity.target_scores(p.replicas, ctx(key))
-    assert sorted(scores) == [0.0, 0.0, 1.0]
-    other = next(r for r, s in zip(p.replicas, scores, strict=True) if s == 0.0)
-    affinity.served(key, other.url, 999.0)
+    assert sorted(scores) == [0.0, 0.0, 0.1]  # unseen: a nudge to the ring's target only
+    a, b = (r for r, s in zip(p.replicas, scores, strict=True) if s == 0.0)
+    affinity.served(key, a.url, 998.0)
+    affinity.served(key, b.url, 999.0)
     scores = affinity.target_scores(p.replicas, ctx(key))
-    assert scores[p.replicas.index(other)] == 0.5
+    assert scores[p.replicas.index(b)] == 1.0  # served it last
+    assert scores[p.replicas.index(a)] == 0.5
+    assert sorted(scores)[0] == 0.0
+    b.in_flight_requests = 10  # over the bound: no longer preferred
+    assert affinity.target_scores(p.replicas, ctx(key))[p.replicas.index(b)] == 0.0
     assert affinity.target_scores(p.replicas, ctx(None)) == [0.0, 0.0, 0.0]
 
 

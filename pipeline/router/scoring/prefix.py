@@ -26,6 +26,8 @@ BLOCK_CHARS = 512
 # Of the first user message, the key covers this much: an explain prompt opens with the
 # runbook excerpts of the alert's rule, the alert itself comes after them.
 USER_PREFIX_CHARS = 1024
+# Score of the consistent-hashing target of a prefix that no replica served recently.
+UNSEEN = 0.1
 
 
 def _hash(data: bytes) -> int:
@@ -61,6 +63,7 @@ class PrefixAffinity:
         self._vnodes = vnodes
         self._rings: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
         self._recent: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._last: OrderedDict[int, str] = OrderedDict()
         self._recent_ttl_s = recent_ttl_s
         self._recent_capacity = recent_capacity
 
@@ -96,26 +99,34 @@ class PrefixAffinity:
         return None  # unreachable: some replica is at or below the average
 
     def target_scores(self, replicas: Sequence[Replica], ctx: PickContext) -> list[float]:
-        """1 for the bounded-load target, 0.5 for another replica that served this prefix
-        within the TTL and is within the bound, 0 otherwise (or all 0 with no key)."""
-        if ctx.prefix_key is None:
-            return [0.0] * len(replicas)
-        chosen = self.target(ctx.prefix_key, replicas)
+        """Within the load bound: 1 for the replica that served this prefix last (within
+        the TTL), 0.5 for others that served it; for a prefix no in-bound replica served,
+        `UNSEEN` for its consistent-hashing target (a tie-breaker: the load scorers place a
+        new prefix, then it stays). All 0 without a key."""
+        out = [0.0] * len(replicas)
+        key = ctx.prefix_key
+        if key is None:
+            return out
         bound = self.bound(replicas)
-        out = []
-        for replica in replicas:
-            if replica is chosen:
-                out.append(1.0)
-            elif (replica.in_flight_requests + 1 <= bound
-                  and self._served_recently(ctx.prefix_key, replica.url, ctx.now)):
-                out.append(0.5)
-            else:
-                out.append(0.0)
+        last = self._last.get(key)
+        seen = False
+        for i, replica in enumerate(replicas):
+            if (replica.in_flight_requests + 1 <= bound
+                    and self._served_recently(key, replica.url, ctx.now)):
+                out[i] = 1.0 if last is not None and last == replica.url else 0.5
+                seen = True
+        if not seen:
+            chosen = self.target(key, replicas)
+            out = [UNSEEN if r is chosen else 0.0 for r in replicas]
         return out
 
     def served(self, key: int | None, url: str, now: float) -> None:
         if key is None:
             return
+        self._last[key] = url
+        self._last.move_to_end(key)
+        while len(self._last) > self._recent_capacity:
+            self._last.popitem(last=False)
         self._recent[(key, url)] = now
         self._recent.move_to_end((key, url))
         while len(self._recent) > self._recent_capacity:
