@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli_console import serve, tenants_app, users_app
+from pipeline.cli_ingest import register as register_ingest_commands
 from pipeline.cli_usage import apikeys_app, gateway, usage_app
 from pipeline.config import Settings, load_settings
 from pipeline.devstack.stack import ServiceStatus
@@ -30,6 +32,10 @@ app.add_typer(model_app, name="model")
 app.add_typer(usage_app, name="usage")
 app.add_typer(apikeys_app, name="apikeys")
 app.command("gateway")(gateway)
+app.add_typer(users_app, name="users")
+app.add_typer(tenants_app, name="tenants")
+app.command("serve")(serve)
+register_ingest_commands(app)
 console = Console()
 
 TenantOption = Annotated[str | None, typer.Option(

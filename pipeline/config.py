@@ -184,6 +184,45 @@ class GatewaySettings(_Frozen):
         return value
 
 
+class IngestSettings(_Frozen):
+    """`secanalyst ingest-server` (POST /ingest/wazuh), `backfill` and `tail`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    # Refused with 413: a body over max_body_bytes as sent (compressed or not), or one
+    # that inflates past max_decompressed_bytes (gzip bombs stop at the limit).
+    max_body_bytes: int = Field(default=10_000_000, ge=1024)
+    max_decompressed_bytes: int = Field(default=10_000_000, ge=1024)
+    max_alerts_per_request: int = Field(default=10_000, ge=1)
+    produce_timeout_s: float = Field(default=30.0, gt=0)
+    # Backfill: alerts per second published to alerts.backfill (0 = unlimited), alerts
+    # per acknowledged chunk (the checkpoint granularity), and the estimate's defaults.
+    backfill_rate_per_s: float = Field(default=500.0, ge=0)
+    backfill_chunk: int = Field(default=500, ge=1)
+    default_input_tokens_per_verdict: int = Field(default=900, ge=0)
+    default_output_tokens_per_verdict: int = Field(default=250, ge=0)
+    # `backfill` asks for confirmation when the estimate costs more than this.
+    confirm_above_cost: float = Field(default=1.0, ge=0)
+    tail_poll_s: float = Field(default=0.5, gt=0)
+    # Verdict write-back into Wazuh 4.x (`secanalyst wazuh-writeback`): the tenants whose
+    # verdicts are written to the manager's queue socket, and that socket.
+    writeback_tenants: list[str] = Field(default_factory=list)
+    wazuh_queue_socket: Path = Path("/var/ossec/queue/sockets/queue")
+
+
+class ConsoleSettings(_Frozen):
+    """The review console (`secanalyst serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    session_ttl_s: float = Field(default=8 * 3600, gt=0)
+    # Secure cookies are only sent over HTTPS (and to http://localhost by browsers);
+    # turn off only behind a trusted plain-HTTP hop.
+    cookie_secure: bool = True
+    page_size: int = Field(default=50, ge=1, le=500)
+    poll_interval_s: float = Field(default=5.0, gt=0)
+
+
 class DevStackSettings(_Frozen):
     postgres_port: int = 54329
     kafka_port: int = 19092
@@ -216,6 +255,8 @@ class Settings(BaseSettings):
     tenants: TenantDefaults = TenantDefaults()
     usage: UsageSettings = UsageSettings()
     gateway: GatewaySettings = GatewaySettings()
+    console: ConsoleSettings = ConsoleSettings()
+    ingest: IngestSettings = IngestSettings()
     dev: DevStackSettings = DevStackSettings()
 
     @field_validator("log_level")

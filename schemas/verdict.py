@@ -26,7 +26,7 @@ class AttackTechnique(BaseModel):
     id: str
     name: str
     tactics: list[str] = Field(default_factory=list)
-    source: Literal["wazuh", "runbook", "model"]
+    source: Literal["wazuh", "runbook", "model", "analyst"]
 
 
 class Verdict(BaseModel):

@@ -17,6 +17,7 @@ from pipeline.devstack.processes import ServiceFiles, port_open
 SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 DATABASE = "secanalyst"
 ROLE = "secanalyst"
+CONSOLE_ROLE = "secanalyst_console"
 
 
 def _bin(name: str) -> str:
@@ -122,6 +123,10 @@ class EmbeddedPostgres:
             self._psql(f"CREATE ROLE {ROLE} LOGIN")
         if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
             self._psql(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+        # The review console's non-owner role (row-level security applies to it).
+        if not self._psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{CONSOLE_ROLE}'"):
+            self._psql(f"CREATE ROLE {CONSOLE_ROLE} NOLOGIN NOINHERIT")
+            self._psql(f"GRANT {CONSOLE_ROLE} TO {ROLE}")
         # pgvector's extension needs a superuser to create; do it once here.
         self._psql("CREATE EXTENSION IF NOT EXISTS vector", database=DATABASE)
 

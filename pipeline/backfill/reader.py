@@ -1,0 +1,122 @@
+"""Wazuh archives as lines: alerts.json (JSON lines), .gz, or folders of daily files.
+
+Each line carries its number and the uncompressed byte offset just after it, so a reader
+can resume at a checkpoint: plain files seek there, gzip files skip forward. A truncated
+or corrupt gzip ends the file with `problem` set; every complete line before it is kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+ARCHIVE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz", ".log", ".log.gz")
+_HEAD_BYTES = 4096
+
+
+class ArchiveNotFound(ValueError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} is neither an archive file nor a folder of them")
+        self.path = path
+
+
+def archive_files(paths: list[Path]) -> list[Path]:
+    """Files in the order given; a folder contributes its archives, recursively, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*")
+                                if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ArchiveNotFound(path)
+    return found
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a checkpoint belongs to: its real path and the hash of its first bytes
+    (a rotated or rewritten file at the same path is another file)."""
+
+    path: str
+    head_sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        with path.open("rb") as raw:
+            head = raw.read(_HEAD_BYTES)
+        return cls(str(path.resolve()), hashlib.sha256(head).hexdigest())
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(self.path.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int  # 1-based
+    end_offset: int  # uncompressed bytes up to and including this line
+    data: bytes
+
+
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as raw:
+        return raw.read(2) == b"\x1f\x8b"
+
+
+class ArchiveReader:
+    """Iterate the complete lines of one file from (line, offset); `raw_position` is how
+    far into the file on disk the reader is (for progress); `problem` is set when the
+    file ends early (truncated or corrupt gzip, unterminated last line)."""
+
+    def __init__(self, path: Path, *, start_line: int = 0, start_offset: int = 0) -> None:
+        self.path = path
+        self.start_line = start_line
+        self.start_offset = start_offset
+        self.compressed = is_gzip(path)
+        self.size = path.stat().st_size
+        self.problem: str | None = None
+        self._raw: IO[bytes] | None = None
+
+    @property
+    def raw_position(self) -> int:
+        if self._raw is None or self._raw.closed:
+            return self.size
+        return self._raw.tell()
+
+    def __iter__(self) -> Iterator[Line]:
+        with self.path.open("rb") as raw:
+            self._raw = raw
+            if self.compressed:
+                yield from self._lines(gzip.GzipFile(fileobj=raw, mode="rb"), skip=True)
+            else:
+                raw.seek(self.start_offset)
+                yield from self._lines(raw, skip=False)
+
+    def _lines(self, stream: Iterable[bytes], *, skip: bool) -> Iterator[Line]:
+        number, offset = (0, 0) if skip else (self.start_line, self.start_offset)
+        try:
+            for data in stream:
+                number += 1
+                offset += len(data)
+                if skip and number <= self.start_line:
+                    continue
+                if not data.endswith(b"\n"):
+                    self.problem = (f"line {number} has no line end (file cut while "
+                                    "being written?); published as it is")
+                data = data.strip()
+                if data:
+                    yield Line(number, offset, data)
+        except EOFError:
+            self.problem = (f"truncated gzip: the file ends after line {number} "
+                            f"({offset} bytes inflated); every complete line before "
+                            "was read")
+        except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+            self.problem = f"corrupt gzip after line {number}: {exc}"
+

@@ -1,0 +1,1 @@
+"""The analysts' review console (`secanalyst serve`): server-rendered pages and /api/."""

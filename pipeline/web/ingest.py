@@ -1,0 +1,150 @@
+"""POST /ingest/wazuh: Wazuh alerts over HTTP → alerts.raw, behind per-tenant API keys.
+
+The tenant comes from the API key (the gateway's keys, `secanalyst apikeys create`), never
+from the body. The answer is 202 `{"accepted": n}` only after Kafka acknowledged all n
+messages; any refusal (401, 400 naming the item, 413, 415, 503) publishes nothing. Served
+on its own by `secanalyst ingest-server` — it needs Kafka and the key table, not the
+router — and `create_ingest_router` can be mounted into another app.
+
+No `from __future__ import annotations` here: FastAPI resolves the dependency aliases at
+definition time."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+
+from pipeline.alert_sink import AlertSink, KafkaAlertSink
+from pipeline.config import Settings
+from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
+from pipeline.web.errors import GatewayError, install_error_handlers, unauthorized
+from pipeline.web.ingest_body import BodyError, gunzip_limited, parse_alerts, read_limited
+
+
+@dataclass(frozen=True)
+class IngestResources:
+    auth: KeyAuthenticator
+    sink: AlertSink
+
+
+@asynccontextmanager
+async def open_ingest_resources(settings: Settings) -> AsyncIterator[IngestResources]:
+    from pipeline.store.apikeys import load_pepper
+    from pipeline.store.database import open_pool
+
+    pool = await open_pool(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_idempotence=settings.kafka.enable_idempotence,
+                                linger_ms=5, acks="all")
+    try:
+        await producer.start()
+        try:
+            auth = ApiKeyAuthenticator(pool, load_pepper(settings),
+                                       cache_s=settings.gateway.api_key_cache_s)
+            sink = KafkaAlertSink(producer, settings.kafka.topics.raw, priority="live",
+                                  timeout_s=settings.ingest.produce_timeout_s)
+            yield IngestResources(auth=auth, sink=sink)
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+
+
+ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[IngestResources]]
+
+
+def _resources(request: Request) -> IngestResources:
+    found: IngestResources | None = getattr(request.app.state, "ingest_resources", None)
+    if found is None:
+        raise RuntimeError("ingest resources are not open: run the app's lifespan")
+    return found
+
+
+Resources = Annotated[IngestResources, Depends(_resources)]
+
+
+async def _tenant(res: Resources,
+                  authorization: Annotated[str | None, Header()] = None) -> str:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise unauthorized()
+    tenant_id = await res.auth.tenant_for(key.strip())
+    if tenant_id is None:
+        raise unauthorized()
+    return tenant_id
+
+
+Tenant = Annotated[str, Depends(_tenant)]
+
+
+def _refusal(exc: BodyError) -> GatewayError:
+    kind = "request_too_large" if exc.status_code == 413 else "invalid_request_error"
+    return GatewayError(exc.status_code, exc.message, kind, param=exc.param)
+
+
+def create_ingest_router(settings: Settings) -> APIRouter:
+    limits = settings.ingest
+    router = APIRouter()
+
+    @router.post("/ingest/wazuh", status_code=202)
+    async def ingest_wazuh(request: Request, res: Resources, tenant_id: Tenant,
+                           content_type: Annotated[str, Header()] = "application/json",
+                           content_encoding: Annotated[str, Header()] = "identity",
+                           ) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        try:
+            if declared.isdigit() and int(declared) > limits.max_body_bytes:
+                # Refused from the header alone: the body is never read.
+                raise BodyError(413, f"request body is larger than {limits.max_body_bytes} "
+                                     "bytes")
+            body = await read_limited(request.stream(), limits.max_body_bytes)
+            encoding = content_encoding.strip().lower()
+            if encoding == "gzip":
+                body = gunzip_limited(body, limits.max_decompressed_bytes)
+            elif encoding not in {"identity", ""}:
+                raise BodyError(415, f"unsupported content encoding {encoding!r}; "
+                                     "send gzip or none")
+            elif len(body) > limits.max_decompressed_bytes:
+                raise BodyError(413, "request body is larger than "
+                                     f"{limits.max_decompressed_bytes} bytes")
+            alerts = parse_alerts(body, content_type)
+        except BodyError as exc:
+            raise _refusal(exc) from exc
+        if len(alerts) > limits.max_alerts_per_request:
+            raise GatewayError(413, f"{len(alerts)} alerts in one request; the limit is "
+                                    f"{limits.max_alerts_per_request}", "request_too_large")
+        try:
+            await res.sink.publish(tenant_id, alerts)
+        except (KafkaError, TimeoutError) as exc:
+            raise GatewayError(503, "the alert queue did not acknowledge the alerts; retry "
+                                    "(safe: alerts are de-duplicated by id)", "overloaded_error",
+                               headers={"Retry-After": "5"}) from exc
+        return JSONResponse({"accepted": len(alerts), "tenant": tenant_id},
+                            status_code=202)
+
+    return router
+
+
+def create_ingest_app(settings: Settings,
+                      open_resources: ResourceFactory = open_ingest_resources) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.ingest_resources = resources
+            yield
+
+    app = FastAPI(title="secanalyst alert ingest", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    install_error_handlers(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(create_ingest_router(settings))
+    return app

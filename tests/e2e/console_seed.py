@@ -1,0 +1,129 @@
+"""A PostgreSQL of the console tests' own (embedded, free port) with two tenants, their
+users and verdicts; shared by tests/integration/test_console.py and the browser tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from pipeline.cli_console import add_user
+from pipeline.config import Settings
+from pipeline.devstack.postgres import EmbeddedPostgres
+from pipeline.store.migrate import migrate
+
+PASSWORD = "correct horse battery staple"
+XSS_SUMMARY = ('<script>alert("xss")</script> <b>bold</b> '
+               '[click me](javascript:alert(1)) <img src=x onerror=alert(2)>')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Seeded:
+    url: str
+    settings: Settings
+    ids: dict[str, list[int]]  # tenant → verdict ids, newest first
+    xss_id: int
+
+
+@contextmanager
+def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
+    # Not under pytest's basetemp: a concurrent pytest session resets that folder to
+    # 0700, and the postgres system user must be able to traverse to its data.
+    state_dir = Path(tempfile.mkdtemp(prefix="secanalyst-console-pg-"))
+    server = EmbeddedPostgres(state_dir=state_dir, port=free_port())
+    server.start()
+    try:
+        url = server.address()
+        migrate(url)
+        settings = Settings(database={"url": url},
+                            console={"page_size": page_size, "poll_interval_s": 1.0})
+        for tenant in ("acme", "globex"):
+            add_user(settings, tenant, f"analyst@{tenant}.test", "analyst", PASSWORD)
+            add_user(settings, tenant, f"admin@{tenant}.test", "admin", PASSWORD)
+        ids, xss_id = seed_verdicts(url)
+        yield Seeded(url, settings, ids, xss_id)
+    finally:
+        server.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def insert_verdict(conn: psycopg.Connection, tenant: str, n: int, *, severity: str,
+                   rule: str, agent: str, summary: str, created: datetime,
+                   attack: list[dict[str, object]], alert: dict[str, object]) -> int:
+    alert_id = f"{tenant}-{n}"
+    conn.execute(
+        """INSERT INTO alerts (tenant_id, alert_id, fingerprint, rule_id, rule_level,
+                               agent_name, alert_ts, normalized)
+           VALUES (%s, %s, %s, %s, 10, %s, %s, %s)""",
+        (tenant, alert_id, f"fp-{n}", rule, agent, created, json.dumps(alert)))
+    row = conn.execute(
+        """INSERT INTO verdicts (tenant_id, alert_id, rule_id, rule_level, severity,
+               severity_source, summary, attack, next_steps, cited_chunks, status,
+               model_name, prompt_version, input_tokens, output_tokens, latency_ms,
+               created_at, seen_count)
+           VALUES (%s, %s, %s, 10, %s, 'rule level 10', %s, %s, %s, %s, 'explained',
+                   'smollm2', 'v3', 400, 80, 900, %s, %s) RETURNING id""",
+        (tenant, alert_id, rule, severity, summary, json.dumps(attack),
+         json.dumps(["Isolate the host", "Reset the password"]), ["rb-ssh#0"], created,
+         1 + n % 3)).fetchone()
+    assert row is not None
+    for status in (200, 200, 429):
+        conn.execute(
+            """INSERT INTO llm_usage_events (id, tenant_id, model_name, alert_id,
+                   input_tokens, output_tokens, total_tokens, ttft_ms, status_code,
+                   error_kind, created_at)
+               VALUES (%s, %s, 'smollm2', %s, 400, 80, 480, %s, %s, %s, %s)""",
+            (uuid.uuid4(), tenant, alert_id, 100 + 10 * n, status,
+             None if status == 200 else "quota_exceeded", created))
+    return int(row[0])
+
+
+BRUTE = [{"id": "T1110", "name": "Brute Force", "tactics": ["Credential Access"],
+          "source": "wazuh"}]
+SEVERITY_CYCLE = ("high", "low", "medium", "critical", "info")
+
+
+def seed_verdicts(url: str) -> tuple[dict[str, list[int]], int]:
+    now = datetime.now(UTC)
+    ids: dict[str, list[int]] = {"acme": [], "globex": []}
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """INSERT INTO runbook_chunks (chunk_id, runbook, title, heading, content,
+                   content_sha256, embedding)
+               VALUES ('rb-ssh#0', 'ssh', 'SSH brute force', 'Containment',
+                       'Block the source address <at the firewall>.', 'x',
+                       array_fill(0.1::real, ARRAY[384])::vector)""")
+        for tenant in ("acme", "globex"):
+            for n in range(7):
+                ids[tenant].append(insert_verdict(
+                    conn, tenant, n, severity=SEVERITY_CYCLE[n % 5],
+                    rule="5710" if n % 2 == 0 else "550",
+                    agent="web-01" if n < 4 else "db-01",
+                    summary=f"{tenant} sshd brute force attempt number {n} from 10.0.0.{n}",
+                    created=now - timedelta(minutes=10 * (10 - n)),
+                    attack=BRUTE if n % 2 == 0 else [],
+                    alert={"rule": {"id": "5710", "description": f"sshd {tenant} {n}"}}))
+        xss_id = insert_verdict(
+            conn, "acme", 99, severity="medium", rule="31100", agent="web-02",
+            summary=XSS_SUMMARY, created=now - timedelta(minutes=5), attack=[],
+            alert={"data": {"url": "/<script>alert(1)</script>",
+                            "comment": "[phish](http://evil.test) <iframe src=x>"}})
+        ids["acme"].append(xss_id)
+    for tenant in ids:
+        ids[tenant].reverse()
+    return ids, xss_id
