@@ -22,13 +22,13 @@ from pathlib import Path
 import psycopg
 from fastapi.testclient import TestClient
 
+from bench.common import machine, stamp
 from pipeline.cli_console import add_user
 from pipeline.config import Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.console import encode_cursor
 from pipeline.store.migrate import migrate
 from pipeline.web.console.app import create_console_app
-from bench.common import machine, stamp
 from tests.e2e.console_seed import free_port
 
 PASSWORD = "bench password 12345"
@@ -49,9 +49,11 @@ SELECT CASE WHEN i %% 10 = 0 THEN 'other' ELSE %(tenant)s END,
            || ' from 10.' || (i %% 250) || '.' || (i / 250 %% 250) || ' on host-'
            || (i %% 997) || ' user u' || (i %% 5003),
        CASE WHEN i %% 3 = 0
-            THEN '[{"id":"T1110","name":"Brute Force","tactics":["Credential Access"],"source":"wazuh"}]'::jsonb
+            THEN '[{"id":"T1110","name":"Brute Force","tactics":["Credential Access"],'
+                 '"source":"wazuh"}]'::jsonb
             WHEN i %% 3 = 1
-            THEN '[{"id":"T1059.001","name":"PowerShell","tactics":["Execution"],"source":"model"}]'::jsonb
+            THEN '[{"id":"T1059.001","name":"PowerShell","tactics":["Execution"],'
+                 '"source":"model"}]'::jsonb
             ELSE '[]'::jsonb END,
        'explained', 'smollm2', 'v3', 400, 80, 900,
        now() - make_interval(secs => (%(n)s - i) * 2.5),
@@ -85,7 +87,7 @@ def main() -> None:
     try:
         url = server.address()
         migrate(url)
-        settings = Settings(database={"url": url}, console={"cookie_secure": True})
+        settings = Settings(database={"url": url}, state_dir=state)
         add_user(settings, TENANT, "analyst@bench.test", "analyst", PASSWORD)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SET maintenance_work_mem = '256MB'")

@@ -221,6 +221,13 @@ class ConsoleSettings(_Frozen):
     cookie_secure: bool = True
     page_size: int = Field(default=50, ge=1, le=500)
     poll_interval_s: float = Field(default=5.0, gt=0)
+    # Sign-in throttling per account: after this many failures within the window, even
+    # the right password is refused until the window has passed.
+    max_failed_sign_ins: int = Field(default=10, ge=1)
+    failed_sign_in_window_s: float = Field(default=900.0, gt=0)
+    # Admins of this tenant (the platform team) see LLM usage of every tenant; other
+    # admins see their own tenant's. None: nobody sees across tenants.
+    platform_tenant: str | None = None
 
 
 class DevStackSettings(_Frozen):

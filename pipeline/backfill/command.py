@@ -28,10 +28,13 @@ from pipeline.backfill.runner import Backfill, BackfillReport
 from pipeline.config import Settings
 
 
-def _lines(files: list[Path]) -> Iterator[bytes]:
+def _lines(files: list[Path], problems: list[str]) -> Iterator[bytes]:
     for path in files:
-        for line in ArchiveReader(path):
+        reader = ArchiveReader(path)
+        for line in reader:
             yield line.data
+        if reader.problem:
+            problems.append(f"{path.name}: {reader.problem}")
 
 
 def estimate_files(settings: Settings, files: list[Path], alert_filter: AlertFilter,
@@ -39,7 +42,7 @@ def estimate_files(settings: Settings, files: list[Path], alert_filter: AlertFil
     from pipeline.backfill.estimate import default_tokens
 
     estimate = Estimate()
-    count_alerts(_lines(files), alert_filter, estimate, tenant_id)
+    count_alerts(_lines(files, estimate.problems), alert_filter, estimate, tenant_id)
     per_verdict = measured_tokens(settings) if use_database else default_tokens(settings)
     price(settings, estimate, per_verdict)
     return estimate
@@ -57,6 +60,8 @@ def print_estimate(console: Console, estimate: Estimate) -> None:
     table.add_row("expected output tokens", f"{estimate.output_tokens:,}")
     table.add_row("tokens per verdict from", estimate.tokens_source)
     table.add_row("estimated cost", f"{estimate.cost:.4f}")
+    for problem in estimate.problems:
+        table.add_row("[red]damaged file[/red]", problem)
     console.print(table)
 
 

@@ -30,6 +30,7 @@ class Estimate:
     output_tokens: int = 0
     cost: float = 0.0
     tokens_source: str = ""
+    problems: list[str] = field(default_factory=list)  # damaged files, by name
 
     @property
     def distinct_fingerprints(self) -> int:

@@ -293,10 +293,12 @@ async def verdict_detail(conn: AsyncConnection, verdict_id: int) -> dict[str, An
                FROM feedback WHERE verdict_id = %s ORDER BY created_at DESC, id DESC""",
             (verdict_id,))
         row["feedback"] = await cur.fetchall()
-        retrieval = list(row.get("retrieval_ids") or [])
+        similar = [r.removeprefix("verdict:") for r in row.get("retrieval_ids") or []
+                   if r.startswith("verdict:")]
         await cur.execute(
             """SELECT id, alert_id, rule_id, severity, analyst_status, summary
-               FROM verdicts WHERE alert_id = ANY(%s) LIMIT 10""", (retrieval,))
+               FROM verdicts WHERE tenant_id = %s AND alert_id = ANY(%s) LIMIT 10""",
+            (row["tenant_id"], similar))
         row["similar"] = await cur.fetchall()
     return row
 
@@ -405,8 +407,13 @@ GROUP BY v.rule_id ORDER BY tokens DESC LIMIT 10"""
 
 
 async def usage_overview(conn: AsyncConnection, *, since: datetime, until: datetime,
-                         pricing: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Daily tokens/cost/TTFT per tenant and model, rejections by reason, top rules."""
+                         pricing: dict[str, tuple[float, float]],
+                         all_tenants: bool = False) -> dict[str, Any]:
+    """Daily tokens/cost/TTFT per tenant and model, rejections by reason, top rules (of
+    the signed-in tenant's verdicts). `all_tenants` widens the usage rows to every tenant
+    (the policy on llm_usage_events allows it for the platform's admins only)."""
+    if all_tenants:
+        await conn.execute("SELECT set_config('app.usage_all_tenants', 'on', true)")
     names = list(pricing)
     params = {"models": names, "inputs": [pricing[n][0] for n in names],
               "outputs": [pricing[n][1] for n in names], "since": since, "until": until}
@@ -421,3 +428,67 @@ async def usage_overview(conn: AsyncConnection, *, since: datetime, until: datet
         row["tokens"] = int(row["tokens"] or 0)
         row["cost"] = float(row["cost"] or 0.0)
     return {"daily": daily, "rejections": rejections, "top_rules": top_rules}
+
+
+# ---- accounts of the tenant (admins, under the policies) -------------------------------
+
+async def tenant_users(conn: AsyncConnection) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT id, email, role, disabled_at, created_at "
+                          "FROM console_users ORDER BY lower(email)")
+        return await cur.fetchall()
+
+
+async def add_tenant_user(conn: AsyncConnection, tenant_id: str, email: str, role: str,
+                          password_hash: str) -> int | None:
+    """None when the email is taken (emails are unique across tenants)."""
+    cur = await conn.execute(
+        """INSERT INTO console_users (tenant_id, email, role, password_hash)
+           VALUES (%s, %s, %s, %s) ON CONFLICT (lower(email)) DO NOTHING RETURNING id""",
+        (tenant_id, email, role, password_hash))
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def set_user_disabled(conn: AsyncConnection, user_id: int, disabled: bool) -> bool:
+    cur = await conn.execute(
+        "UPDATE console_users SET disabled_at = CASE WHEN %s THEN now() END WHERE id = %s",
+        (disabled, user_id))
+    return cur.rowcount == 1
+
+
+async def recent_failed_sign_ins(conn: AsyncConnection, user_id: int, window_s: float) -> int:
+    """Failed sign-ins of this account in the window (owner connection)."""
+    cur = await conn.execute(
+        """SELECT count(*) FROM audit_log WHERE user_id = %s
+           AND action = 'auth.sign_in_failed'
+           AND created_at > now() - make_interval(secs => %s)""", (user_id, window_s))
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+# ---- the tenant's gateway API keys (admins, under the policies) -------------------------
+
+async def tenant_api_keys(conn: AsyncConnection) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT key_id, name, created_at, revoked_at FROM api_keys "
+                          "ORDER BY created_at DESC")
+        return await cur.fetchall()
+
+
+async def create_api_key(conn: AsyncConnection, pepper: bytes, tenant_id: str,
+                         name: str) -> tuple[str, str]:
+    """(key_id, full key); only the key's HMAC is stored (pipeline/store/apikeys.py)."""
+    from pipeline.store.apikeys import hash_key, new_key
+
+    key_id, key = new_key()
+    await conn.execute("INSERT INTO api_keys (key_id, tenant_id, name, key_hash) "
+                       "VALUES (%s, %s, %s, %s)",
+                       (key_id, tenant_id, name, hash_key(pepper, key)))
+    return key_id, key
+
+
+async def revoke_api_key(conn: AsyncConnection, key_id: str) -> bool:
+    cur = await conn.execute("UPDATE api_keys SET revoked_at = now() "
+                             "WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+    return cur.rowcount == 1

@@ -16,14 +16,21 @@ from typing import Annotated
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
 from pipeline.alert_sink import AlertSink, KafkaAlertSink
 from pipeline.config import Settings
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
-from pipeline.web.errors import GatewayError, install_error_handlers, unauthorized
+from pipeline.web.errors import GatewayError, unauthorized
 from pipeline.web.ingest_body import BodyError, gunzip_limited, parse_alerts, read_limited
+from pipeline.web.openai_api import error_body
+
+_REQUESTS = Counter("secanalyst_ingest_requests", "POST /ingest/wazuh answers, by outcome.",
+                    ["outcome"])
+_ALERTS = Counter("secanalyst_ingest_alerts", "Alerts accepted (acknowledged by Kafka).",
+                  ["tenant"])
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,8 @@ def create_ingest_router(settings: Settings) -> APIRouter:
             raise GatewayError(503, "the alert queue did not acknowledge the alerts; retry "
                                     "(safe: alerts are de-duplicated by id)", "overloaded_error",
                                headers={"Retry-After": "5"}) from exc
+        _REQUESTS.labels("accepted").inc()
+        _ALERTS.labels(tenant_id).inc(len(alerts))
         return JSONResponse({"accepted": len(alerts), "tenant": tenant_id},
                             status_code=202)
 
@@ -140,11 +149,22 @@ def create_ingest_app(settings: Settings,
 
     app = FastAPI(title="secanalyst alert ingest", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
-    install_error_handlers(app)
+
+    async def on_refusal(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        _REQUESTS.labels(exc.kind).inc()
+        return JSONResponse(error_body(exc.message, exc.kind, param=exc.param),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(GatewayError, on_refusal)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(create_ingest_router(settings))
     return app

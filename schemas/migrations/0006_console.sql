@@ -59,6 +59,7 @@ CREATE TABLE audit_log (
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX audit_log_tenant_idx ON audit_log (tenant_id, created_at DESC, id DESC);
+CREATE INDEX audit_log_user_idx ON audit_log (user_id, action, created_at);
 
 -- The queue: keyset pagination (tenant, created_at DESC, id DESC) exists
 -- (verdicts_queue_idx); the filtered variants and full-text search need their own.
@@ -90,8 +91,11 @@ CREATE POLICY tenant_isolation ON feedback
 CREATE POLICY tenant_isolation ON audit_log
     USING (tenant_id = current_setting('app.tenant_id', true))
     WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+-- Usage rows: the tenant's own, or every tenant's for the platform's admins (the console
+-- sets app.usage_all_tenants only for admins of console.platform_tenant).
 CREATE POLICY tenant_isolation ON llm_usage_events
-    USING (tenant_id = current_setting('app.tenant_id', true));
+    USING (tenant_id = current_setting('app.tenant_id', true)
+           OR current_setting('app.usage_all_tenants', true) = 'on');
 
 -- Row-level security keeps non-leakproof operators (tsvector @@, jsonb @>) out of index
 -- conditions, so under the console's role the GIN indexes could not serve a search: a
@@ -140,17 +144,29 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION console_queue_ids(JSONB, TIMESTAMPTZ, BIGINT, INTEGER) FROM PUBLIC;
 
--- The console's role. Creating it needs CREATEROLE (or a superuser, which the embedded
--- stack's bootstrap uses); when the migrating role cannot, the console refuses to start
--- and says so, the pipeline is unaffected.
-DO $$
+-- The console's role and its privileges, in a function the console also calls at start
+-- (as the owner, idempotent): a database migrated before the role existed gets its
+-- grants then. Creating the role needs CREATEROLE or a superuser (the embedded stack's
+-- bootstrap creates it); without it the console refuses to start and says why, and the
+-- pipeline is unaffected. The console may read accounts of its tenant but never their
+-- password hashes.
+ALTER TABLE api_keys ENABLE ROW LEVEL SECURITY;  -- the gateway reads keys as the owner
+CREATE POLICY tenant_isolation ON api_keys
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+ALTER TABLE console_users ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON console_users
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+
+CREATE FUNCTION console_grant() RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'secanalyst_console') THEN
         BEGIN
             CREATE ROLE secanalyst_console NOLOGIN NOINHERIT;
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE NOTICE 'cannot create role secanalyst_console: create it as a superuser';
-            RETURN;
+            RETURN false;
         END;
     END IF;
     EXECUTE 'GRANT USAGE ON SCHEMA public TO secanalyst_console';
@@ -159,13 +175,21 @@ BEGIN
     EXECUTE 'GRANT UPDATE (severity, severity_source, attack, analyst_status) '
             'ON verdicts TO secanalyst_console';
     EXECUTE 'GRANT INSERT ON feedback, audit_log TO secanalyst_console';
+    EXECUTE 'GRANT SELECT (id, tenant_id, email, role, disabled_at, created_at), '
+            'INSERT (tenant_id, email, role, password_hash), UPDATE (role, disabled_at) '
+            'ON console_users TO secanalyst_console';
+    EXECUTE 'GRANT SELECT (key_id, tenant_id, name, created_at, revoked_at), '
+            'INSERT (key_id, tenant_id, name, key_hash), UPDATE (revoked_at) '
+            'ON api_keys TO secanalyst_console';
     EXECUTE 'GRANT EXECUTE ON FUNCTION '
             'console_queue_ids(JSONB, TIMESTAMPTZ, BIGINT, INTEGER) TO secanalyst_console';
-    EXECUTE 'GRANT USAGE ON SEQUENCE feedback_id_seq, audit_log_id_seq '
-            'TO secanalyst_console';
+    EXECUTE 'GRANT USAGE ON SEQUENCE feedback_id_seq, audit_log_id_seq, '
+            'console_users_id_seq TO secanalyst_console';
     BEGIN
         EXECUTE format('GRANT secanalyst_console TO %I', current_user);
     EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN
-        RAISE NOTICE 'cannot grant secanalyst_console to %', current_user;
+        NULL;  -- already a member (granted by the superuser that created the role)
     END;
+    RETURN true;
 END $$;
+SELECT console_grant();

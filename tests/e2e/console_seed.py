@@ -50,11 +50,13 @@ def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
     try:
         url = server.address()
         migrate(url)
-        settings = Settings(database={"url": url},
-                            console={"page_size": page_size, "poll_interval_s": 1.0})
+        settings = Settings(database={"url": url}, state_dir=state_dir,
+                            console={"page_size": page_size, "poll_interval_s": 1.0,
+                                     "platform_tenant": "platform"})
         for tenant in ("acme", "globex"):
             add_user(settings, tenant, f"analyst@{tenant}.test", "analyst", PASSWORD)
             add_user(settings, tenant, f"admin@{tenant}.test", "admin", PASSWORD)
+        add_user(settings, "platform", "admin@platform.test", "admin", PASSWORD)
         ids, xss_id = seed_verdicts(url)
         yield Seeded(url, settings, ids, xss_id)
     finally:
@@ -75,12 +77,13 @@ def insert_verdict(conn: psycopg.Connection, tenant: str, n: int, *, severity: s
         """INSERT INTO verdicts (tenant_id, alert_id, rule_id, rule_level, severity,
                severity_source, summary, attack, next_steps, cited_chunks, status,
                model_name, prompt_version, input_tokens, output_tokens, latency_ms,
-               created_at, seen_count)
+               created_at, seen_count, retrieval_ids)
            VALUES (%s, %s, %s, 10, %s, 'rule level 10', %s, %s, %s, %s, 'explained',
-                   'smollm2', 'v3', 400, 80, 900, %s, %s) RETURNING id""",
+                   'smollm2', 'v3', 400, 80, 900, %s, %s, %s) RETURNING id""",
         (tenant, alert_id, rule, severity, summary, json.dumps(attack),
          json.dumps(["Isolate the host", "Reset the password"]), ["rb-ssh#0"], created,
-         1 + n % 3)).fetchone()
+         1 + n % 3, ["rb-ssh#0"] + ([f"verdict:{tenant}-{n - 1}"] if n else []))
+    ).fetchone()
     assert row is not None
     for status in (200, 200, 429):
         conn.execute(

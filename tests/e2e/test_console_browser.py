@@ -9,14 +9,22 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import PASSWORD, Seeded, console_database, free_port
+from tests.e2e.console_seed import (
+    PASSWORD,
+    Seeded,
+    console_database,
+    free_port,
+    insert_verdict,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -102,6 +110,16 @@ def test_analyst_corrects_a_severity_and_admin_sees_usage(
             page.goto(f"{base}/audit")
             expect(page.locator("#audit-log")).to_contain_text("verdict.severity")
             page.screenshot(path=str(ARTIFACTS / "console-audit.png"), full_page=True)
+
+            page.goto(f"{base}/")  # live updates: a new verdict arrives while we look
+            expect(page.locator("#live")).to_be_hidden()
+            with psycopg.connect(seeded.url) as conn:
+                insert_verdict(conn, "acme", 500, severity="high", rule="5710",
+                               agent="web-01", summary="a fresh verdict",
+                               created=datetime.now(UTC), attack=[], alert={})
+            expect(page.locator("#live")).to_be_visible(timeout=15_000)
+            page.click("#live a")
+            expect(page.locator("#queue tbody tr").first).to_contain_text("a fresh verdict")
 
             page.goto(f"{base}/usage")
             expect(page.locator("#charts svg.chart")).to_have_count(6)

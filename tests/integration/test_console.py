@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from pipeline.cli_console import add_user
 from pipeline.web.console.app import create_console_app
 from tests.e2e.console_seed import PASSWORD, Seeded, console_database
 
@@ -177,6 +178,17 @@ def test_hostile_alert_renders_as_inert_text(app_client: TestClient, seeded: See
     assert "<script>alert" not in app_client.get("/").text
 
 
+def test_verdict_page_shows_passages_and_judged_similar_alerts(app_client: TestClient,
+                                                               seeded: Seeded) -> None:
+    sign_in(app_client, "analyst@acme.test")
+    detail = app_client.get(f"/api/verdicts/{seeded.ids['acme'][1]}").json()  # acme-6
+    assert [p["chunk_id"] for p in detail["passages"]] == ["rb-ssh#0"]
+    assert [s["alert_id"] for s in detail["similar"]] == ["acme-5"]
+    page = app_client.get(f"/verdicts/{seeded.ids['acme'][1]}").text
+    assert "Block the source address &lt;at the firewall&gt;." in page
+    assert "judged: " in page and "seen 1 time(s)" in page
+
+
 @pytest.mark.parametrize(("params", "expected"), [
     ({"severity": "high"}, lambda n: n in (0, 5)),
     ({"rule": "550"}, lambda n: n % 2 == 1),
@@ -223,3 +235,121 @@ def test_usage_is_for_admins_with_charts_and_csv(app_client: TestClient) -> None
     assert csv_text.startswith("day,tenant_id,model_name") and "acme" in csv_text
     actions = [a["action"] for a in app_client.get("/api/audit").json()]
     assert "usage.view" in actions and "auth.sign_in" in actions
+    sign_in(app_client, "admin@platform.test")  # the platform team sees every tenant
+    data = app_client.get("/api/usage").json()
+    assert {r["tenant_id"] for r in data["daily"]} == {"acme", "globex"}
+    assert app_client.get("/api/verdicts").json()["items"] == []  # but no verdicts
+
+
+def test_sign_out_ends_the_session(app_client: TestClient) -> None:
+    csrf = sign_in(app_client, "analyst@acme.test")
+    token = app_client.cookies.get("sa_session")
+    assert app_client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
+    assert app_client.post("/logout", data={"csrf_token": csrf}).status_code == 303
+    app_client.cookies.set("sa_session", token or "", domain="testserver")  # replay
+    assert app_client.get("/api/verdicts").status_code == 401
+
+
+def test_repeated_failures_lock_the_account_for_a_while(app_client: TestClient,
+                                                        seeded: Seeded) -> None:
+    add_user(seeded.settings, "acme", "throttled@acme.test", "analyst", PASSWORD)
+    for _ in range(seeded.settings.console.max_failed_sign_ins):
+        assert sign_in(app_client, "throttled@acme.test", "not the password") == ""
+    assert sign_in(app_client, "throttled@acme.test") == ""  # right password, refused
+    assert sign_in(app_client, "analyst@acme.test") != ""  # other accounts unaffected
+
+
+def test_admins_manage_accounts_of_their_own_tenant_only(app_client: TestClient,
+                                                         seeded: Seeded) -> None:
+    csrf = sign_in(app_client, "analyst@acme.test")
+    assert app_client.get("/admin/users").status_code == 403
+    assert app_client.post("/admin/users", data={
+        "email": "x@acme.test", "role": "admin", "password": PASSWORD,
+        "csrf_token": csrf}).status_code == 403
+    csrf = sign_in(app_client, "admin@acme.test")
+    created = app_client.post("/admin/users", data={
+        "email": "new@acme.test", "role": "analyst", "password": PASSWORD,
+        "csrf_token": csrf})
+    assert created.status_code == 303 and created.headers["location"] == "/admin/users"
+    users = {u["email"]: u for u in app_client.get("/api/users").json()}
+    assert "new@acme.test" in users and "analyst@globex.test" not in users
+    assert all("password_hash" not in u for u in users.values())
+    with psycopg.connect(seeded.url) as conn:
+        globex_user = conn.execute("SELECT id FROM console_users "
+                                   "WHERE email = 'analyst@globex.test'").fetchone()
+    assert globex_user is not None
+    assert app_client.post(f"/admin/users/{globex_user[0]}/disabled", data={
+        "disabled": "true", "csrf_token": csrf}).status_code == 404
+    new_id = users["new@acme.test"]["id"]
+    assert app_client.post(f"/admin/users/{new_id}/disabled", data={
+        "disabled": "true", "csrf_token": csrf}).status_code == 303
+    actions = [a["action"] for a in app_client.get("/api/audit").json()]
+    assert "user.create" in actions and "user.disable" in actions
+    assert sign_in(app_client, "new@acme.test") == ""  # disabled: cannot sign in
+    assert sign_in(app_client, "analyst@globex.test") != ""  # untouched
+
+
+def test_console_role_cannot_read_password_hashes(seeded: Seeded) -> None:
+    with psycopg.connect(seeded.url) as conn:
+        conn.execute("SET ROLE secanalyst_console")
+        conn.execute("SELECT set_config('app.tenant_id', 'acme', false)")
+        assert conn.execute("SELECT count(*) FROM console_users").fetchone() != (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT password_hash FROM console_users")
+        conn.rollback()
+
+
+def test_users_create_command(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("SECANALYST_DATABASE__URL", seeded.url)
+    monkeypatch.setenv("SECANALYST_NEW_USER_PASSWORD", PASSWORD)
+    result = CliRunner().invoke(app, ["users", "create", "--tenant", "initech",
+                                      "--email", "boss@initech.test", "--role", "admin"])
+    assert result.exit_code == 0, result.output
+    clash = CliRunner().invoke(app, ["users", "create", "--tenant", "acme",
+                                     "--email", "BOSS@initech.test"])
+    assert clash.exit_code == 1 and "another tenant" in clash.output
+    with psycopg.connect(seeded.url) as conn:
+        row = conn.execute("SELECT u.role, u.password_hash, t.tenant_id FROM console_users u "
+                           "JOIN tenants t USING (tenant_id) "
+                           "WHERE email = 'boss@initech.test'").fetchone()
+        audit = conn.execute("SELECT count(*) FROM audit_log WHERE tenant_id = 'initech' "
+                             "AND action = 'user.create'").fetchone()
+    assert row is not None and row[0] == "admin" and row[1].startswith("$argon2id$")
+    assert audit == (1,)
+
+
+def test_admins_create_and_revoke_their_tenants_api_keys(app_client: TestClient,
+                                                         seeded: Seeded) -> None:
+    from pipeline.store.apikeys import create_key, hash_key, load_pepper
+
+    with psycopg.connect(seeded.url, autocommit=True) as conn:
+        foreign_id, _ = create_key(conn, b"p" * 32, "globex", "theirs")
+    csrf = sign_in(app_client, "analyst@acme.test")
+    assert app_client.get("/admin/apikeys").status_code == 403
+    csrf = sign_in(app_client, "admin@acme.test")
+    created = app_client.post("/admin/apikeys", data={"name": "siem", "csrf_token": csrf})
+    assert created.status_code == 200 and created.headers["cache-control"] == "no-store"
+    key = re.search(r'<pre id="new-key">(sak_[^<]+)</pre>', created.text)
+    assert key is not None
+    key_id = key.group(1).split("_")[1]
+    with psycopg.connect(seeded.url) as conn:
+        row = conn.execute("SELECT tenant_id, key_hash FROM api_keys WHERE key_id = %s",
+                           (key_id,)).fetchone()
+    assert row is not None and row[0] == "acme"
+    assert bytes(row[1]) == hash_key(load_pepper(seeded.settings), key.group(1))
+    listing = app_client.get("/admin/apikeys").text
+    assert key_id in listing and foreign_id not in listing and key.group(1) not in listing
+    assert app_client.post(f"/admin/apikeys/{foreign_id}/revoke",
+                           data={"csrf_token": csrf}).status_code == 404
+    assert app_client.post(f"/admin/apikeys/{key_id}/revoke",
+                           data={"csrf_token": csrf}).status_code == 303
+    with psycopg.connect(seeded.url) as conn:
+        states = dict(conn.execute("SELECT key_id, revoked_at IS NOT NULL FROM api_keys"
+                                   ).fetchall())
+    assert states == {foreign_id: False, key_id: True}
+    actions = [a["action"] for a in app_client.get("/api/audit").json()]
+    assert "apikey.create" in actions and "apikey.revoke" in actions

@@ -89,12 +89,13 @@ def test_templates_escape_a_hostile_verdict() -> None:
         "passages": [{"chunk_id": "c", "runbook": "r", "title": HOSTILE, "heading": "h",
                       "content": HOSTILE}],
         "similar": [], "feedback": [], "audit": [], "alert": {"data": HOSTILE},
+        "provenance": {"note": HOSTILE},
     }
     html = templates.get_template("verdict.html").render(
         request=request, v=verdict, severities=["low"], user=None, csrf="")
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "javascript:alert(2)" in html and 'href="javascript' not in html
-    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 6
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 7
 
 
 class _NoPool:

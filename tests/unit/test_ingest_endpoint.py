@@ -130,3 +130,11 @@ def test_gunzip_limits_bombs_and_truncation() -> None:
         gunzip_limited(gzip.compress(b"x" * 5000)[:-20], 100_000)
     with pytest.raises(BodyError, match="not valid gzip"):
         gunzip_limited(b"plain text", 100)
+
+
+def test_metrics_count_outcomes_and_alerts(client: TestClient) -> None:
+    client.post("/ingest/wazuh", json=[ALERT, ALERT], headers=HEADERS)
+    client.post("/ingest/wazuh", json=ALERT)
+    text = client.get("/metrics").text
+    assert 'secanalyst_ingest_alerts_total{tenant="acme"}' in text
+    assert 'secanalyst_ingest_requests_total{outcome="authentication_error"}' in text

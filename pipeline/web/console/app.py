@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline import attack as attack_catalog
 from pipeline.config import Settings
 from pipeline.store import console as store
+from pipeline.store.apikeys import load_pepper
 from pipeline.web.console import charts
 from pipeline.web.console.errors import (
     ConsoleError,
@@ -42,6 +43,7 @@ from pipeline.web.console.resources import ConsoleResources, open_console_resour
 from pipeline.web.console.security import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
+    hash_password,
     new_csrf_token,
     same_token,
     verify_password,
@@ -51,6 +53,7 @@ from schemas.verdict import SEVERITIES
 ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[ConsoleResources]]
 HERE = Path(__file__).parent
 _TECHNIQUE = re.compile(r"^T\d{4}(\.\d{3})?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -167,8 +170,10 @@ def create_console_app(settings: Settings,
             raise bad_csrf()
         async with res.pool.connection() as conn:
             user = await store.find_user(conn, email.strip())
+            throttled = user is not None and await store.recent_failed_sign_ins(
+                conn, user.id, cfg.failed_sign_in_window_s) >= cfg.max_failed_sign_ins
             ok = verify_password(user.password_hash if user else None, password)
-            if user is None or not ok:
+            if user is None or not ok or throttled:
                 if user is not None:
                     async with store.tenant_scope(res.pool, user.tenant_id) as scoped:
                         await store.audit(scoped, user, "auth.sign_in_failed", None)
@@ -328,8 +333,9 @@ def create_console_app(settings: Settings,
         until = datetime.now(UTC)
         since = until - timedelta(days=days)
         async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
-            found = await store.usage_overview(conn, since=since, until=until,
-                                               pricing=pricing)
+            found = await store.usage_overview(
+                conn, since=since, until=until, pricing=pricing,
+                all_tenants=signed.user.tenant_id == cfg.platform_tenant)
             await store.audit(conn, signed.user, "usage.view", None, {"days": days})
         return found
 
@@ -371,6 +377,100 @@ def create_console_app(settings: Settings,
         """The tenant's audit log, newest first (admins)."""
         async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
             return _jsonable(await store.audit_entries(conn, 200))
+
+    # ---- accounts of the tenant (admins) ----------------------------------------------
+
+    @app.get("/admin/users", response_class=HTMLResponse, include_in_schema=False)
+    async def users_page(request: Request, res: Resources, signed: Admin,
+                         error: str | None = None) -> Response:
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            users = await store.tenant_users(conn)
+        return page(request, "users.html", signed, users=users, error=error)
+
+    @app.get("/api/users", tags=["accounts"])
+    async def api_users(res: Resources, signed: Admin) -> list[dict[str, Any]]:
+        """The tenant's console accounts (never their password hashes; admins)."""
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            return _jsonable(await store.tenant_users(conn))
+
+    @app.post("/admin/users", include_in_schema=False)
+    async def users_create(res: Resources, signed: Admin, email: Annotated[str, Form()],
+                           role: Annotated[str, Form()], password: Annotated[str, Form()],
+                           csrf_token: Annotated[str, Form()]) -> Response:
+        if not same_token(signed.csrf_token, csrf_token):
+            raise bad_csrf()
+        if role not in ("analyst", "admin"):
+            raise invalid("role", "analyst or admin")
+        if not _EMAIL.match(email.strip()):
+            raise invalid("email", "not an email address")
+        try:
+            password_hash = hash_password(password)
+        except ValueError as exc:
+            raise invalid("password", str(exc)) from exc
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            user_id = await store.add_tenant_user(conn, signed.user.tenant_id, email.strip(),
+                                                  role, password_hash)
+            if user_id is not None:
+                await store.audit(conn, signed.user, "user.create", f"user:{user_id}",
+                                  {"email": email.strip(), "role": role})
+        if user_id is None:
+            return RedirectResponse("/admin/users?error=taken", status_code=303)
+        return RedirectResponse("/admin/users", status_code=303)
+
+    @app.post("/admin/users/{user_id}/disabled", include_in_schema=False)
+    async def users_disable(res: Resources, signed: Admin, user_id: int,
+                            disabled: Annotated[bool, Form()],
+                            csrf_token: Annotated[str, Form()]) -> Response:
+        if not same_token(signed.csrf_token, csrf_token):
+            raise bad_csrf()
+        if user_id == signed.user.id:
+            raise invalid("user", "you cannot disable your own account")
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            if not await store.set_user_disabled(conn, user_id, disabled):
+                raise ConsoleError(404, "no such user")
+            await store.audit(conn, signed.user, "user.disable" if disabled else "user.enable",
+                              f"user:{user_id}")
+        return RedirectResponse("/admin/users", status_code=303)
+
+    # ---- the tenant's gateway API keys (admins) -----------------------------------------
+
+    def key_page(request: Request, signed: store.Session, keys: list[dict[str, Any]],
+                 new_key: str | None = None) -> HTMLResponse:
+        response = page(request, "apikeys.html", signed, keys=keys, new_key=new_key)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/admin/apikeys", response_class=HTMLResponse, include_in_schema=False)
+    async def keys_page(request: Request, res: Resources, signed: Admin) -> Response:
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            keys = await store.tenant_api_keys(conn)
+        return key_page(request, signed, keys)
+
+    @app.post("/admin/apikeys", response_class=HTMLResponse, include_in_schema=False)
+    async def keys_create(request: Request, res: Resources, signed: Admin,
+                          csrf_token: Annotated[str, Form()],
+                          name: Annotated[str, Form(max_length=100)] = "") -> Response:
+        if not same_token(signed.csrf_token, csrf_token):
+            raise bad_csrf()
+        pepper = load_pepper(settings)
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            key_id, key = await store.create_api_key(conn, pepper, signed.user.tenant_id,
+                                                     name.strip())
+            await store.audit(conn, signed.user, "apikey.create", f"apikey:{key_id}",
+                              {"name": name.strip()})
+            keys = await store.tenant_api_keys(conn)
+        return key_page(request, signed, keys, new_key=key)  # shown once, never stored
+
+    @app.post("/admin/apikeys/{key_id}/revoke", include_in_schema=False)
+    async def keys_revoke(res: Resources, signed: Admin, key_id: str,
+                          csrf_token: Annotated[str, Form()]) -> Response:
+        if not same_token(signed.csrf_token, csrf_token):
+            raise bad_csrf()
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            if not await store.revoke_api_key(conn, key_id):
+                raise ConsoleError(404, "no such active key")
+            await store.audit(conn, signed.user, "apikey.revoke", f"apikey:{key_id}")
+        return RedirectResponse("/admin/apikeys", status_code=303)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

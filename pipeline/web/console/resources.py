@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.config import Settings
@@ -22,9 +23,21 @@ class ConsoleResources:
 async def open_console_resources(settings: Settings) -> AsyncIterator[ConsoleResources]:
     pool = await open_pool(settings)
     try:
-        # Fail at start, with the reason, when the console's database role is missing.
-        async with tenant_scope(pool, "-"):
-            pass
+        await ensure_console_role(pool)
         yield ConsoleResources(pool=pool)
     finally:
         await pool.close()
+
+
+async def ensure_console_role(pool: AsyncConnectionPool) -> None:
+    """Re-apply the console role's grants (idempotent; needs the owner, skipped when the
+    console connects as another user), then fail at start, with the reason, when the
+    role still cannot be used."""
+    async with pool.connection() as conn:
+        try:
+            await conn.execute("SELECT console_grant()")
+            await conn.commit()
+        except psycopg.errors.InsufficientPrivilege:
+            await conn.rollback()
+    async with tenant_scope(pool, "-") as conn:
+        await conn.execute("SELECT count(*) FROM verdicts")
