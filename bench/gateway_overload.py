@@ -1,10 +1,20 @@
-"""10× overload on the gateway: `secanalyst gateway` (uvicorn) in front of the vLLM
-simulator, its own PostgreSQL, a small admission limit and one tenant with a small quota.
+"""10× overload on the gateway: `secanalyst gateway` (uvicorn, one process) in front of the
+vLLM simulator, its own PostgreSQL, a small admission limit and one tenant with a small
+quota (so that some refusals are 429, the rest 503).
 
-Measures, open loop at 10× the measured capacity: every refused request gets 429 or 503
-with Retry-After; the time to refuse (p50/p99; goal p99 ≤ 5 ms for refusals decided at
-once); that no request waits in the queue past its deadline; the gateway's RSS over the
-run (flat = no growth with the backlog).
+Measures, open loop at 10× the measured capacity:
+- every refused request gets 429 or 503 with an integer Retry-After;
+- the time to refuse, server-side (the gateway's `Server-Timing: gw;dur=` = arrival stamp
+  → response start, per request, cross-checked against the
+  `secanalyst_gateway_response_start_seconds` histogram on /metrics) and client-side
+  (send → answer, which adds the load generator's own scheduling, the TCP stack and the
+  time the request waits for the gateway's event loop before it is stamped);
+- that no request waits past its deadline (refusals: gw;dur ≤ deadline; served: the
+  gateway's `wait;dur=` = arrival → dispatch ≤ deadline);
+- the gateway's RSS sampled every 0.5 s (flat = no growth with the backlog).
+
+The load generator is one asyncio process (aiohttp, one pooled connector), as light as it
+gets in Python; its CPU use is printed next to the gateway's.
 
 Run: .venv/bin/python -m bench.gateway_overload [--seconds 20] [--record]
 """
@@ -23,8 +33,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import machine, stamp
 from pipeline.cli_usage import create_api_key, maintain_partitions
@@ -37,16 +48,31 @@ ROOT = Path(__file__).parents[1]
 MODEL = "smollm2-135m-instruct"
 SLOTS = 4            # admission: requests in flight per replica
 QUEUE = 8            # admission queue size
-DEADLINE_S = 1.0     # how long a request may wait for a slot
-SMALL_QUOTA = 2_000  # tokens per minute of the tenant "small"
+DEADLINE_S = 1.0     # how long a request may wait for a slot, from its arrival
+SMALL_QUOTA = 600    # tokens per minute of the tenant "small" (~16 requests a minute)
+HISTOGRAM = "secanalyst_gateway_response_start_seconds"
 
 
 @dataclass
 class Result:
     tenant: str
     status: int
-    seconds: float
+    client_s: float
     retry_after: str | None
+    server_s: float | None  # Server-Timing gw (arrival → response start)
+    wait_s: float | None    # Server-Timing wait (arrival → dispatch), served only
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`gw;dur=1.2, wait;dur=3` → {"gw": 0.0012, "wait": 0.003} (seconds)."""
+    found: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                found[name] = float(value) / 1000
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -56,25 +82,35 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def one(client: httpx.AsyncClient, url: str, key: str, tenant: str,
+async def one(session: aiohttp.ClientSession, url: str, key: str, tenant: str,
               results: list[Result]) -> None:
     body = {"model": MODEL, "max_tokens": 16,
             "messages": [{"role": "user", "content": "Explain Wazuh rule 5710 briefly."}]}
     started = time.perf_counter()
     try:
-        response = await client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
-        status, retry = response.status_code, response.headers.get("Retry-After")
-    except httpx.HTTPError:
-        status, retry = -1, None
-    results.append(Result(tenant, status, time.perf_counter() - started, retry))
+        async with session.post(url, json=body,
+                                headers={"Authorization": f"Bearer {key}"}) as response:
+            await response.read()
+            status, headers = response.status, response.headers
+    except (aiohttp.ClientError, TimeoutError):
+        results.append(Result(tenant, -1, time.perf_counter() - started, None, None, None))
+        return
+    elapsed = time.perf_counter() - started
+    timing = server_timing(", ".join(headers.getall("Server-Timing", [])))
+    results.append(Result(tenant, status, elapsed, headers.get("Retry-After"),
+                          timing.get("gw"), timing.get("wait")))
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000),
+                                 timeout=aiohttp.ClientTimeout(total=60))
 
 
 async def drive(url: str, keys: dict[str, str], rate: float, seconds: float,
                 rss: list[float], pid: int) -> list[Result]:
     results: list[Result] = []
     process = psutil.Process(pid)
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+    async with session() as client:
         tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter()
         n, next_sample = 0, start
@@ -87,7 +123,7 @@ async def drive(url: str, keys: dict[str, str], rate: float, seconds: float,
                 n += 1
             if now >= next_sample:
                 rss.append(process.memory_info().rss / 2**20)
-                next_sample += 1.0
+                next_sample += 0.5
             await asyncio.sleep(0.002)
         await asyncio.gather(*tasks)
     rss.append(process.memory_info().rss / 2**20)
@@ -98,7 +134,7 @@ async def capacity(url: str, key: str) -> tuple[float, float]:
     """(requests/s the admission slots sustain, mean service seconds), measured closed loop
     with exactly SLOTS concurrent callers."""
     results: list[Result] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with session() as client:
         start = time.perf_counter()
 
         async def caller() -> None:
@@ -108,14 +144,51 @@ async def capacity(url: str, key: str) -> tuple[float, float]:
         await asyncio.gather(*(caller() for _ in range(SLOTS)))
         elapsed = time.perf_counter() - start
     ok = [r for r in results if r.status == 200]
-    return len(ok) / elapsed, statistics.mean(r.seconds for r in ok)
+    return len(ok) / elapsed, statistics.mean(r.client_s for r in ok)
+
+
+def histogram(metrics_url: str) -> dict[str, list[tuple[float, float]]]:
+    """status → [(le, cumulative count)] of the response-start histogram."""
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != HISTOGRAM:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{HISTOGRAM}_bucket":
+                found.setdefault(sample.labels["status"], []).append(
+                    (float(sample.labels["le"]), sample.value))
+    return found
+
+
+def histogram_delta(before: dict[str, list[tuple[float, float]]],
+                    after: dict[str, list[tuple[float, float]]], status: str
+                    ) -> tuple[int, float, float]:
+    """(count, share ≤ 5 ms, p99 upper bound in s) of `status` between two scrapes."""
+    old = dict(before.get(status, []))
+    buckets = [(le, count - old.get(le, 0.0)) for le, count in sorted(after.get(status, []))]
+    total = buckets[-1][1] if buckets else 0.0
+    if total == 0:
+        return 0, float("nan"), float("nan")
+    under_5ms = next(count for le, count in buckets if le >= 0.005) / total
+    p99 = next(le for le, count in buckets if count >= 0.99 * total)
+    return int(total), under_5ms, p99
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--overload", type=float, default=10)
-    parser.add_argument("--record", action="store_true", help="append to docs/benchmarks.md")
+    parser.add_argument("--record", action="store_true",
+                        help="print the markdown section for docs/benchmarks.md")
     args = parser.parse_args()
 
     state = Path(tempfile.mkdtemp(prefix="gw-overload-"))
@@ -148,69 +221,88 @@ def main() -> None:
         gateway = subprocess.Popen([str(ROOT / ".venv/bin/secanalyst"), "gateway", "--port",
                                     str(gw_port)], cwd=state, env=env)
         wait_http(f"http://127.0.0.1:{gw_port}/healthz", gateway)
-        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        base = f"http://127.0.0.1:{gw_port}"
+        url = f"{base}/v1/chat/completions"
         cap, service_s = asyncio.run(capacity(url, keys["bulk"]))
         rate = cap * args.overload
         rss: list[float] = []
+        gw_process, me = psutil.Process(gateway.pid), psutil.Process()
+        before = histogram(f"{base}/metrics")
+        cpu_before = cpu_seconds(gw_process), cpu_seconds(me)
         results = asyncio.run(drive(url, keys, rate, args.seconds, rss, gateway.pid))
+        cpu = cpu_seconds(gw_process) - cpu_before[0], cpu_seconds(me) - cpu_before[1]
+        after = histogram(f"{base}/metrics")
     finally:
         if gateway is not None:
             stop(gateway)
         stop(sim)
         postgres.stop()
-    report(results, cap, service_s, rate, rss, args)
+    report(results, cap, service_s, rate, rss, cpu, (before, after), args)
+
+
+def ms_figures(values: list[float]) -> str:
+    return (f"{percentile(values, .5) * 1000:.2f} / {percentile(values, .99) * 1000:.2f} / "
+            f"{max(values, default=float('nan')) * 1000:.2f} ms (n={len(values)})")
 
 
 def report(results: list[Result], cap: float, service_s: float, rate: float,
-           rss: list[float], args: argparse.Namespace) -> None:
+           rss: list[float], cpu: tuple[float, float],
+           scrapes: tuple[dict[str, list[tuple[float, float]]],
+                          dict[str, list[tuple[float, float]]]],
+           args: argparse.Namespace) -> None:
     ok = [r for r in results if r.status == 200]
     refused = [r for r in results if r.status in (429, 503)]
     other = [r for r in results if r.status not in (200, 429, 503)]
     without_retry = [r for r in refused if not (r.retry_after or "").isdigit()]
-    # Refused at once (queue full, quota) vs after waiting in the queue up to the deadline.
-    at_once = [r.seconds * 1000 for r in refused if r.seconds < DEADLINE_S / 2]
-    expired = [r.seconds for r in refused if r.seconds >= DEADLINE_S / 2]
-    # A served request waited at most the deadline, then took its service time.
-    worst_ok = max((r.seconds for r in ok), default=0.0)
+    server = {s: [r.server_s for r in refused if r.status == s and r.server_s is not None]
+              for s in (429, 503)}
+    client = {s: [r.client_s for r in refused if r.status == s] for s in (429, 503)}
+    all_server = server[429] + server[503]
+    waits = [r.wait_s for r in ok if r.wait_s is not None]
+    late_refusals = [s for s in all_server if s > DEADLINE_S]
+    late_served = [w for w in waits if w > DEADLINE_S]
+    small = [r for r in results if r.tenant == "small"]
+    hist = {s: histogram_delta(*scrapes, str(s)) for s in (429, 503)}
+    warm = rss[len(rss) // 4:]  # after the first quarter of the run
     rows = [
         ("capacity (closed loop, 4 slots)", f"{cap:.1f} req/s, {service_s * 1000:.0f} ms each"),
         ("offered (open loop)", f"{rate:.0f} req/s for {args.seconds:.0f} s "
                                 f"({args.overload:.0f}×), {len(results)} requests"),
         ("served 200", f"{len(ok)} ({len(ok) / args.seconds:.1f}/s)"),
-        ("refused 429 / 503", f"{sum(r.status == 429 for r in refused)} / "
-                              f"{sum(r.status == 503 for r in refused)}"),
+        ("refused 429 / 503", f"{len(client[429])} / "
+                              f"{len(client[503])}"),
+        ("tenant `small`: 200 / 429 / 503", f"{sum(r.status == 200 for r in small)} / "
+                                            f"{sum(r.status == 429 for r in small)} / "
+                                            f"{sum(r.status == 503 for r in small)}"),
         ("refused without an integer Retry-After", str(len(without_retry))),
         ("other outcomes (errors, timeouts)", str(len(other))),
-        ("refused at once: p50 / p99 / max", f"{percentile(at_once, .5):.2f} / "
-                                             f"{percentile(at_once, .99):.2f} / "
-                                             f"{max(at_once, default=float('nan')):.2f} ms "
-                                             f"(n={len(at_once)})"),
-        ("refused at the queue deadline (1.0 s): max", f"{max(expired, default=0):.3f} s "
-                                                       f"(n={len(expired)})"),
-        ("slowest served request", f"{worst_ok:.3f} s (deadline {DEADLINE_S} s + service)"),
-        ("gateway RSS first / last / max", f"{rss[0]:.0f} / {rss[-1]:.0f} / "
-                                           f"{max(rss):.0f} MiB ({len(rss)} samples)"),
+        ("server-side refusal 429: p50 / p99 / max", ms_figures(server[429])),
+        ("server-side refusal 503: p50 / p99 / max", ms_figures(server[503])),
+        ("/metrics histogram 429: n, ≤ 5 ms, p99 bucket",
+         f"{hist[429][0]}, {hist[429][1]:.1%}, ≤ {hist[429][2] * 1000:g} ms"),
+        ("/metrics histogram 503: n, ≤ 5 ms, p99 bucket",
+         f"{hist[503][0]}, {hist[503][1]:.1%}, ≤ {hist[503][2] * 1000:g} ms"),
+        ("client-side refusal 429: p50 / p99 / max", ms_figures(client[429])),
+        ("client-side refusal 503: p50 / p99 / max", ms_figures(client[503])),
+        (f"refusals later than the deadline ({DEADLINE_S} s), server-side",
+         f"{len(late_refusals)} (max {max(all_server, default=0):.3f} s)"),
+        ("served: arrival → dispatch wait p50 / max (server-side)",
+         f"{percentile(waits, .5) * 1000:.0f} / {max(waits, default=0) * 1000:.0f} ms; "
+         f"{len(late_served)} over the deadline"),
+        ("slowest answer, client-side", f"{max(r.client_s for r in results):.3f} s"),
+        ("gateway RSS first / last / max", f"{rss[0]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} MiB "
+                                           f"({len(rss)} samples every 0.5 s)"),
+        ("gateway RSS after warm-up: min / max", f"{min(warm):.0f} / {max(warm):.0f} MiB"),
+        ("CPU used during the run: gateway / load generator",
+         f"{cpu[0]:.1f} / {cpu[1]:.1f} s ({cpu[0] / args.seconds:.0%} / "
+         f"{cpu[1] / args.seconds:.0%} of one core)"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     if args.record:
-        record(rows, args)
-
-
-def record(rows: list[tuple[str, str]], args: argparse.Namespace) -> None:
-    lines = ["", "## Gateway under 10× overload (issue #3) — `bench/gateway_overload.py`", "",
-             f"Run: `.venv/bin/python -m bench.gateway_overload --seconds {args.seconds:.0f} "
-             "--record`", "",
-             f"{stamp()} — {machine()}; `secanalyst gateway` (uvicorn, one process) → router "
-             f"→ vLLM simulator (1 replica, {SLOTS} sequences, 16 output tokens, 15 ms ITL); "
-             f"admission {SLOTS} in flight + queue {QUEUE}, deadline {DEADLINE_S} s; tenant "
-             f"`small` (10% of requests) limited to {SMALL_QUOTA} tokens/min; load generator "
-             "(httpx, open loop) on the same 2 cores. Times are client-side.", "",
-             "| measure | result |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
-    with (ROOT / "docs" / "benchmarks.md").open("a") as out:
-        out.write("\n".join(lines) + "\n")
+        print(f"\n{stamp()} — {machine()}\n\n| measure | result |\n| --- | --- |")
+        print("\n".join(f"| {k} | {v} |" for k, v in rows))
 
 
 if __name__ == "__main__":

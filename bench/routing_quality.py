@@ -98,14 +98,15 @@ async def drive(send: Send, jobs: list[tuple[float, str, int, str]]) -> dict[str
 
 
 def our_router(counter: TokenCounter, urls: list[str], picker: ReplicaPicker,
-               per_replica: int) -> Router:
+               per_replica: int, prefill_tokens: int | None = None) -> Router:
     tenants = TenantDefaults(tokens_per_minute=10**9, tokens_per_day=10**10,
                              overrides={"gold": TenantQuota(priority="premium")})
     return Router(model_name="sim-model", counter=counter, usage=NullSink(),
                   pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768)},
                   tenants=tenants, picker=picker,
                   admission=Admission(max_in_flight_per_replica=per_replica, max_queue=10_000,
-                                      max_wait_s=120))
+                                      max_wait_s=120,
+                                      max_prefill_tokens_per_replica=prefill_tokens))
 
 
 def router_sender(router: Router) -> Send:
@@ -165,7 +166,8 @@ def summary(name: str, ttfts: dict[str, list[float]]) -> tuple[str, float]:
     return line, p95
 
 
-async def main(seconds: float, load: float, per_replica: int) -> None:
+async def main(seconds: float, load: float, per_replica: int,
+               prefill_tokens: int | None) -> None:
     quiet_logs()
     # Prefill is serial per replica, so it bounds a replica's rate.
     mean_prefill = 0.8 * prefill_s(SHORT_WORDS) + 0.2 * prefill_s(LONG_WORDS)
@@ -188,8 +190,9 @@ async def main(seconds: float, load: float, per_replica: int) -> None:
                           if name == "our router" else RoundRobin())
                 # Ours holds the queue itself (by class) beyond `per_replica` in flight;
                 # round robin sends everything on, as a load-blind balancer would.
-                router = our_router(counter, sim.urls, picker,
-                                    per_replica if name == "our router" else 10_000)
+                router = (our_router(counter, sim.urls, picker, per_replica, prefill_tokens)
+                          if name == "our router" else
+                          our_router(counter, sim.urls, picker, 10_000))
                 try:
                     ttfts = await drive(router_sender(router), jobs)
                 finally:
@@ -227,5 +230,8 @@ if __name__ == "__main__":
     parser.add_argument("--load", type=float, default=0.85)
     parser.add_argument("--per-replica", type=int, default=16,
                         help="our router's admission limit of requests in flight per replica")
+    parser.add_argument("--prefill-tokens", type=int, default=1024,
+                        help="our router's admission limit of queued prefill tokens per "
+                             "replica (0: off)")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.load, args.per_replica))
+    asyncio.run(main(args.seconds, args.load, args.per_replica, args.prefill_tokens or None))

@@ -3,8 +3,15 @@ bounded router-side queue ordered by class, round-robin between tenants of a cla
 
 Room: each replica takes `max_in_flight_per_replica` requests from this router; a pool
 has room while fewer than that times its healthy replicas are admitted (with a
-least-loaded picker some replica then has room). A pool with no healthy replica admits at
-once, so the picker fails fast with `NoHealthyReplica` instead of the request waiting.
+least-loaded picker some replica then has room). Token-aware too, when
+`max_prefill_tokens_per_replica` is set: the pool also needs its queued prefill work —
+the prompt tokens of admitted requests whose first token has not arrived
+(`SlotHandle.prefilled()`) — below that times its healthy replicas. Prefill is serial on
+a replica, so this keeps requests in the router's queue (ordered by class), ready for the
+replica that frees first, instead of behind a long prompt on one replica. A request is
+admitted while the pool is under the limit, whatever its own size (a long prompt cannot
+starve). A pool with no healthy replica admits at once, so the picker fails fast with
+`NoHealthyReplica` instead of the request waiting.
 
 Order: premium > standard > batch (batch = backfill). Within a class the tenants take
 turns (round-robin over tenants with waiters, FIFO within a tenant), so one tenant's
@@ -54,12 +61,14 @@ class _Waiter:
     tenant_id: str
     priority: str
     future: asyncio.Future[None]
+    prompt_tokens: int = 0
 
 
 @dataclass
 class _PoolQueue:
     in_flight: int = 0
     queued: int = 0
+    prefill_tokens: int = 0  # prompt tokens admitted and not yet past their first token
     mean_hold_s: float = INITIAL_HOLD_S
     # class → tenant → its waiters; the OrderedDict's order is the round-robin turn.
     waiting: dict[str, OrderedDict[str, deque[_Waiter]]] = field(
@@ -70,12 +79,36 @@ class _PoolQueue:
         return sum(len(q) for c in CLASSES[:rank + 1] for q in self.waiting[c].values())
 
 
+class SlotHandle:
+    """What the holder of a slot reports: `prefilled()` when its first token arrives."""
+
+    def __init__(self, admission: Admission, state: _PoolQueue, pool: Pool,
+                 prompt_tokens: int) -> None:
+        self._admission = admission
+        self._state = state
+        self._pool = pool
+        self._pending = prompt_tokens
+
+    def prefilled(self, *, pump: bool = True) -> None:
+        """The prompt is processed: its tokens leave the pool's prefill queue (idempotent).
+        `pump`: hand the room to waiters now (False when the slot is released next)."""
+        if self._pending:
+            self._state.prefill_tokens -= self._pending
+            self._pending = 0
+            if pump:
+                self._admission._pump(self._state, self._pool)
+
+
 class Admission:
     def __init__(self, *, max_in_flight_per_replica: int = 16, max_queue: int = 256,
-                 max_wait_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_wait_s: float = 30.0, max_prefill_tokens_per_replica: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_in_flight_per_replica < 1 or max_queue < 0:
             raise ValueError("max_in_flight_per_replica must be ≥ 1 and max_queue ≥ 0")
+        if max_prefill_tokens_per_replica is not None and max_prefill_tokens_per_replica < 1:
+            raise ValueError("max_prefill_tokens_per_replica must be ≥ 1 (or None: off)")
         self._per_replica = max_in_flight_per_replica
+        self._prefill_per_replica = max_prefill_tokens_per_replica
         self._max_queue = max_queue
         self._max_wait_s = max_wait_s
         self._clock = clock
@@ -83,18 +116,22 @@ class Admission:
 
     @asynccontextmanager
     async def slot(self, pool: Pool, priority: str, tenant_id: str,
-                   deadline: float | None = None) -> AsyncIterator[None]:
+                   deadline: float | None = None,
+                   prompt_tokens: int = 0) -> AsyncIterator[SlotHandle]:
         """Hold one dispatch slot of `pool` for the body. `deadline` is on the admission's
-        clock (`time.monotonic` by default); the wait never exceeds `max_wait_s` either."""
+        clock (`time.monotonic` by default); the wait never exceeds `max_wait_s` either.
+        `prompt_tokens` count as queued prefill until the handle's `prefilled()`."""
         state = self._pools.setdefault(pool.name, _PoolQueue())
         await self._acquire(state, pool, priority if priority in CLASSES else "standard",
-                            tenant_id, deadline)
+                            tenant_id, deadline, prompt_tokens)
+        handle = SlotHandle(self, state, pool, prompt_tokens)
         held_from = self._clock()
         try:
-            yield
+            yield handle
         finally:
             hold = self._clock() - held_from
             state.mean_hold_s += HOLD_EWMA_ALPHA * (hold - state.mean_hold_s)
+            handle.prefilled(pump=False)
             self._release(state, pool)
 
     def snapshot(self, pool_name: str) -> tuple[int, int]:
@@ -102,11 +139,34 @@ class Admission:
         state = self._pools.get(pool_name)
         return (state.in_flight, state.queued) if state else (0, 0)
 
-    async def _acquire(self, state: _PoolQueue, pool: Pool, priority: str, tenant_id: str,
-                       deadline: float | None) -> None:
+    def would_refuse(self, pool: Pool, priority: str,
+                     wait_budget_s: float | None = None) -> Saturated | None:
+        """A cheap look before the costly work (parsing, counting tokens): the refusal a
+        request of `priority` would get now, or None. Refused: the queue is full with
+        no lower-class waiter to evict, or the expected wait ((queued ahead + 1) / drain
+        rate) is longer than `wait_budget_s`."""
+        state = self._pools.get(pool.name)
+        priority = priority if priority in CLASSES else "standard"
+        if state is None:
+            return None
         self._pump(state, pool)
         if state.queued == 0 and state.in_flight < self._capacity(pool):
+            return None
+        rank = CLASSES.index(priority)
+        can_evict = any(state.waiting[c] for c in CLASSES[rank + 1:])
+        if state.queued >= self._max_queue and not can_evict:
+            return self._refuse(state, pool, priority, "shed_full")
+        if wait_budget_s is not None and not can_evict \
+                and self._expected_wait(state, pool, priority) > wait_budget_s:
+            return self._refuse(state, pool, priority, "shed_slow")
+        return None
+
+    async def _acquire(self, state: _PoolQueue, pool: Pool, priority: str, tenant_id: str,
+                       deadline: float | None, prompt_tokens: int) -> None:
+        self._pump(state, pool)
+        if state.queued == 0 and self._has_room(state, pool):
             state.in_flight += 1
+            state.prefill_tokens += prompt_tokens
             return
         now = self._clock()
         wait_s = self._max_wait_s if deadline is None else min(self._max_wait_s,
@@ -115,7 +175,8 @@ class Admission:
             raise self._refuse(state, pool, priority, "deadline")
         if state.queued >= self._max_queue and not self._evict_below(state, pool, priority):
             raise self._refuse(state, pool, priority, "queue_full")
-        waiter = _Waiter(tenant_id, priority, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(tenant_id, priority, asyncio.get_running_loop().create_future(),
+                         prompt_tokens)
         state.waiting[priority].setdefault(tenant_id, deque()).append(waiter)
         state.queued += 1
         try:
@@ -123,6 +184,7 @@ class Admission:
         except asyncio.CancelledError:
             if waiter.future.done() and not waiter.future.cancelled() \
                     and waiter.future.exception() is None:
+                state.prefill_tokens -= prompt_tokens
                 self._release(state, pool)  # granted as we were cancelled: pass it on
             else:
                 self._remove(state, waiter)
@@ -139,10 +201,10 @@ class Admission:
 
     def _pump(self, state: _PoolQueue, pool: Pool) -> None:
         """Hand free slots to the next waiters, best class first, tenants in turn."""
-        capacity = self._capacity(pool)
-        while state.queued and state.in_flight < capacity:
+        while state.queued and self._has_room(state, pool):
             waiter = self._pop_next(state)
             state.in_flight += 1
+            state.prefill_tokens += waiter.prompt_tokens
             waiter.future.set_result(None)
 
     def _pop_next(self, state: _PoolQueue) -> _Waiter:
@@ -182,6 +244,14 @@ class Admission:
             if not waiters:
                 del tenants[waiter.tenant_id]
 
+    def _has_room(self, state: _PoolQueue, pool: Pool) -> bool:
+        capacity = self._capacity(pool)
+        if state.in_flight >= capacity:
+            return False
+        if self._prefill_per_replica is None or capacity >= 1 << 30:
+            return True
+        return state.prefill_tokens < self._prefill_per_replica * capacity // self._per_replica
+
     def _capacity(self, pool: Pool) -> int:
         now = time.monotonic()
         healthy = sum(1 for r in pool.replicas if r.circuit.allows(now))
@@ -189,10 +259,13 @@ class Admission:
             return 1 << 30  # admit: the picker raises NoHealthyReplica at once
         return healthy * self._per_replica
 
-    def _refuse(self, state: _PoolQueue, pool: Pool, priority: str, reason: str) -> Saturated:
+    def _expected_wait(self, state: _PoolQueue, pool: Pool, priority: str) -> float:
         capacity = min(self._capacity(pool), max(state.in_flight, 1))
         drain_per_s = capacity / max(state.mean_hold_s, 1e-3)
-        retry_after = (state.ahead_of(priority) + 1) / drain_per_s
+        return (state.ahead_of(priority) + 1) / drain_per_s
+
+    def _refuse(self, state: _PoolQueue, pool: Pool, priority: str, reason: str) -> Saturated:
+        retry_after = self._expected_wait(state, pool, priority)
         retry_after = min(max(retry_after, MIN_RETRY_AFTER_S), MAX_RETRY_AFTER_S)
         log.info("admission_refused", pool=pool.name, priority=priority, reason=reason,
                  in_flight=state.in_flight, queued=state.queued, retry_after=retry_after)

@@ -36,8 +36,9 @@ class ReplicaClient:
                                           timeout=timeout, max_retries=0)
 
     async def chat(self, body: dict[str, Any], on_delta: DeltaCallback | None = None,
-                   ) -> Upstream:
-        """Stream one completion; `on_delta` sees each text piece. A failure after a piece
+                   on_first_token: Callable[[], None] | None = None) -> Upstream:
+        """Stream one completion; `on_delta` sees each text piece, `on_first_token` is
+        called once when the first piece arrives (prefill done). A failure after a piece
         was passed on cannot be retried elsewhere (the caller already has it): it is
         raised as UpstreamError instead of the client's own error."""
         started = time.perf_counter()
@@ -55,6 +56,8 @@ class ReplicaClient:
                     if choice.delta.content:
                         if first_token_at is None:
                             first_token_at = time.perf_counter()
+                            if on_first_token is not None:
+                                on_first_token()
                         parts.append(choice.delta.content)
                         if on_delta is not None:
                             on_delta(choice.delta.content)

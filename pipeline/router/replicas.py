@@ -39,6 +39,9 @@ class Replica:
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
     in_flight_requests: int = 0
     in_flight_tokens: int = 0
+    # Prompt tokens of this router's requests sent here and not yet past their first
+    # token: the prefill work queued ahead of a new request.
+    pending_prefill_tokens: int = 0
 
 
 @dataclass

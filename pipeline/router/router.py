@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +63,26 @@ class Completion:
     finish_reason: str | None
 
 
+class _PendingPrefill:
+    """A request's prompt tokens queued on a replica: released at its first token (then
+    the admission hears of it) or when the attempt ends, whichever comes first."""
+
+    def __init__(self, replica: Replica, tokens: int,
+                 on_done: Callable[[], None] | None) -> None:
+        self._replica = replica
+        self._tokens = tokens
+        self._on_done = on_done
+
+    def release(self) -> None:
+        self._replica.pending_prefill_tokens -= self._tokens
+        self._tokens = 0
+
+    def done(self) -> None:
+        self.release()
+        if self._on_done is not None:
+            self._on_done()
+
+
 class Router:
     def __init__(self, *, model_name: str, pools: Mapping[str, LLMPool], counter: TokenCounter,
                  usage: UsageSink, connect_timeout_s: float = 5.0,
@@ -95,6 +115,19 @@ class Router:
         prompt = self._counter.count_chat(request.messages)
         return prompt, prompt + request.max_tokens
 
+    def shed(self, tenant_id: str, wait_budget_s: float | None = None) -> Saturated | None:
+        """Before counting tokens: the Saturated a standard request of this tenant would
+        get from admission now in every pool (queue full, or the expected wait over
+        `wait_budget_s`), else None. Cheap: no tokenization, no quota call."""
+        priority = effective_priority(resolve_limits(self._tenants, tenant_id).priority,
+                                      "standard")
+        refusal: Saturated | None = None
+        for pool in self._pools:
+            refusal = self._admission.would_refuse(pool, priority, wait_budget_s)
+            if refusal is None:
+                return None
+        return refusal
+
     async def complete(self, request: ChatRequest, *,
                        on_delta: DeltaCallback | None = None) -> Completion:
         """count → pool → reserve quota → admission slot → replica → dispatch → settle.
@@ -121,9 +154,9 @@ class Router:
         used_tokens = 0  # settled with the real usage; 0 releases it all on failure
         try:
             async with self._admission.slot(pool, request.priority, request.tenant_id,
-                                            deadline):
+                                            deadline, prompt_tokens) as slot:
                 completion = await self._dispatch(request, request_id, started, prompt_tokens,
-                                                  needed, pool, on_delta)
+                                                  needed, pool, on_delta, slot.prefilled)
             used_tokens = completion.input_tokens + completion.output_tokens
             return completion
         except Saturated as exc:  # refused by admission: the queue is full or too slow
@@ -141,7 +174,8 @@ class Router:
 
     async def _dispatch(self, request: ChatRequest, request_id: str, started: float,
                         prompt_tokens: int, needed: int, pool: Pool,
-                        on_delta: DeltaCallback | None) -> Completion:
+                        on_delta: DeltaCallback | None,
+                        on_prefilled: Callable[[], None] | None = None) -> Completion:
         """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
         body = self._body(request)
@@ -156,11 +190,15 @@ class Router:
             tried.add(replica.url)
             replica.in_flight_requests += 1
             replica.in_flight_tokens += needed
+            # Queued prefill work of the replica, until the first token (or failure).
+            replica.pending_prefill_tokens += prompt_tokens
+            prefill = _PendingPrefill(replica, prompt_tokens, on_prefilled)
             try:
                 with dispatch_span(model=self.model_name, pool=pool.name,
                                    replica=replica.url, tenant=request.tenant_id,
                                    request_id=request_id, attempt=len(tried)):
-                    upstream = await self._clients[replica.url].chat(body, on_delta)
+                    upstream = await self._clients[replica.url].chat(body, on_delta,
+                                                                     prefill.done)
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
                 replica.circuit.failure(time.monotonic())
                 log.warning("replica_failed", replica=replica.url, error=str(exc))
@@ -178,6 +216,7 @@ class Router:
             finally:
                 replica.in_flight_requests -= 1
                 replica.in_flight_tokens -= needed
+                prefill.release()
             replica.circuit.success()
             return self._finish(request, request_id, prompt_tokens, pool, replica, upstream)
 

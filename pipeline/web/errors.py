@@ -26,8 +26,10 @@ class GatewayError(Exception):
     """A refusal decided by the gateway itself (before the router)."""
 
     def __init__(self, status_code: int, message: str, kind: str, *,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 param: str | None = None, headers: dict[str, str] | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message)
+        self.reason = reason  # the rejection metric's label (default: kind)
         self.status_code = status_code
         self.message = message
         self.kind = kind
@@ -47,6 +49,13 @@ def forbidden() -> GatewayError:
 
 def invalid(param: str, message: str) -> GatewayError:
     return GatewayError(422, f"{param}: {message}", "invalid_request_error", param=param)
+
+
+def deadline_passed() -> GatewayError:
+    """The request's wait budget ran out before it could be admitted (503)."""
+    return GatewayError(503, "the request's deadline passed before it could be served; "
+                        "retry later", "overloaded_error", headers={"Retry-After": "1"},
+                        reason="deadline_passed")
 
 
 def retry_after(seconds: float) -> str:
@@ -74,7 +83,16 @@ def router_error_response(exc: RouterError) -> JSONResponse:
     else:
         message, kind = "internal error", "server_error"
     return JSONResponse(error_body(message, kind, code=exc.kind),
-                        status_code=exc.status_code, headers=headers)
+                        status_code=exc.status_code, headers=with_retry_after(
+                            exc.status_code, headers))
+
+
+def with_retry_after(status_code: int, headers: dict[str, str]) -> dict[str, str]:
+    """Every 429 and 503 tells the caller when to come back (1 s when nothing better is
+    known)."""
+    if status_code in (429, 503) and "Retry-After" not in headers:
+        return {**headers, "Retry-After": "1"}
+    return headers
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -84,9 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_gateway_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
-        count_rejection(exc.kind)
+        count_rejection(exc.reason or exc.kind)
         return JSONResponse(error_body(exc.message, exc.kind, param=exc.param),
-                            status_code=exc.status_code, headers=exc.headers)
+                            status_code=exc.status_code,
+                            headers=with_retry_after(exc.status_code, exc.headers))
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

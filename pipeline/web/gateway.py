@@ -4,6 +4,13 @@
 Everything that can refuse a request raises; `errors.install_error_handlers` turns it into
 the HTTP answer, in one place.
 
+Under overload, refusing must cost less than serving. The order of work on
+/v1/chat/completions, cheapest refusal first: arrival stamped (deadline.ArrivalClock) →
+deadline passed? → API key (HMAC, cached) → shed? (admission queue full, or its expected
+wait longer than what is left of the deadline; no tokenization) → read and validate the
+body → deadline passed? → the router (tokens, quota, admission with what is left of the
+deadline).
+
 No `from __future__ import annotations` here: FastAPI must resolve the local
 dependency aliases (Resources, Tenant) of the endpoints at definition time."""
 
@@ -15,15 +22,19 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, Completion, RouterError
-from pipeline.router.metrics import router_metrics
+from pipeline.router.metrics import count_rejection, router_metrics
+from pipeline.web.deadline import ArrivalClock, RequestClock, clock_of, gateway_timing_metrics
 from pipeline.web.errors import (
     GatewayError,
+    deadline_passed,
     forbidden,
     install_error_handlers,
     invalid,
@@ -68,6 +79,7 @@ def create_gateway_app(settings: Settings,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router_metrics()  # register the metric families before the first scrape
+        gateway_timing_metrics()
         async with open_resources(settings) as resources:
             app.state.resources = resources
             yield
@@ -75,6 +87,8 @@ def create_gateway_app(settings: Settings,
     app = FastAPI(title="secanalyst LLM gateway", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.add_middleware(BodySizeLimit, max_bytes=settings.gateway.max_body_bytes)
+    # Added last = outermost: the arrival is stamped before anything else runs.
+    app.add_middleware(ArrivalClock, default_wait_s=wait_budget_s(settings))
     install_error_handlers(app)
 
     def resources(request: Request) -> GatewayResources:
@@ -85,7 +99,18 @@ def create_gateway_app(settings: Settings,
 
     Resources = Annotated[GatewayResources, Depends(resources)]
 
-    async def tenant(res: Resources,
+    def request_clock(request: Request) -> RequestClock:
+        clock = clock_of(request.scope)
+        if clock is None:  # not behind ArrivalClock (cannot happen in this app)
+            now = time.monotonic()
+            clock = RequestClock(now, now + wait_budget_s(settings))
+        if clock.remaining(time.monotonic()) <= 0:
+            raise deadline_passed()  # before hashing the key or reading the body
+        return clock
+
+    Clock = Annotated[RequestClock, Depends(request_clock)]
+
+    async def tenant(res: Resources, clock: Clock,  # the deadline is checked first
                      authorization: Annotated[str | None, Header()] = None,
                      x_secanalyst_tenant: Annotated[str | None, Header()] = None) -> str:
         scheme, _, key = (authorization or "").partition(" ")
@@ -114,12 +139,25 @@ def create_gateway_app(settings: Settings,
                                             "created": 0, "owned_by": "secanalyst"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionBody, res: Resources,
-                               tenant_id: Tenant) -> Response:
-        request = _chat_request(settings, res.router, body, tenant_id)
+    async def chat_completions(http: Request, res: Resources, tenant_id: Tenant,
+                               clock: Clock) -> Response:
+        if res.shedder is not None:
+            refusal = res.shedder.shed(tenant_id, clock.remaining(time.monotonic()))
+            if refusal is not None:
+                count_rejection("shed")
+                raise refusal
+        body = _parse_body(await http.body())
+        remaining = clock.remaining(time.monotonic())
+        if remaining <= 0:
+            raise deadline_passed()
+        request = _chat_request(settings, res.router, body, tenant_id, remaining)
         if not body.stream:
             completion = await res.router.complete(request)
-            return JSONResponse(completion_response(completion, res.router.model_name))
+            # Arrival → dispatch: what the request waited in this process before the
+            # model server started on it.
+            waited = time.monotonic() - clock.arrival - completion.latency_ms / 1000
+            return JSONResponse(completion_response(completion, res.router.model_name),
+                                headers={"Server-Timing": f"wait;dur={waited * 1000:.1f}"})
         stream = res.router.stream(request)
         # Wait for the first piece so a refusal (quota, saturation, context) is still an
         # HTTP status, not an error inside a 200 stream.
@@ -133,8 +171,22 @@ def create_gateway_app(settings: Settings,
     return app
 
 
+def wait_budget_s(settings: Settings) -> float:
+    """How long a request may wait for admission, from its arrival, unless it asks for
+    less: gateway.queue_deadline_s, else llm.max_queue_wait_s."""
+    return settings.gateway.queue_deadline_s or settings.llm.max_queue_wait_s
+
+
+def _parse_body(raw: bytes) -> ChatCompletionBody:
+    """Parsed here, after the cheap refusals, rather than by FastAPI before them."""
+    try:
+        return ChatCompletionBody.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
+
+
 def _chat_request(settings: Settings, router: ChatRouter, body: ChatCompletionBody,
-                  tenant_id: str) -> ChatRequest:
+                  tenant_id: str, deadline_s: float) -> ChatRequest:
     if body.model != router.model_name:
         raise GatewayError(404, f"the model {body.model!r} does not exist",
                            "invalid_request_error", param="model")
@@ -147,7 +199,7 @@ def _chat_request(settings: Settings, router: ChatRouter, body: ChatCompletionBo
         tenant_id=tenant_id,
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         max_tokens=max_tokens, temperature=body.temperature,
-        extra_body=body.sampling_extras(), deadline_s=settings.gateway.queue_deadline_s)
+        extra_body=body.sampling_extras(), deadline_s=deadline_s)
 
 
 async def _events(stream: AsyncIterator[str | Completion], first: str | Completion,

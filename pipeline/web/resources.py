@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.config import Settings
-from pipeline.router import ChatRequest, Completion
+from pipeline.router import ChatRequest, Completion, Saturated
 from pipeline.router.metrics import MeteredUsageSink
 from pipeline.router.usage import BatchingUsageWriter
 from pipeline.runtime import build_router
@@ -29,10 +29,17 @@ class ChatRouter(Protocol):
     def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]: ...
 
 
+class LoadShedder(Protocol):
+    def shed(self, tenant_id: str, wait_budget_s: float | None = None) -> Saturated | None:
+        """The refusal a request would get now, decided before any costly work."""
+        ...
+
+
 @dataclass(frozen=True)
 class GatewayResources:
     router: ChatRouter
     auth: KeyAuthenticator
+    shedder: LoadShedder | None = None
 
 
 @asynccontextmanager
@@ -50,7 +57,7 @@ async def open_gateway_resources(settings: Settings) -> AsyncIterator[GatewayRes
         try:
             auth = ApiKeyAuthenticator(pool, load_pepper(settings),
                                        cache_s=settings.gateway.api_key_cache_s)
-            yield GatewayResources(router=router, auth=auth)
+            yield GatewayResources(router=router, auth=auth, shedder=router)
         finally:
             await router.close()
     finally:

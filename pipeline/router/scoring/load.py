@@ -76,3 +76,16 @@ class InFlightScorer:
         requests = relative([r.in_flight_requests for r in replicas], 1.0)
         tokens = relative([r.in_flight_tokens for r in replicas], self._token_smoothing)
         return [(a + b) / 2 for a, b in zip(requests, tokens, strict=True)]
+
+
+class PrefillQueueScorer:
+    """The prefill work queued on each replica by this router: the prompt tokens of its
+    requests there that have not had their first token yet. Prefill is serial on a
+    replica, so a new request's wait for its first token grows with it (≈ tokens × the
+    per-token prefill cost): the least queued prefill is the shortest expected TTFT."""
+
+    def __init__(self, token_smoothing: float = 256.0) -> None:
+        self._token_smoothing = token_smoothing
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        return relative([r.pending_prefill_tokens for r in replicas], self._token_smoothing)

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 from pipeline.router.scoring.base import Filter, Scorer, StatsSource
 from pipeline.router.scoring.filters import CircuitClosed, ContextFits, NotExcluded
-from pipeline.router.scoring.load import InFlightScorer, KVCacheScorer, QueueScorer, RunningScorer
+from pipeline.router.scoring.load import (
+    InFlightScorer,
+    KVCacheScorer,
+    PrefillQueueScorer,
+    QueueScorer,
+    RunningScorer,
+)
 from pipeline.router.scoring.prefix import PrefixAffinity, PrefixAffinityScorer
 
 
@@ -26,6 +32,7 @@ SCORERS: dict[str, ScorerFactory] = {
     "running": lambda deps: RunningScorer(deps.stats),
     "kv-cache": lambda deps: KVCacheScorer(deps.stats),
     "in-flight": lambda deps: InFlightScorer(),
+    "prefill-queue": lambda deps: PrefillQueueScorer(),
     "prefix-affinity": lambda deps: PrefixAffinityScorer(deps.affinity),
 }
 
