@@ -71,11 +71,13 @@ class EmbeddedPostgres:
             shutil.chown(path, self._user, self._user)
 
     def _make_reachable(self) -> None:
-        """The postgres system user must traverse every folder above its data (a mktemp
-        clone is 0700): add search-only permission (o+x), never read."""
+        """The postgres system user must traverse every folder above its data and above
+        the binaries (a virtualenv in a mktemp clone sits under a 0700 folder): add
+        search-only permission (o+x), never read."""
         if not self._user:
             return
-        for folder in self.root.resolve().parents:
+        binaries = Path(_bin("postgres")).resolve()
+        for folder in {*self.root.resolve().parents, *binaries.parents}:
             mode = folder.stat().st_mode
             if not mode & 0o001:
                 folder.chmod(mode | 0o001)
