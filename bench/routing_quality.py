@@ -214,13 +214,14 @@ async def main(seconds: float, load: float, per_replica: int,
             f"half each; Poisson arrivals at {rate:.1f} req/s = {load:.0%} of capacity "
             f"({capacity:.1f} req/s), {seconds:.0f} s per router, each against a fresh "
             f"simulator. Ours: default scorer weights, admission limit {per_replica} in flight "
-            f"per replica. TTFT measured by the client.\n\n{table}\n\n"
+            f"per replica, queued-prefill limit {prefill_tokens or 'off'}. "
+            f"TTFT measured by the client.\n\n{table}\n\n"
             f"p95 TTFT: round robin / ours = **{ratio_rr:.1f}×**, "
             f"litellm least-busy / ours = **{ratio_ll:.1f}×**.")
     print(f"round robin / ours p95 = {ratio_rr:.1f}x; litellm / ours p95 = {ratio_ll:.1f}x")
     record("Routing quality (issue #3) — `bench/routing_quality.py`",
            f".venv/bin/python -m bench.routing_quality --seconds {seconds:g} --load {load:g} "
-           f"--per-replica {per_replica}",
+           f"--per-replica {per_replica} --prefill-tokens {prefill_tokens or 0}",
            body)
 
 
@@ -230,7 +231,7 @@ if __name__ == "__main__":
     parser.add_argument("--load", type=float, default=0.85)
     parser.add_argument("--per-replica", type=int, default=16,
                         help="our router's admission limit of requests in flight per replica")
-    parser.add_argument("--prefill-tokens", type=int, default=1024,
+    parser.add_argument("--prefill-tokens", type=int, default=0,
                         help="our router's admission limit of queued prefill tokens per "
                              "replica (0: off)")
     args = parser.parse_args()

@@ -27,7 +27,7 @@ from pydantic_settings import (
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
     "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
-    "prefill-queue": 4.0}
+    "prefill-queue": 8.0}
 
 
 class _Frozen(BaseModel):
@@ -95,6 +95,9 @@ class LLMSettings(_Frozen):
     # wait in a bounded queue (by priority class), at most max_queue_wait_s or their
     # deadline, then are refused with Saturated(retry_after).
     max_in_flight_per_replica: int = Field(default=16, ge=1)
+    # Token-aware admission (None: off): admit only while some replica has fewer of this
+    # router's prompt tokens still waiting for their first token (pipeline/router/admission.py).
+    max_prefill_tokens_per_replica: int | None = Field(default=None, ge=1)
     admission_queue_size: int = Field(default=256, ge=0)
     max_queue_wait_s: float = Field(default=30.0, gt=0)
 

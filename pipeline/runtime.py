@@ -80,7 +80,8 @@ def build_router(settings: Settings, usage: UsageSink) -> Router:
                   admission=Admission(
                       max_in_flight_per_replica=settings.llm.max_in_flight_per_replica,
                       max_queue=settings.llm.admission_queue_size,
-                      max_wait_s=settings.llm.max_queue_wait_s),
+                      max_wait_s=settings.llm.max_queue_wait_s,
+                      max_prefill_tokens_per_replica=settings.llm.max_prefill_tokens_per_replica),
                   picker=build_picker(
                       settings.llm.scorers,
                       [url for pool in settings.llm_pools.values() for url in pool.endpoints],

@@ -4,14 +4,16 @@ bounded router-side queue ordered by class, round-robin between tenants of a cla
 Room: each replica takes `max_in_flight_per_replica` requests from this router; a pool
 has room while fewer than that times its healthy replicas are admitted (with a
 least-loaded picker some replica then has room). Token-aware too, when
-`max_prefill_tokens_per_replica` is set: the pool also needs its queued prefill work —
-the prompt tokens of admitted requests whose first token has not arrived
-(`SlotHandle.prefilled()`) — below that times its healthy replicas. Prefill is serial on
-a replica, so this keeps requests in the router's queue (ordered by class), ready for the
-replica that frees first, instead of behind a long prompt on one replica. A request is
-admitted while the pool is under the limit, whatever its own size (a long prompt cannot
-starve). A pool with no healthy replica admits at once, so the picker fails fast with
-`NoHealthyReplica` instead of the request waiting.
+`max_prefill_tokens_per_replica` is set: a request is admitted only while some healthy
+replica has less queued prefill (`Replica.pending_prefill_tokens`: the router's prompt
+tokens there not yet past their first token) than that, not counting replicas taken by
+requests admitted and not yet sent (`SlotHandle.dispatched()`). Prefill is serial on a
+replica, so this keeps requests in the router's queue (ordered by class), ready for the
+replica that frees first, instead of queued behind a long prompt on one replica; a first
+token (`SlotHandle.prefilled()`) hands the room on. The limit is on the work queued, not
+on the request's own size, so a long prompt cannot starve. A pool with no healthy replica
+admits at once, so the picker fails fast with `NoHealthyReplica` instead of the request
+waiting.
 
 Order: premium > standard > batch (batch = backfill). Within a class the tenants take
 turns (round-robin over tenants with waiters, FIFO within a tenant), so one tenant's
@@ -61,14 +63,13 @@ class _Waiter:
     tenant_id: str
     priority: str
     future: asyncio.Future[None]
-    prompt_tokens: int = 0
 
 
 @dataclass
 class _PoolQueue:
     in_flight: int = 0
     queued: int = 0
-    prefill_tokens: int = 0  # prompt tokens admitted and not yet past their first token
+    undispatched: int = 0  # admitted, no replica chosen yet
     mean_hold_s: float = INITIAL_HOLD_S
     # class → tenant → its waiters; the OrderedDict's order is the round-robin turn.
     waiting: dict[str, OrderedDict[str, deque[_Waiter]]] = field(
@@ -80,23 +81,23 @@ class _PoolQueue:
 
 
 class SlotHandle:
-    """What the holder of a slot reports: `prefilled()` when its first token arrives."""
+    """What the holder of a slot reports: `dispatched()` once its request is sent to a
+    replica (whose `pending_prefill_tokens` now count it), `prefilled()` at its first
+    token (that replica's prefill queue shrank: room for a waiter)."""
 
-    def __init__(self, admission: Admission, state: _PoolQueue, pool: Pool,
-                 prompt_tokens: int) -> None:
+    def __init__(self, admission: Admission, state: _PoolQueue, pool: Pool) -> None:
         self._admission = admission
         self._state = state
         self._pool = pool
-        self._pending = prompt_tokens
+        self._undispatched = True
 
-    def prefilled(self, *, pump: bool = True) -> None:
-        """The prompt is processed: its tokens leave the pool's prefill queue (idempotent).
-        `pump`: hand the room to waiters now (False when the slot is released next)."""
-        if self._pending:
-            self._state.prefill_tokens -= self._pending
-            self._pending = 0
-            if pump:
-                self._admission._pump(self._state, self._pool)
+    def dispatched(self) -> None:
+        if self._undispatched:
+            self._undispatched = False
+            self._state.undispatched -= 1
+
+    def prefilled(self) -> None:
+        self._admission._pump(self._state, self._pool)
 
 
 class Admission:
@@ -116,22 +117,20 @@ class Admission:
 
     @asynccontextmanager
     async def slot(self, pool: Pool, priority: str, tenant_id: str,
-                   deadline: float | None = None,
-                   prompt_tokens: int = 0) -> AsyncIterator[SlotHandle]:
+                   deadline: float | None = None) -> AsyncIterator[SlotHandle]:
         """Hold one dispatch slot of `pool` for the body. `deadline` is on the admission's
-        clock (`time.monotonic` by default); the wait never exceeds `max_wait_s` either.
-        `prompt_tokens` count as queued prefill until the handle's `prefilled()`."""
+        clock (`time.monotonic` by default); the wait never exceeds `max_wait_s` either."""
         state = self._pools.setdefault(pool.name, _PoolQueue())
         await self._acquire(state, pool, priority if priority in CLASSES else "standard",
-                            tenant_id, deadline, prompt_tokens)
-        handle = SlotHandle(self, state, pool, prompt_tokens)
+                            tenant_id, deadline)
+        handle = SlotHandle(self, state, pool)
         held_from = self._clock()
         try:
             yield handle
         finally:
             hold = self._clock() - held_from
             state.mean_hold_s += HOLD_EWMA_ALPHA * (hold - state.mean_hold_s)
-            handle.prefilled(pump=False)
+            handle.dispatched()
             self._release(state, pool)
 
     def snapshot(self, pool_name: str) -> tuple[int, int]:
@@ -162,11 +161,11 @@ class Admission:
         return None
 
     async def _acquire(self, state: _PoolQueue, pool: Pool, priority: str, tenant_id: str,
-                       deadline: float | None, prompt_tokens: int) -> None:
+                       deadline: float | None) -> None:
         self._pump(state, pool)
         if state.queued == 0 and self._has_room(state, pool):
             state.in_flight += 1
-            state.prefill_tokens += prompt_tokens
+            state.undispatched += 1
             return
         now = self._clock()
         wait_s = self._max_wait_s if deadline is None else min(self._max_wait_s,
@@ -175,8 +174,7 @@ class Admission:
             raise self._refuse(state, pool, priority, "deadline")
         if state.queued >= self._max_queue and not self._evict_below(state, pool, priority):
             raise self._refuse(state, pool, priority, "queue_full")
-        waiter = _Waiter(tenant_id, priority, asyncio.get_running_loop().create_future(),
-                         prompt_tokens)
+        waiter = _Waiter(tenant_id, priority, asyncio.get_running_loop().create_future())
         state.waiting[priority].setdefault(tenant_id, deque()).append(waiter)
         state.queued += 1
         try:
@@ -184,7 +182,7 @@ class Admission:
         except asyncio.CancelledError:
             if waiter.future.done() and not waiter.future.cancelled() \
                     and waiter.future.exception() is None:
-                state.prefill_tokens -= prompt_tokens
+                state.undispatched -= 1
                 self._release(state, pool)  # granted as we were cancelled: pass it on
             else:
                 self._remove(state, waiter)
@@ -204,7 +202,7 @@ class Admission:
         while state.queued and self._has_room(state, pool):
             waiter = self._pop_next(state)
             state.in_flight += 1
-            state.prefill_tokens += waiter.prompt_tokens
+            state.undispatched += 1
             waiter.future.set_result(None)
 
     def _pop_next(self, state: _PoolQueue) -> _Waiter:
@@ -250,7 +248,10 @@ class Admission:
             return False
         if self._prefill_per_replica is None or capacity >= 1 << 30:
             return True
-        return state.prefill_tokens < self._prefill_per_replica * capacity // self._per_replica
+        now = time.monotonic()
+        free = sum(1 for r in pool.replicas if r.circuit.allows(now)
+                   and r.pending_prefill_tokens < self._prefill_per_replica)
+        return free > state.undispatched
 
     def _capacity(self, pool: Pool) -> int:
         now = time.monotonic()
@@ -269,4 +270,4 @@ class Admission:
         retry_after = min(max(retry_after, MIN_RETRY_AFTER_S), MAX_RETRY_AFTER_S)
         log.info("admission_refused", pool=pool.name, priority=priority, reason=reason,
                  in_flight=state.in_flight, queued=state.queued, retry_after=retry_after)
-        return Saturated(retry_after)
+        return Saturated(retry_after, reason)

@@ -24,9 +24,11 @@ class Saturated(RouterError):
     status_code = 503
     kind = "saturated"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, reason: str = "saturated") -> None:
         super().__init__(f"every replica is saturated; retry after {retry_after:.1f}s")
         self.retry_after = retry_after
+        # queue_full | deadline | evicted | shed_full | shed_slow (admission's words)
+        self.reason = reason
 
 
 class ContextTooLong(RouterError):

@@ -13,7 +13,7 @@ import openai
 import structlog
 
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
-from pipeline.router.admission import Admission, effective_priority
+from pipeline.router.admission import Admission, SlotHandle, effective_priority
 from pipeline.router.dispatch import DeltaCallback, ReplicaClient, Upstream
 from pipeline.router.errors import NoHealthyReplica, RouterError, Saturated, UpstreamError
 from pipeline.router.quota import (
@@ -154,9 +154,9 @@ class Router:
         used_tokens = 0  # settled with the real usage; 0 releases it all on failure
         try:
             async with self._admission.slot(pool, request.priority, request.tenant_id,
-                                            deadline, prompt_tokens) as slot:
+                                            deadline) as slot:
                 completion = await self._dispatch(request, request_id, started, prompt_tokens,
-                                                  needed, pool, on_delta, slot.prefilled)
+                                                  needed, pool, on_delta, slot)
             used_tokens = completion.input_tokens + completion.output_tokens
             return completion
         except Saturated as exc:  # refused by admission: the queue is full or too slow
@@ -175,7 +175,7 @@ class Router:
     async def _dispatch(self, request: ChatRequest, request_id: str, started: float,
                         prompt_tokens: int, needed: int, pool: Pool,
                         on_delta: DeltaCallback | None,
-                        on_prefilled: Callable[[], None] | None = None) -> Completion:
+                        slot: SlotHandle | None = None) -> Completion:
         """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
         body = self._body(request)
@@ -192,7 +192,10 @@ class Router:
             replica.in_flight_tokens += needed
             # Queued prefill work of the replica, until the first token (or failure).
             replica.pending_prefill_tokens += prompt_tokens
-            prefill = _PendingPrefill(replica, prompt_tokens, on_prefilled)
+            prefill = _PendingPrefill(replica, prompt_tokens,
+                                      None if slot is None else slot.prefilled)
+            if slot is not None:
+                slot.dispatched()
             try:
                 with dispatch_span(model=self.model_name, pool=pool.name,
                                    replica=replica.url, tenant=request.tenant_id,

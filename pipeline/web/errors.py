@@ -54,8 +54,12 @@ def invalid(param: str, message: str) -> GatewayError:
 def deadline_passed() -> GatewayError:
     """The request's wait budget ran out before it could be admitted (503)."""
     return GatewayError(503, "the request's deadline passed before it could be served; "
-                        "retry later", "overloaded_error", headers={"Retry-After": "1"},
+                        "retry later", "overloaded_error",
+                        headers={"Retry-After": "1", REFUSAL_HEADER: "deadline_passed"},
                         reason="deadline_passed")
+
+
+REFUSAL_HEADER = "X-Secanalyst-Refusal"
 
 
 def retry_after(seconds: float) -> str:
@@ -71,6 +75,9 @@ def router_error_response(exc: RouterError) -> JSONResponse:
     elif isinstance(exc, Saturated):
         message, kind = "the model servers are saturated; retry later", "overloaded_error"
         headers["Retry-After"] = retry_after(exc.retry_after)
+        # Why: refused on arrival (queue_full, shed_*) or after waiting (deadline,
+        # evicted by a higher class) — the caller's retry strategy may differ.
+        headers[REFUSAL_HEADER] = exc.reason
     elif isinstance(exc, NoHealthyReplica):
         message, kind = "no model server is available; retry later", "overloaded_error"
         headers["Retry-After"] = "1"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.router.admission import Admission, effective_priority
+from pipeline.router.admission import Admission, SlotHandle, effective_priority
 from pipeline.router.errors import Saturated
 from pipeline.router.replicas import Pool, Replica
 
@@ -220,3 +220,64 @@ def test_effective_priority_never_promotes() -> None:
     assert effective_priority("premium", "batch") == "batch"
     assert effective_priority("standard", "premium") == "standard"
     assert effective_priority("batch", "standard") == "batch"
+
+
+async def test_token_aware_admission_waits_for_a_replica_with_little_queued_prefill() -> None:
+    pool = Pool("default", 4096, [Replica("http://a/v1", "default"),
+                                  Replica("http://b/v1", "default")])
+    admission = Admission(max_in_flight_per_replica=16, max_prefill_tokens_per_replica=256)
+    admitted: list[str] = []
+    handles: dict[str, SlotHandle] = {}
+    release = asyncio.Event()
+
+    async def request(name: str, replica: Replica | None, tokens: int) -> None:
+        async with admission.slot(pool, "standard", name) as slot:
+            admitted.append(name)
+            handles[name] = slot
+            if replica is not None:
+                replica.pending_prefill_tokens += tokens
+            slot.dispatched()
+            await release.wait()
+
+    a, b = pool.replicas
+    tasks = [asyncio.create_task(request("long-a", a, 2000)),
+             asyncio.create_task(request("long-b", b, 2000))]
+    await settle()
+    # Both replicas are prefilling a long prompt: the next one waits in the router.
+    tasks.append(asyncio.create_task(request("short", None, 0)))
+    await settle()
+    assert admitted == ["long-a", "long-b"] and admission.snapshot("default") == (2, 1)
+    a.pending_prefill_tokens -= 2000  # its first token arrived
+    # Nothing is handed on until the holder reports it (the router does at first token).
+    await settle()
+    assert admitted == ["long-a", "long-b"]
+    handles["long-a"].prefilled()
+    await settle()
+    assert admitted == ["long-a", "long-b", "short"]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert admission.snapshot("default") == (0, 0)
+
+
+async def test_token_aware_admission_counts_admitted_requests_not_yet_dispatched() -> None:
+    pool = one_replica_pool()
+    admission = Admission(max_prefill_tokens_per_replica=256)
+    got_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with admission.slot(pool, "standard", "t"):  # never reports dispatched()
+            got_in.set()
+            await release.wait()
+
+    holder = asyncio.create_task(first())
+    await got_in.wait()
+    # The free replica is promised to the first request: the second waits.
+    with pytest.raises(Saturated):
+        async with admission.slot(pool, "standard", "t", deadline=time.monotonic() + 0.05):
+            pass
+    release.set()
+    await holder
+    async with admission.slot(pool, "standard", "t"):
+        pass
+

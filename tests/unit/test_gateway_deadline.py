@@ -18,6 +18,9 @@ from pipeline.config import GatewaySettings, Settings
 from pipeline.router import ChatRequest, Completion, Saturated
 from pipeline.router.admission import Admission
 from pipeline.router.replicas import Pool, Replica
+from pipeline.store.apikeys import StoredKey, hash_key, new_key
+from pipeline.web import auth as auth_module
+from pipeline.web.auth import ApiKeyAuthenticator
 from pipeline.web.deadline import (
     ArrivalClock,
     GatewayTimingMetrics,
@@ -27,6 +30,7 @@ from pipeline.web.deadline import (
 )
 from pipeline.web.errors import with_retry_after
 from pipeline.web.gateway import create_gateway_app
+from pipeline.web.loop_lag import LoopLagMetrics, watch_loop_lag
 from pipeline.web.resources import GatewayResources
 
 KEY = "sak_0123456789ab_" + "x" * 43
@@ -210,3 +214,90 @@ async def test_would_refuse_when_the_expected_wait_exceeds_the_budget() -> None:
     assert admission.would_refuse(p, "standard") is None
     release.set()
     await asyncio.gather(*tasks)
+
+
+async def test_loop_lag_is_observed_until_cancelled() -> None:
+    registry = CollectorRegistry()
+    task = asyncio.create_task(watch_loop_lag(0.001, LoopLagMetrics(registry)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    count = registry.get_sample_value("secanalyst_gateway_event_loop_lag_seconds_count")
+    assert count is not None and count >= 3
+
+
+class CachedRecorder(Recorder):
+    def cached_tenant(self, key: str, *, stale_ok: bool = False) -> str | None:
+        self.calls.append("cached")
+        return "acme" if key == KEY else None
+
+
+def gate_client(recorder: Recorder) -> TestClient:
+    @asynccontextmanager
+    async def resources(_: Settings) -> AsyncIterator[GatewayResources]:
+        yield GatewayResources(router=recorder, auth=recorder, shedder=recorder)
+
+    return TestClient(create_gateway_app(Settings(), resources))
+
+
+def test_a_cached_key_is_shed_before_the_framework() -> None:
+    recorder = CachedRecorder(refusal=Saturated(0.2))
+    with gate_client(recorder) as client:
+        response = client.post("/v1/chat/completions", content=b"{not json",
+                               headers=HEADERS)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["type"] == "overloaded_error"
+        assert response.headers["X-Secanalyst-Refusal"] == "saturated"
+        assert response.headers["Server-Timing"].startswith("gw;dur=")
+        assert recorder.calls == ["cached", "shed"]  # no full key check, no body read
+        recorder.refusal, recorder.calls = None, []
+        assert client.post("/v1/chat/completions", json=BODY,
+                           headers=HEADERS).status_code == 200
+        assert recorder.calls == ["cached", "shed", "auth", "shed", "router"]
+
+
+def test_an_unknown_key_goes_on_to_the_full_check() -> None:
+    recorder = CachedRecorder(refusal=Saturated(0.2))
+    with gate_client(recorder) as client:
+        response = client.post("/v1/chat/completions", json=BODY,
+                               headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert recorder.calls == ["cached", "auth"]
+
+
+class FakePool:
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[object]:
+        yield object()
+
+
+async def test_key_lookups_are_shared_and_a_stale_entry_can_decide_a_refusal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pepper = b"p" * 40
+    key_id, key = new_key()
+    fetches: list[str] = []
+
+    async def fetch_key(_: object, wanted: str) -> StoredKey | None:
+        fetches.append(wanted)
+        await asyncio.sleep(0.01)
+        return StoredKey(tenant_id="acme", key_hash=hash_key(pepper, key), revoked=False)
+
+    monkeypatch.setattr(auth_module, "fetch_key", fetch_key)
+    now = [0.0]
+    auth = ApiKeyAuthenticator(FakePool(), pepper, cache_s=5.0,  # type: ignore[arg-type]
+                               clock=lambda: now[0])
+    assert auth.cached_tenant(key, stale_ok=True) is None  # never verified
+    tenants = await asyncio.gather(*(auth.tenant_for(key) for _ in range(20)))
+    assert tenants == ["acme"] * 20 and fetches == [key_id]  # one lookup for all
+    now[0] = 10.0  # the entry expired
+    assert auth.cached_tenant(key) is None
+    assert auth.cached_tenant(key, stale_ok=True) == "acme"
+    assert auth.cached_tenant(key[:-2] + "zz", stale_ok=True) is None  # wrong secret
+    assert await auth.tenant_for(key) == "acme" and fetches == [key_id, key_id]
+    now[0] = 14.5  # last fifth of the cache time: answered at once, refreshed behind
+    assert await auth.tenant_for(key) == "acme" and len(fetches) == 2  # no wait
+    await asyncio.sleep(0.02)
+    assert fetches == [key_id] * 3  # the refresh ran meanwhile
+    now[0] = 16.0  # past the first expiry, within the refreshed entry's time
+    assert await auth.tenant_for(key) == "acme" and len(fetches) == 3

@@ -158,3 +158,26 @@ def test_picker_keeps_a_prefix_on_one_replica_until_it_is_busy() -> None:
     assert picker.pick(p, needed_tokens=10, messages=msgs) is first
     first.in_flight_requests = 5
     assert picker.pick(p, needed_tokens=10, messages=msgs) is not first
+
+
+def test_prefill_queue_scorer_prefers_the_least_queued_prefill() -> None:
+    from pipeline.router.scoring.load import PrefillQueueScorer
+
+    p = pool()
+    p.replicas[0].pending_prefill_tokens = 2000  # a long prompt not yet prefilled
+    p.replicas[1].pending_prefill_tokens = 150
+    scores = PrefillQueueScorer(token_smoothing=256).score(p.replicas, ctx())
+    assert scores[0] == pytest.approx(1 - 2000 / 2256)
+    assert scores[1] == pytest.approx(1 - 150 / 2256)
+    assert scores[2] == 1.0
+    assert "prefill-queue" in SCORERS
+
+
+def test_picker_sends_a_request_past_a_replica_busy_prefilling_a_long_prompt() -> None:
+    p = pool(2)
+    # Equal request counts; r0 is still prefilling a long prompt, r1 is decoding.
+    for r in p.replicas:
+        r.in_flight_requests, r.in_flight_tokens = 1, 2000
+    p.replicas[0].pending_prefill_tokens = 2000
+    picker = ReplicaPicker(DEFAULT_SCORER_WEIGHTS, rng=random.Random(0))
+    assert {picker.pick(p, needed_tokens=100).url for _ in range(10)} == {"http://r1/v1"}
