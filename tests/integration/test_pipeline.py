@@ -70,9 +70,19 @@ async def test_sample_alerts_become_verdicts_and_usage_rows(
     assert all(r["input_tokens"] == 0 for r in rows if r["alert_id"] in reused)
     assert len(reused) < len(rows) // 4
 
+    def tokens_by_alert(usage: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+        totals: dict[str, int] = {}
+        for u in usage:
+            totals[u["alert_id"]] = totals.get(u["alert_id"], 0) + u["input_tokens"]
+        return totals
+
     async def usage_complete() -> list[dict] | None:  # type: ignore[type-arg]
+        # Usage events are written in batches off the request path: wait until every
+        # call of every verdict (a repair retry makes two) has landed.
         found = await usage_rows(db, tenant)
-        return found if {u["alert_id"] for u in found} >= expected - reused else None
+        totals = tokens_by_alert(found)
+        complete = all(totals.get(r["alert_id"], 0) == r["input_tokens"] for r in rows)
+        return found if complete else None
 
     usage = await wait_for(usage_complete, timeout_s=30)
     assert usage, "every LLM call must leave a usage row"
