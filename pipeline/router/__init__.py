@@ -9,6 +9,7 @@ from pipeline.router.errors import (
     ContextTooLong,
     NoHealthyReplica,
     QuotaExceeded,
+    RequestOverQuota,
     RouterError,
     Saturated,
     UpstreamError,
@@ -16,4 +17,5 @@ from pipeline.router.errors import (
 from pipeline.router.router import ChatRequest, Completion, Router
 
 __all__ = ["ChatRequest", "Completion", "ContextTooLong", "NoHealthyReplica", "QuotaExceeded",
+           "RequestOverQuota",
            "Router", "RouterError", "Saturated", "UpstreamError"]

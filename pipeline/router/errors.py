@@ -41,6 +41,21 @@ class ContextTooLong(RouterError):
         self.limit = limit
 
 
+class RequestOverQuota(RouterError):
+    """The request alone needs more tokens than the tenant may use in a minute (or a
+    day): no wait would ever admit it, so it is refused as too large, not 'retry later'."""
+
+    status_code = 413
+    kind = "request_over_quota"
+
+    def __init__(self, tenant_id: str, tokens: int, limit: int) -> None:
+        super().__init__(f"request needs {tokens} tokens; tenant {tenant_id!r} may use "
+                         f"{limit} per window")
+        self.tenant_id = tenant_id
+        self.tokens = tokens
+        self.limit = limit
+
+
 class NoHealthyReplica(RouterError):
     status_code = 503
     kind = "no_healthy_replica"

@@ -15,7 +15,13 @@ import structlog
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
 from pipeline.router.admission import Admission, SlotHandle, effective_priority
 from pipeline.router.dispatch import DeltaCallback, ReplicaClient, Upstream
-from pipeline.router.errors import NoHealthyReplica, RouterError, Saturated, UpstreamError
+from pipeline.router.errors import (
+    NoHealthyReplica,
+    RequestOverQuota,
+    RouterError,
+    Saturated,
+    UpstreamError,
+)
 from pipeline.router.quota import (
     MemoryQuotaStore,
     QuotaStore,
@@ -146,6 +152,9 @@ class Router:
             self._record_failure(request, request_id, prompt_tokens, started, exc, "-", "-")
             raise
         try:
+            window = min(limits.tokens_per_minute, limits.tokens_per_day)
+            if needed > window:  # would wait forever: refuse as too large instead
+                raise RequestOverQuota(request.tenant_id, needed, window)
             reservation = await self._quota.reserve(request.tenant_id, needed, limits)
         except RouterError as exc:
             self._record_failure(request, request_id, prompt_tokens, started, exc,

@@ -23,7 +23,14 @@ from pydantic import ValidationError
 from pipeline.config import RetrievalSettings, StormSettings
 from pipeline.explain import explain
 from pipeline.messaging import Publisher, Record
-from pipeline.router import ContextTooLong, QuotaExceeded, Router, Saturated, UpstreamError
+from pipeline.router import (
+    ContextTooLong,
+    QuotaExceeded,
+    RequestOverQuota,
+    Router,
+    Saturated,
+    UpstreamError,
+)
 from pipeline.stages.common import headers_for, message_key, send_to_dlq
 from pipeline.store.verdicts import count_reuse, get_verdict_json, insert_verdict
 from pipeline.storm import find_reusable, reuse_verdict
@@ -100,7 +107,7 @@ class ExplainStage:
         async with self._slots:
             try:
                 verdict = await self._explain_with_backpressure(enriched)
-            except (ContextTooLong, UpstreamError) as exc:
+            except (ContextTooLong, RequestOverQuota, UpstreamError) as exc:
                 await send_to_dlq(self._publisher, self._dlq, self.name, record, str(exc))
                 return
         async with self._pool.connection() as conn, conn.transaction():

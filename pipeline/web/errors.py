@@ -14,6 +14,7 @@ from pipeline.router import (
     ContextTooLong,
     NoHealthyReplica,
     QuotaExceeded,
+    RequestOverQuota,
     RouterError,
     Saturated,
     UpstreamError,
@@ -85,6 +86,10 @@ def router_error_response(exc: RouterError) -> JSONResponse:
         message = (f"the request needs {exc.tokens} tokens (prompt + max_tokens); "
                    f"the limit is {exc.limit}")
         kind = "context_length_exceeded"
+    elif isinstance(exc, RequestOverQuota):
+        message = (f"the request needs {exc.tokens} tokens (prompt + max_tokens); the "
+                   f"tenant's quota allows {exc.limit} per window")
+        kind = "quota_too_small"
     elif isinstance(exc, UpstreamError):
         message, kind = "the model server failed to answer", "upstream_error"
     else:

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from pipeline.config import LLMPool, TenantDefaults, TenantQuota
-from pipeline.router import ChatRequest, QuotaExceeded, Router, Saturated
+from pipeline.router import ChatRequest, QuotaExceeded, RequestOverQuota, Router, Saturated
 from pipeline.router.admission import Admission
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.quota import MemoryQuotaStore
@@ -104,15 +104,18 @@ async def test_success_settles_with_real_usage_and_priority_comes_from_the_tenan
 async def test_over_quota_is_refused_before_dispatch_and_recorded(backend: str) -> None:
     store, sink = MemoryQuotaStore(), ListSink()
     router = make_router(backend, store, sink)
-    with pytest.raises(QuotaExceeded) as caught:
-        await router.complete(request(max_tokens=1_000))  # 1,040 > 1,000 per minute
-    assert caught.value.retry_after > 0
+    with pytest.raises(RequestOverQuota) as too_big:
+        await router.complete(request(max_tokens=1_000))  # 1,040 > 1,000 per minute: never
+    assert (too_big.value.tokens, too_big.value.limit) == (1_040, 1_000)
     for _ in range(3):
         await router.complete(request(max_tokens=260))  # reserves 300, uses 47
     assert store.tokens_in_window("t") == (141, 141)
-    event = sink.events[0]
-    assert (event.status_code, event.error_kind, event.pool) == (429, "quota_exceeded",
-                                                                  "default")
+    with pytest.raises(QuotaExceeded) as caught:
+        await router.complete(request(max_tokens=900))  # 940 > 1,000 - 141 left: later
+    assert caught.value.retry_after > 0
+    assert [(e.status_code, e.error_kind) for e in (sink.events[0], sink.events[-1])] == [
+        (413, "request_over_quota"), (429, "quota_exceeded")]
+    assert sink.events[-1].pool == "default"
     await router.close()
 
 
