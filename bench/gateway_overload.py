@@ -44,7 +44,7 @@ from pipeline.cli_usage import create_api_key, maintain_partitions
 from pipeline.config import DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate
-from tests.integration.test_gateway import free_port, stop, wait_http
+from tests.servers import free_port, stop, wait_http
 
 ROOT = Path(__file__).parents[1]
 MODEL = "smollm2-135m-instruct"

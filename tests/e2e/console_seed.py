@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,16 +19,11 @@ from pipeline.cli_console import add_user
 from pipeline.config import Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate
+from tests.servers import free_port
 
 PASSWORD = "correct horse battery staple"
 XSS_SUMMARY = ('<script>alert("xss")</script> <b>bold</b> '
                '[click me](javascript:alert(1)) <img src=x onerror=alert(2)>')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,40 +24,12 @@ from pipeline.config import DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate
 from pipeline.store.usage_partitions import month_start, partition_name
+from tests.servers import free_port, stop, wait_http
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 MODEL = "smollm2-135m-instruct"
 TINY_QUOTA = 300  # tokens per minute of the tenant "tiny"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass(frozen=True)

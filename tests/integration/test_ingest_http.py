@@ -28,31 +28,12 @@ from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.kafka_admin import ensure_topics
 from pipeline.store.migrate import migrate
+from tests.servers import free_port, wait_http
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "deploy" / "wazuh" / "custom-secanalyst"
 SAMPLE = json.loads((ROOT / "samples" / "wazuh-alerts.jsonl").read_text().splitlines()[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ migration of existing rows, partitions ahead, retention, and the usage report's 
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,16 +23,11 @@ from pipeline.store.usage_partitions import (
 )
 from pipeline.store.usage_report import usage_report
 from schemas.usage import UsageEvent
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
 LEGACY_OLD = month_start(NOW, -20) + timedelta(days=3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from bench.common import varied_alerts
 from pipeline.cli_usage import create_api_key
 from pipeline.config import Settings
 from tests.integration.conftest import wait_for
+from tests.servers import free_port
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "deploy" / "wazuh" / "custom-secanalyst"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def service_env(settings: Settings, state: Path) -> dict[str, str]:
