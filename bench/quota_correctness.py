@@ -24,7 +24,6 @@ import bisect
 import multiprocessing
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -32,10 +31,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.common import ROOT, machine, stamp
 from pipeline.router.errors import QuotaExceeded
 from pipeline.router.quota import QuotaLimits, RedisQuotaStore
+from tests.servers import redis_server as real_redis
 
 PROCESSES = 4
 CLIENTS_PER_PROCESS = 50
@@ -58,35 +59,11 @@ class ProcessResult:
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not found: apt-get update && apt-get install -y "
                          "redis-server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", workdir,
-                                 "--maxclients", "1000"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as workdir, real_redis(Path(workdir)) as url:
+        yield url
 
 
 async def _clients(url: str, tenant: str, tpm: int, start_at: float, end_at: float,
