@@ -14,9 +14,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from platformdirs import user_cache_dir
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,13 +48,30 @@ class Topics(_Frozen):
     normalized: str = "alerts.normalized"
     embedded: str = "alerts.embedded"
     enriched: str = "alerts.enriched"
+    # The batch lane (pipeline/lanes.py): backfill alerts travel on twins of the
+    # inter-stage topics, so they never sit in front of live alerts.
+    normalized_batch: str = "alerts.normalized.batch"
+    embedded_batch: str = "alerts.embedded.batch"
+    enriched_batch: str = "alerts.enriched.batch"
     verdicts: str = "verdicts"
     dlq: str = "alerts.dlq"
     partitions: int = 3
 
     def all(self) -> list[str]:
         return [self.raw, self.backfill, self.normalized, self.embedded, self.enriched,
+                self.normalized_batch, self.embedded_batch, self.enriched_batch,
                 self.verdicts, self.dlq]
+
+
+class BatchLaneSettings(_Frozen):
+    """How each stage lets its batch lane in (pipeline/lanes.py): only after live has
+    been idle `live_idle_s`, or after waiting `max_wait_s` (never starved), in small
+    batches so a live alert waits at most one of them."""
+
+    live_idle_s: float = Field(default=0.5, ge=0)
+    max_wait_s: float = Field(default=30.0, gt=0)
+    max_records: int = Field(default=8, ge=1)
+    explain_max_records: int = Field(default=4, ge=1)
 
 
 class KafkaSettings(_Frozen):
@@ -56,6 +81,7 @@ class KafkaSettings(_Frozen):
     enable_idempotence: bool = False
     max_batch_records: int = 32
     topics: Topics = Topics()
+    batch_lane: BatchLaneSettings = BatchLaneSettings()
 
 
 class DatabaseSettings(_Frozen):
@@ -214,6 +240,65 @@ class IngestSettings(_Frozen):
     wazuh_queue_socket: Path = Path("/var/ossec/queue/sockets/queue")
 
 
+class OIDCSettings(_Frozen):
+    """OpenID Connect sign-in to the console (authorization code + PKCE); set
+    `[console.oidc]` or `SECANALYST_CONSOLE__OIDC__ISSUER` etc. to turn it on. The
+    provider's redirect URI to register is `<redirect_base_url>/login/oidc/callback`."""
+
+    provider_name: str = "single sign-on"  # the button says "Sign in with <provider_name>"
+    issuer: str  # discovery at <issuer>/.well-known/openid-configuration
+    client_id: str
+    client_secret: SecretStr | None = None  # None: a public client (PKCE only)
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    redirect_base_url: str  # the console's external URL, e.g. https://console.example.com
+    # The tenant of a signed-in user: a claim that names it, or one fixed tenant (or
+    # neither: the tenant of the existing account). When set, it must match the account's.
+    tenant_claim: str | None = None
+    tenant: str | None = None
+    # Emails whose domain is not listed are refused (empty: any domain).
+    allowed_email_domains: list[str] = Field(default_factory=list)
+    # Off: only accounts made with `secanalyst users create` whose email matches the
+    # verified email claim may sign in. On: an unknown user becomes an analyst of the
+    # (existing) tenant named by tenant_claim / tenant.
+    auto_provision: bool = False
+    require_email_verified: bool = True
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    clock_skew_s: int = Field(default=60, ge=0)
+
+    @field_validator("issuer", "redirect_base_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        url = urlsplit(value)
+        loopback = url.hostname in {"127.0.0.1", "::1", "localhost"}
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+            raise ValueError("must be an https:// URL (http:// only on loopback)")
+        return value  # the issuer is compared exactly (a trailing slash counts)
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.redirect_base_url.rstrip('/')}/login/oidc/callback"
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("console.oidc.scopes must include 'openid'")
+        return value
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in value if d.strip()]
+
+    @model_validator(mode="after")
+    def _one_tenant_source(self) -> OIDCSettings:
+        if self.tenant_claim and self.tenant:
+            raise ValueError("console.oidc: set tenant_claim or tenant, not both")
+        if self.auto_provision and not (self.tenant_claim or self.tenant):
+            raise ValueError("console.oidc.auto_provision needs tenant_claim or tenant")
+        return self
+
+
 class ConsoleSettings(_Frozen):
     """The review console (`secanalyst serve`)."""
 
@@ -232,6 +317,8 @@ class ConsoleSettings(_Frozen):
     # Admins of this tenant (the platform team) see LLM usage of every tenant; other
     # admins see their own tenant's. None: nobody sees across tenants.
     platform_tenant: str | None = None
+    # OpenID Connect sign-in besides passwords (None: off); see OIDCSettings.
+    oidc: OIDCSettings | None = None
 
 
 class DevStackSettings(_Frozen):

@@ -124,6 +124,11 @@ def create_console_app(settings: Settings,
             raise RuntimeError("console resources are not open: run the app's lifespan")
         return found
 
+    if cfg.oidc is not None:  # "Sign in with <provider>": pipeline/web/console/oidc.py
+        from pipeline.web.console.oidc import create_oidc_router
+
+        app.include_router(create_oidc_router(settings, templates, resources))
+
     Resources = Annotated[ConsoleResources, Depends(resources)]
 
     async def session(request: Request, res: Resources) -> store.Session:
@@ -157,7 +162,8 @@ def create_console_app(settings: Settings,
     async def login_form(request: Request, error: str | None = None) -> Response:
         token = request.cookies.get(LOGIN_CSRF_COOKIE) or new_csrf_token()
         response = templates.TemplateResponse(
-            request, "login.html", {"user": None, "csrf": token, "error": error})
+            request, "login.html", {"user": None, "csrf": token, "error": error,
+                                    "oidc": cfg.oidc.provider_name if cfg.oidc else None})
         response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
                             secure=cfg.cookie_secure, path="/login")
         return response
