@@ -13,11 +13,14 @@ class QuotaExceeded(RouterError):
     status_code = 429
     kind = "quota_exceeded"
 
-    def __init__(self, tenant_id: str, retry_after: float) -> None:
+    def __init__(self, tenant_id: str, retry_after: float, blocked_for: float = 0.0) -> None:
         super().__init__(f"tenant {tenant_id!r} is over its token quota; "
                          f"retry after {retry_after:.1f}s")
         self.tenant_id = tenant_id
         self.retry_after = retry_after
+        # Seconds during which not even the smallest request of this tenant fits (0: a
+        # smaller request might fit now); lets the router refuse them without counting.
+        self.blocked_for = blocked_for
 
 
 class Saturated(RouterError):

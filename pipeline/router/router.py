@@ -17,6 +17,7 @@ from pipeline.router.admission import Admission, SlotHandle, effective_priority
 from pipeline.router.dispatch import DeltaCallback, ReplicaClient, Upstream
 from pipeline.router.errors import (
     NoHealthyReplica,
+    QuotaExceeded,
     RequestOverQuota,
     RouterError,
     Saturated,
@@ -29,6 +30,7 @@ from pipeline.router.quota import (
     Reservation,
     resolve_limits,
 )
+from pipeline.router.quota.blocks import QuotaBlocks
 from pipeline.router.replicas import Pool, Replica, choose_pool
 from pipeline.router.scoring import ReplicaPicker, build_picker
 from pipeline.router.streaming import stream_completion
@@ -111,6 +113,11 @@ class Router:
         # Filters + weighted scorers (pipeline/router/scoring); default: scrape /metrics.
         self._picker = picker if picker is not None else build_picker(
             DEFAULT_SCORER_WEIGHTS, list(self._clients))
+        self._blocks = QuotaBlocks()
+        # The smallest request there can be (one empty user message, one output token;
+        # one token of slack for a merge at the template's edge): a tenant that cannot
+        # fit even this is refused without counting (see quota/blocks.py).
+        self._floor_tokens = max(1, counter.count_chat([{"role": "user", "content": ""}]))
 
     def count_text(self, text: str) -> int:
         """Tokens of a piece of prompt text (for packing context into a budget)."""
@@ -121,18 +128,30 @@ class Router:
         prompt = self._counter.count_chat(request.messages)
         return prompt, prompt + request.max_tokens
 
-    def shed(self, tenant_id: str, wait_budget_s: float | None = None) -> Saturated | None:
-        """Before counting tokens: the Saturated a standard request of this tenant would
-        get from admission now in every pool (queue full, or the expected wait over
-        `wait_budget_s`), else None. Cheap: no tokenization, no quota call."""
-        priority = effective_priority(resolve_limits(self._tenants, tenant_id).priority,
-                                      "standard")
-        refusal: Saturated | None = None
-        for pool in self._pools:
-            refusal = self._admission.would_refuse(pool, priority, wait_budget_s)
-            if refusal is None:
-                return None
+    def shed(self, tenant_id: str,
+             wait_budget_s: float | None = None) -> QuotaExceeded | Saturated | None:
+        """Before counting tokens: the refusal a standard request of this tenant would get
+        now, else None — QuotaExceeded while the tenant's quota fits no request at all
+        (quota/blocks.py), Saturated when admission would refuse it in every pool (queue
+        full, or the expected wait over `wait_budget_s`). Cheap: no tokenization, no quota
+        call. A refusal is recorded as a usage event like any other."""
+        limits = resolve_limits(self._tenants, tenant_id)
+        priority = effective_priority(limits.priority, "standard")
+        refusal: QuotaExceeded | Saturated | None = self._blocked(tenant_id)
+        if refusal is None:
+            for pool in self._pools:
+                refusal = self._admission.would_refuse(pool, priority, wait_budget_s)
+                if refusal is None:
+                    return None
+        if refusal is not None:
+            self._record_failure(ChatRequest(tenant_id=tenant_id, messages=[], max_tokens=0,
+                                             priority=priority),
+                                 uuid.uuid4().hex, 0, time.perf_counter(), refusal, "-", "-")
         return refusal
+
+    def _blocked(self, tenant_id: str) -> QuotaExceeded | None:
+        left = self._blocks.remaining(tenant_id, time.monotonic())
+        return QuotaExceeded(tenant_id, left, left) if left > 0 else None
 
     async def complete(self, request: ChatRequest, *,
                        on_delta: DeltaCallback | None = None) -> Completion:
@@ -142,10 +161,14 @@ class Router:
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
-        prompt_tokens, needed = self.estimate(request)
         limits = resolve_limits(self._tenants, request.tenant_id)
         request = replace(request, priority=effective_priority(limits.priority,
                                                                request.priority))
+        blocked = self._blocked(request.tenant_id)
+        if blocked is not None:  # no request of this tenant fits: do not even count
+            self._record_failure(request, request_id, 0, started, blocked, "-", "-")
+            raise blocked
+        prompt_tokens, needed = self.estimate(request)
         try:
             pool = choose_pool(self._pools, needed)
         except RouterError as exc:
@@ -155,8 +178,11 @@ class Router:
             window = min(limits.tokens_per_minute, limits.tokens_per_day)
             if needed > window:  # would wait forever: refuse as too large instead
                 raise RequestOverQuota(request.tenant_id, needed, window)
-            reservation = await self._quota.reserve(request.tenant_id, needed, limits)
+            reservation = await self._quota.reserve(request.tenant_id, needed, limits,
+                                                    floor_tokens=self._floor_tokens)
         except RouterError as exc:
+            if isinstance(exc, QuotaExceeded) and exc.blocked_for > 0:
+                self._blocks.block(request.tenant_id, time.monotonic() + exc.blocked_for)
             self._record_failure(request, request_id, prompt_tokens, started, exc,
                                  pool.name, "-")
             raise
@@ -178,6 +204,8 @@ class Router:
     async def _settle(self, reservation: Reservation, used_tokens: int) -> None:
         try:  # runs in complete()'s finally, so a cancelled request gives its tokens back
             await self._quota.settle(reservation, used_tokens)
+            if used_tokens < reservation.tokens:
+                self._blocks.lift(reservation.tenant_id)  # the refund may fit a request
         except Exception:
             log.exception("quota_settle_failed", tenant_id=reservation.tenant_id)
 

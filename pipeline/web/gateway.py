@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, Completion, RouterError
-from pipeline.router.metrics import count_rejection, router_metrics
+from pipeline.router.metrics import router_metrics
 from pipeline.web.deadline import ArrivalClock, RequestClock, clock_of, gateway_timing_metrics
 from pipeline.web.errors import (
     GatewayError,
@@ -158,8 +158,7 @@ def create_gateway_app(settings: Settings,
                                clock: Clock) -> Response:
         if res.shedder is not None:
             refusal = res.shedder.shed(tenant_id, clock.remaining(time.monotonic()))
-            if refusal is not None:
-                count_rejection("shed")
+            if refusal is not None:  # (the router recorded it: usage event + metrics)
                 raise refusal
         body = _parse_body(await http.body())
         remaining = clock.remaining(time.monotonic())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.config import Settings
-from pipeline.router import ChatRequest, Completion, Saturated
+from pipeline.router import ChatRequest, Completion, QuotaExceeded, Saturated
 from pipeline.router.metrics import MeteredUsageSink
 from pipeline.router.usage import BatchingUsageWriter
 from pipeline.runtime import build_router
@@ -30,7 +30,8 @@ class ChatRouter(Protocol):
 
 
 class LoadShedder(Protocol):
-    def shed(self, tenant_id: str, wait_budget_s: float | None = None) -> Saturated | None:
+    def shed(self, tenant_id: str,
+             wait_budget_s: float | None = None) -> QuotaExceeded | Saturated | None:
         """The refusal a request would get now, decided before any costly work."""
         ...
 

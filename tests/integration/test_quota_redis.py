@@ -167,3 +167,20 @@ async def test_concurrent_reserves_never_exceed_the_limit(redis_url: str) -> Non
     assert int(await clients[0].hget(minute_key, "sum")) == total
     for c in clients:
         await c.aclose()
+
+
+async def test_blocked_for_says_how_long_not_even_the_smallest_request_fits(
+        make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(clock)
+    await store.reserve("t", 900, LIMITS)
+    clock.now += 10
+    with pytest.raises(QuotaExceeded) as caught:  # 100 left: a 50-token request still fits
+        await store.reserve("t", 200, LIMITS, floor_tokens=50)
+    assert caught.value.blocked_for == 0
+    await store.reserve("t", 95, LIMITS)
+    with pytest.raises(QuotaExceeded) as blocked:  # 5 left: nothing of ≥ 50 tokens fits
+        await store.reserve("t", 200, LIMITS, floor_tokens=50)
+    # The 900 of the first bucket leave the window at 1_700_000_061.
+    assert blocked.value.blocked_for == pytest.approx(1_700_000_061 - clock.now, abs=0.002)
+    assert blocked.value.blocked_for <= blocked.value.retry_after + 0.002

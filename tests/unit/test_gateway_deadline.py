@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
 from pipeline.config import GatewaySettings, Settings
-from pipeline.router import ChatRequest, Completion, Saturated
+from pipeline.router import ChatRequest, Completion, QuotaExceeded, Saturated
 from pipeline.router.admission import Admission
 from pipeline.router.replicas import Pool, Replica
 from pipeline.store.apikeys import StoredKey, hash_key, new_key
@@ -94,7 +94,7 @@ class Recorder:
     """Router, key checker and shedder in one, recording what each was asked."""
 
     model_name: str = "m"
-    refusal: Saturated | None = None
+    refusal: Saturated | QuotaExceeded | None = None
     calls: list[str] = field(default_factory=list)
     requests: list[ChatRequest] = field(default_factory=list)
     budgets: list[float | None] = field(default_factory=list)
@@ -103,7 +103,8 @@ class Recorder:
         self.calls.append("auth")
         return "acme" if key == KEY else None
 
-    def shed(self, tenant_id: str, wait_budget_s: float | None = None) -> Saturated | None:
+    def shed(self, tenant_id: str,
+             wait_budget_s: float | None = None) -> Saturated | QuotaExceeded | None:
         self.calls.append("shed")
         self.budgets.append(wait_budget_s)
         return self.refusal
@@ -153,7 +154,7 @@ def test_shedding_refuses_before_the_body_is_parsed(client: TestClient,
     assert response.headers["Retry-After"] == "3"
     assert recorder.calls == ["auth", "shed"]
     budget = recorder.budgets[0]
-    assert budget is not None and 1.5 < budget <= 2.0
+    assert budget is not None and 0 < budget <= 2.0  # what is left of the 2 s deadline
 
 
 def test_the_router_gets_what_is_left_of_the_deadline(client: TestClient,
@@ -255,6 +256,16 @@ def test_a_cached_key_is_shed_before_the_framework() -> None:
         assert client.post("/v1/chat/completions", json=BODY,
                            headers=HEADERS).status_code == 200
         assert recorder.calls == ["cached", "shed", "auth", "shed", "router"]
+
+
+def test_a_tenant_over_quota_is_refused_429_before_the_framework() -> None:
+    recorder = CachedRecorder(refusal=QuotaExceeded("acme", 2.5, 2.5))
+    with gate_client(recorder) as client:
+        response = client.post("/v1/chat/completions", content=b"{not json",
+                               headers=HEADERS)
+        assert response.status_code == 429 and response.headers["Retry-After"] == "3"
+        assert response.json()["error"]["type"] == "rate_limit_error"
+        assert recorder.calls == ["cached", "shed"]  # no full key check, no body read
 
 
 def test_an_unknown_key_goes_on_to_the_full_check() -> None:

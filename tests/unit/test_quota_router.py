@@ -16,7 +16,8 @@ from pipeline.config import LLMPool, TenantDefaults, TenantQuota
 from pipeline.router import ChatRequest, QuotaExceeded, RequestOverQuota, Router, Saturated
 from pipeline.router.admission import Admission
 from pipeline.router.errors import NoHealthyReplica
-from pipeline.router.quota import MemoryQuotaStore
+from pipeline.router.quota import MemoryQuotaStore, QuotaLimits
+from pipeline.router.quota.blocks import QuotaBlocks
 from schemas.usage import UsageEvent
 
 PROMPT_TOKENS = 40  # what the fake counter and the backend both report
@@ -142,3 +143,49 @@ async def test_saturated_is_recorded_and_releases_quota(backend: str) -> None:
     assert [(e.status_code, e.error_kind) for e in sink.events] == [(503, "saturated")]
     assert admission.snapshot("default") == (0, 0)
     await router.close()
+
+
+class CountingCounter(FixedCounter):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count_chat(self, messages: object) -> int:
+        self.calls += 1
+        return PROMPT_TOKENS
+
+
+async def test_a_tenant_whose_quota_fits_no_request_is_refused_without_counting(
+        backend: str) -> None:
+    store, sink, counter = MemoryQuotaStore(), ListSink(), CountingCounter()
+    router = make_router(backend, store, sink)
+    router._counter = counter  # type: ignore[assignment]
+    limits = QuotaLimits(tokens_per_minute=1_000, tokens_per_day=100_000)
+    held = await store.reserve("t", 980, limits)  # 20 left < the smallest request (40)
+    with pytest.raises(QuotaExceeded) as first:
+        await router.complete(request("t"))
+    assert first.value.blocked_for > 0 and counter.calls == 1
+    with pytest.raises(QuotaExceeded) as second:  # refused before counting
+        await router.complete(request("t"))
+    assert counter.calls == 1
+    assert 0 < second.value.retry_after <= first.value.retry_after
+    refusal = router.shed("t")  # the gateway's check before reading the body
+    assert isinstance(refusal, QuotaExceeded)
+    assert [(e.status_code, e.error_kind) for e in sink.events] == [
+        (429, "quota_exceeded")] * 3  # every refusal is a usage event
+    assert router.shed("other") is None  # other tenants are not affected
+    await router._settle(held, 0)  # a refund in this process lifts the block
+    assert router.shed("t") is None
+    await router.complete(request("t"))
+    assert counter.calls == 2
+
+
+def test_quota_blocks_expire_and_lift() -> None:
+    blocks = QuotaBlocks()
+    blocks.block("t", until=10.0)
+    blocks.block("t", until=5.0)  # an earlier end never shortens a block
+    assert blocks.remaining("t", 4.0) == 6.0
+    assert blocks.remaining("u", 4.0) == 0.0
+    assert blocks.remaining("t", 10.0) == 0.0  # expired: gone
+    blocks.block("t", until=20.0)
+    blocks.lift("t")
+    assert blocks.remaining("t", 11.0) == 0.0

@@ -30,8 +30,11 @@ class Reservation:
 
 
 class QuotaStore(Protocol):
-    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits) -> Reservation:
-        """Take `tokens` from both windows or raise `QuotaExceeded(tenant_id, retry_after)`."""
+    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits, *,
+                      floor_tokens: int = 1) -> Reservation:
+        """Take `tokens` from both windows or raise `QuotaExceeded(tenant_id, retry_after,
+        blocked_for)`, `blocked_for` = the wait until even `floor_tokens` (the smallest
+        possible request) fit."""
         ...
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:

@@ -33,7 +33,8 @@ class MemoryQuotaStore:
         self._tenants: dict[str, _Tenant] = {}
         self._reserves = 0
 
-    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits) -> Reservation:
+    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits, *,
+                      floor_tokens: int = 1) -> Reservation:
         now = self._clock()
         self._reserves += 1
         if self._reserves % SWEEP_EVERY == 0:
@@ -43,7 +44,9 @@ class MemoryQuotaStore:
         wait = max(tenant.minute.wait_for(tokens, limits.tokens_per_minute, now),
                    tenant.day.wait_for(tokens, limits.tokens_per_day, now))
         if wait > 0:
-            raise QuotaExceeded(tenant_id, wait)
+            blocked = max(tenant.minute.wait_for(floor_tokens, limits.tokens_per_minute, now),
+                          tenant.day.wait_for(floor_tokens, limits.tokens_per_day, now))
+            raise QuotaExceeded(tenant_id, wait, blocked)
         return Reservation(tenant_id=tenant_id, tokens=tokens,
                            minute_bucket=tenant.minute.charge(tokens, now),
                            day_bucket=tenant.day.charge(tokens, now), at=now)

@@ -90,10 +90,14 @@ local function wait_for(key, total, tokens, limit, width, span)
 end
 
 local tokens, tpm, tpd = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local floor = tonumber(ARGV[9])
 local wait = math.max(wait_for(KEYS[1], mtot, tokens, tpm, mw, ms),
                       wait_for(KEYS[2], dtot, tokens, tpd, dw, ds))
 if wait > 0 then
-  return {0, math.ceil(wait * 1000), 0, string.format('%.6f', now)}
+  -- and how long not even the smallest request (`floor` tokens) fits
+  local blocked = math.max(wait_for(KEYS[1], mtot, floor, tpm, mw, ms),
+                           wait_for(KEYS[2], dtot, floor, tpd, dw, ds))
+  return {0, math.ceil(wait * 1000), math.floor(blocked * 1000), string.format('%.6f', now)}
 end
 charge(KEYS[1], mcur, tokens, mw, ms)
 charge(KEYS[2], dcur, tokens, dw, ds)
@@ -140,13 +144,14 @@ class RedisQuotaStore:
         base = f"{self._prefix}:{{{tenant_id}}}"
         return [f"{base}:minute", f"{base}:day"]
 
-    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits) -> Reservation:
+    async def reserve(self, tenant_id: str, tokens: int, limits: QuotaLimits, *,
+                      floor_tokens: int = 1) -> Reservation:
         admitted, first, second, now = await self._reserve(
             keys=self.keys(tenant_id),
             args=[self._now(), *_SHAPES, tokens, limits.tokens_per_minute,
-                  limits.tokens_per_day])
+                  limits.tokens_per_day, floor_tokens])
         if int(admitted) != 1:
-            raise QuotaExceeded(tenant_id, int(first) / 1000)
+            raise QuotaExceeded(tenant_id, int(first) / 1000, int(second) / 1000)
         return Reservation(tenant_id=tenant_id, tokens=tokens, minute_bucket=int(first),
                            day_bucket=int(second), at=float(now))
 
