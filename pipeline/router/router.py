@@ -91,6 +91,20 @@ class _PendingPrefill:
             self._on_done()
 
 
+def smallest_request_tokens(counter: TokenCounter) -> int:
+    """Prompt + output tokens of the smallest request there can be: one empty message of
+    whichever role the chat template renders shortest (a template may add a default
+    system prompt to a chat without one), one output token, less one token of slack for
+    a merge at the template's edge."""
+    sizes = []
+    for role in ("system", "user", "assistant"):
+        try:
+            sizes.append(counter.count_chat([{"role": role, "content": ""}]))
+        except Exception:  # a template may refuse a role on its own
+            continue
+    return max(1, min(sizes, default=1))
+
+
 class Router:
     def __init__(self, *, model_name: str, pools: Mapping[str, LLMPool], counter: TokenCounter,
                  usage: UsageSink, connect_timeout_s: float = 5.0,
@@ -114,10 +128,9 @@ class Router:
         self._picker = picker if picker is not None else build_picker(
             DEFAULT_SCORER_WEIGHTS, list(self._clients))
         self._blocks = QuotaBlocks()
-        # The smallest request there can be (one empty user message, one output token;
-        # one token of slack for a merge at the template's edge): a tenant that cannot
-        # fit even this is refused without counting (see quota/blocks.py).
-        self._floor_tokens = max(1, counter.count_chat([{"role": "user", "content": ""}]))
+        # A tenant that cannot fit even the smallest request is refused without counting
+        # (see quota/blocks.py).
+        self._floor_tokens = smallest_request_tokens(counter)
 
     def count_text(self, text: str) -> int:
         """Tokens of a piece of prompt text (for packing context into a budget)."""
