@@ -1,17 +1,23 @@
-"""alerts.normalized → embed (MiniLM) → alerts.embedded."""
+"""alerts.normalized → embed (MiniLM) → alerts.embedded, and the same on the batch lane
+(alerts.normalized.batch → alerts.embedded.batch)."""
 
 from faststream.kafka import KafkaBroker
 
-from consumers.subscription import subscribe_stage
+from consumers.subscription import subscribe_lanes
+from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
 from pipeline.stages.embed import EmbedStage
 
 
-def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher) -> None:
+def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
+             gate: LaneGate) -> None:
     s = runtime.settings
+    topics = s.kafka.topics
     assert runtime.embedder is not None, "runtime opened without the embed stage"
     stage = EmbedStage(publisher=publisher, embedder=runtime.embedder,
-                       output_topic=s.kafka.topics.embedded, dlq_topic=s.kafka.topics.dlq)
-    subscribe_stage(broker, s, stage.name, [s.kafka.topics.normalized], stage.handle,
+                       output_topic=topics.embedded, batch_output_topic=topics.embedded_batch,
+                       dlq_topic=topics.dlq)
+    subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.normalized],
+                    batch_topics=[topics.normalized_batch], handle=stage.handle,
                     max_records=s.embedding.batch_size)

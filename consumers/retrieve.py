@@ -1,16 +1,22 @@
-"""alerts.embedded → retrieve (pgvector) → alerts.enriched."""
+"""alerts.embedded → retrieve (pgvector) → alerts.enriched, and the same on the batch lane
+(alerts.embedded.batch → alerts.enriched.batch)."""
 
 from faststream.kafka import KafkaBroker
 
-from consumers.subscription import subscribe_stage
+from consumers.subscription import subscribe_lanes
+from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
 from pipeline.stages.retrieve import RetrieveStage
 
 
-def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher) -> None:
+def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
+             gate: LaneGate) -> None:
     s = runtime.settings
+    topics = s.kafka.topics
     stage = RetrieveStage(publisher=publisher, pool=runtime.pool,
-                          output_topic=s.kafka.topics.enriched, dlq_topic=s.kafka.topics.dlq,
-                          top_k=s.retrieval.top_k, similar_k=s.retrieval.similar_verdicts)
-    subscribe_stage(broker, s, stage.name, [s.kafka.topics.embedded], stage.handle)
+                          output_topic=topics.enriched, batch_output_topic=topics.enriched_batch,
+                          dlq_topic=topics.dlq, top_k=s.retrieval.top_k,
+                          similar_k=s.retrieval.similar_verdicts)
+    subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.embedded],
+                    batch_topics=[topics.embedded_batch], handle=stage.handle)

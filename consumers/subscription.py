@@ -1,28 +1,61 @@
 """The subscription every stage uses: batches, manual commit after the stage's outputs are
-published or written (see pipeline.messaging.run_batch), earliest offset for new groups."""
+published or written (see pipeline.messaging.run_batch), earliest offset for new groups.
+
+Each stage subscribes twice (`subscribe_lanes`): its live topics with the group
+`<prefix>-<stage>` and their batch twins with `<prefix>-<stage>-batch`, in small batches,
+behind the worker's `LaneGate` (pipeline/lanes.py), so backfill never delays live alerts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from pipeline.config import Settings
+from pipeline.lanes import LaneGate
 from pipeline.messaging import Record, run_batch
+
+Lane = Literal["live", "batch"]
 
 
 def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics: list[str],
                     handle: Callable[[list[Record]], Awaitable[None]], *,
                     max_records: int | None = None,
-                    max_poll_interval_ms: int = 5 * 60 * 1000) -> None:
+                    max_poll_interval_ms: int = 5 * 60 * 1000,
+                    lane: Lane = "live", gate: LaneGate | None = None) -> None:
+    if gate is not None and gate.max_wait_s * 1000 > max_poll_interval_ms / 2:
+        # The batch subscriber does not poll while it waits at the gate.
+        raise ValueError(f"{stage}: the batch lane's max wait ({gate.max_wait_s} s) must "
+                         f"stay well under max_poll_interval ({max_poll_interval_ms} ms)")
+    suffix = "" if lane == "live" else "-batch"
+
     @broker.subscriber(
-        *topics, group_id=f"{settings.kafka.group_prefix}-{stage}", batch=True,
+        *topics, group_id=f"{settings.kafka.group_prefix}-{stage}{suffix}", batch=True,
         max_records=max_records or settings.kafka.max_batch_records,
         ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
-        max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}-consumer")
+        max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}{suffix}-consumer")
     async def consume(body: Any, msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-        await run_batch(msg.consumer, records, handle)
+        if gate is None:
+            await run_batch(msg.consumer, records, handle)
+            return
+        turn = gate.live() if lane == "live" else gate.batch(stage)
+        async with turn:
+            await run_batch(msg.consumer, records, handle)
+
+
+def subscribe_lanes(broker: KafkaBroker, settings: Settings, stage: str, gate: LaneGate, *,
+                    live_topics: list[str], batch_topics: list[str],
+                    handle: Callable[[list[Record]], Awaitable[None]],
+                    max_records: int | None = None, batch_max_records: int | None = None,
+                    max_poll_interval_ms: int = 5 * 60 * 1000) -> None:
+    """The stage's live and batch subscribers, behind the worker's gate."""
+    subscribe_stage(broker, settings, stage, live_topics, handle, max_records=max_records,
+                    max_poll_interval_ms=max_poll_interval_ms, lane="live", gate=gate)
+    subscribe_stage(broker, settings, stage, batch_topics, handle,
+                    max_records=batch_max_records or settings.kafka.batch_lane.max_records,
+                    max_poll_interval_ms=max_poll_interval_ms, lane="batch", gate=gate)

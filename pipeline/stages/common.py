@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.messaging import (
     ALERT_HEADER,
     PRIORITY_HEADER,
@@ -10,6 +12,18 @@ from pipeline.messaging import (
     dead_letter,
 )
 from schemas.messages import SCHEMA_VERSION, NormalizedAlert
+
+
+@dataclass(frozen=True)
+class LaneTopics:
+    """A stage's output topic in each lane: a batch-priority alert (backfill) goes to the
+    batch twin, so it never sits in front of live alerts in the next stage."""
+
+    live: str
+    batch: str | None = None
+
+    def for_alert(self, alert: NormalizedAlert) -> str:
+        return self.batch if alert.priority == "batch" and self.batch else self.live
 
 
 def headers_for(alert: NormalizedAlert) -> dict[str, str]:

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
 from pipeline.normalize import NormalizationError, normalize
-from pipeline.stages.common import headers_for, message_key, send_to_dlq
+from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from pipeline.store.alerts import upsert_alert
 from schemas.messages import NormalizedAlert
 
@@ -20,10 +20,11 @@ class NormalizeStage:
     name = "normalize"
 
     def __init__(self, *, publisher: Publisher, pool: AsyncConnectionPool, output_topic: str,
-                 backfill_topic: str, dlq_topic: str, default_tenant: str) -> None:
+                 backfill_topic: str, dlq_topic: str, default_tenant: str,
+                 batch_output_topic: str | None = None) -> None:
         self._publisher = publisher
         self._pool = pool
-        self._output = output_topic
+        self._output = LaneTopics(output_topic, batch_output_topic)
         self._backfill = backfill_topic
         self._dlq = dlq_topic
         self._default_tenant = default_tenant
@@ -50,7 +51,8 @@ class NormalizeStage:
             async with self._pool.connection() as conn, conn.transaction():
                 for alert in good:
                     await upsert_alert(conn, alert)
-        sends.extend(self._publisher.publish(self._output, a.model_dump_json().encode(),
+        sends.extend(self._publisher.publish(self._output.for_alert(a),
+                                             a.model_dump_json().encode(),
                                              key=message_key(a), headers=headers_for(a))
                      for a in good)
         await asyncio.gather(*sends)

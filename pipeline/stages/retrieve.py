@@ -10,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from pipeline.messaging import Publisher, Record
-from pipeline.stages.common import headers_for, message_key, send_to_dlq
+from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from pipeline.store.runbooks import nearest_chunks
 from pipeline.store.verdicts import similar_verdicts
 from schemas.messages import EmbeddedAlert, EnrichedAlert
@@ -20,10 +20,11 @@ class RetrieveStage:
     name = "retrieve"
 
     def __init__(self, *, publisher: Publisher, pool: AsyncConnectionPool, output_topic: str,
-                 dlq_topic: str, top_k: int, similar_k: int) -> None:
+                 dlq_topic: str, top_k: int, similar_k: int,
+                 batch_output_topic: str | None = None) -> None:
         self._publisher = publisher
         self._pool = pool
-        self._output = output_topic
+        self._output = LaneTopics(output_topic, batch_output_topic)
         self._dlq = dlq_topic
         self._top_k = top_k
         self._similar_k = similar_k
@@ -47,7 +48,7 @@ class RetrieveStage:
                     similar=await similar_verdicts(conn, alert.tenant_id, vector,
                                                    self._similar_k))
                 sends.append(self._publisher.publish(
-                    self._output, out.model_dump_json().encode(),
+                    self._output.for_alert(alert), out.model_dump_json().encode(),
                     key=message_key(alert), headers=headers_for(alert)))
             await conn.rollback()  # read-only; end the implicit transaction
         await asyncio.gather(*sends)
