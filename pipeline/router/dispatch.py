@@ -1,18 +1,56 @@
-"""One streamed chat completion against one replica, timed: TTFT and total latency."""
+"""One streamed chat completion against one replica, timed: TTFT and total latency.
+
+The request is a POST of the OpenAI chat completions API with `stream: true` and
+`stream_options.include_usage`, read as server-sent events, over one aiohttp session per
+replica (pooled keep-alive connections). Not the openai SDK: profiled in the router at
+load (bench/router_overhead.py), the SDK's request building, typed-dict transforms,
+pydantic chunk models and httpx transport cost ~1.5–2 ms of CPU per request here, this
+~0.15 ms, and the router's CPU per request is what bounds its rate on a small machine.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import openai
+import aiohttp
 
 from pipeline.router.errors import UpstreamError
 
 # Receives each piece of generated text as it arrives (streaming passthrough).
 DeltaCallback = Callable[[str], None]
+
+MAX_EVENT_LINE = 16 * 1024 * 1024  # bytes of one SSE line (a chunk of JSON)
+MAX_CONNECTIONS = 1000  # per replica, as the openai SDK's pool
+
+
+class ReplicaError(Exception):
+    """The replica did not give a usable completion."""
+
+
+class ReplicaUnavailable(ReplicaError):
+    """Connect error, reset or timeout: another replica may well serve the request."""
+
+
+class ReplicaStatusError(ReplicaError):
+    """The replica answered with an HTTP error status."""
+
+    def __init__(self, message: str, status_code: int, body: object | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ReplicaServerError(ReplicaStatusError):
+    """A 5xx: the replica's own fault, worth a retry elsewhere."""
+
+
+class ReplicaStreamError(ReplicaError):
+    """An error event inside the stream (after a 200)."""
 
 
 @dataclass(frozen=True)
@@ -26,56 +64,126 @@ class Upstream:
 
 
 class ReplicaClient:
-    """An OpenAI-compatible client bound to one replica's base URL."""
+    """An OpenAI-compatible chat client bound to one replica's base URL (…/v1).
+
+    Timeouts as the openai SDK's: `connect_timeout_s` for the TCP connect,
+    `request_timeout_s` for each read (between bytes) and for waiting for a pooled
+    connection. No retries: that is the router's job (on another replica)."""
 
     def __init__(self, base_url: str, *, connect_timeout_s: float, request_timeout_s: float,
                  api_key: str = "EMPTY") -> None:
-        # Retries are the router's job (on another replica), not the client's.
-        timeout = openai.Timeout(request_timeout_s, connect=connect_timeout_s)
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key,
-                                          timeout=timeout, max_retries=0)
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key}",
+                         "Content-Type": "application/json",
+                         "Accept": "text/event-stream"}
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=request_timeout_s,
+                                              sock_connect=connect_timeout_s,
+                                              sock_read=request_timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        """The session, made on first use: inside the event loop that uses it."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
+        return self._session
 
     async def chat(self, body: dict[str, Any], on_delta: DeltaCallback | None = None,
                    on_first_token: Callable[[], None] | None = None) -> Upstream:
         """Stream one completion; `on_delta` sees each text piece, `on_first_token` is
         called once when the first piece arrives (prefill done). A failure after a piece
         was passed on cannot be retried elsewhere (the caller already has it): it is
-        raised as UpstreamError instead of the client's own error."""
+        raised as UpstreamError instead of the client's own error.
+
+        `body` is the request of the chat completions API; its `extra_body` (if any) is
+        merged into it, as the openai SDK does."""
         started = time.perf_counter()
         first_token_at: float | None = None
         parts: list[str] = []
-        usage = None
+        usage: dict[str, Any] | None = None
         finish_reason = None
-        stream = await self._client.chat.completions.create(
-            **body, stream=True, stream_options={"include_usage": True})
+        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        payload.update(payload.pop("extra_body", None) or {})
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                            if on_first_token is not None:
-                                on_first_token()
-                        parts.append(choice.delta.content)
-                        if on_delta is not None:
-                            on_delta(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-        except (openai.APIError, openai.APIConnectionError) as exc:
+            async with self._open().post(self.url, data=json.dumps(payload)) as response:
+                if response.status >= 400:
+                    raise await _status_error(response)
+                async for chunk in _events(response.content):
+                    if chunk.get("usage") is not None:
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            if first_token_at is None:
+                                first_token_at = time.perf_counter()
+                                if on_first_token is not None:
+                                    on_first_token()
+                            parts.append(content)
+                            if on_delta is not None:
+                                on_delta(content)
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+        except (aiohttp.ClientError, TimeoutError, ReplicaStreamError) as exc:
             if on_delta is not None and parts:
                 raise UpstreamError(f"stream interrupted: {exc}") from exc
-            raise
+            if isinstance(exc, ReplicaStreamError):
+                raise
+            raise ReplicaUnavailable(f"{self.url}: {_describe(exc)}") from exc
         ended = time.perf_counter()
         return Upstream(
             text="".join(parts),
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=usage.get("prompt_tokens") if usage else None,
+            completion_tokens=usage.get("completion_tokens") if usage else None,
             ttft_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
             latency_ms=round((ended - started) * 1000),
             finish_reason=finish_reason,
         )
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The JSON of each server-sent event's data until `[DONE]` or the end; an event
+    carrying an `error` raises ReplicaStreamError."""
+    data: list[bytes] = []
+    while True:
+        line = await content.readline(max_line_length=MAX_EVENT_LINE)
+        if not line:  # end of the body
+            break
+        line = line.rstrip(b"\r\n")
+        if line:
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            continue  # other fields (event:, id:, comments) are not used by the API
+        if not data:
+            continue
+        raw = b"\n".join(data)
+        data = []
+        if raw.startswith(b"[DONE]"):
+            return
+        event = json.loads(raw)
+        if isinstance(event, dict) and event.get("error") is not None:
+            raise ReplicaStreamError(f"error in stream: {event['error']}")
+        yield event
+
+
+async def _status_error(response: aiohttp.ClientResponse) -> ReplicaStatusError:
+    text = await response.text(errors="replace")
+    try:
+        body: object = json.loads(text)
+    except ValueError:
+        body = text
+    if isinstance(body, dict) and "error" in body:
+        body = body["error"]
+    kind = ReplicaServerError if response.status >= 500 else ReplicaStatusError
+    return kind(f"Error code: {response.status} - {body}", response.status, body)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "request timed out"
+    return str(exc) or type(exc).__name__

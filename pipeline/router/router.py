@@ -9,12 +9,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import openai
 import structlog
 
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
 from pipeline.router.admission import Admission, SlotHandle, effective_priority
-from pipeline.router.dispatch import DeltaCallback, ReplicaClient, Upstream
+from pipeline.router.dispatch import (
+    DeltaCallback,
+    ReplicaClient,
+    ReplicaServerError,
+    ReplicaStatusError,
+    ReplicaUnavailable,
+    Upstream,
+)
 from pipeline.router.errors import (
     NoHealthyReplica,
     QuotaExceeded,
@@ -252,7 +258,7 @@ class Router:
                                    request_id=request_id, attempt=len(tried)):
                     upstream = await self._clients[replica.url].chat(body, on_delta,
                                                                      prefill.done)
-            except (openai.APIConnectionError, openai.InternalServerError) as exc:
+            except (ReplicaUnavailable, ReplicaServerError) as exc:
                 replica.circuit.failure(time.monotonic())
                 log.warning("replica_failed", replica=replica.url, error=str(exc))
                 continue
@@ -261,7 +267,7 @@ class Router:
                 self._record_failure(request, request_id, prompt_tokens, started, exc,
                                      pool.name, replica.url)
                 raise
-            except openai.APIStatusError as exc:
+            except ReplicaStatusError as exc:
                 error = UpstreamError(str(exc), upstream_status=exc.status_code)
                 self._record_failure(request, request_id, prompt_tokens, started, error,
                                      pool.name, replica.url)

@@ -1,0 +1,174 @@
+"""ReplicaClient over real HTTP: the simulator (bench/vllm_sim) in this event loop for the
+OpenAI streaming protocol and its faults, and a small aiohttp app that records what it
+was sent and streams back what a test tells it to."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from bench.vllm_sim.engine import SimConfig
+from bench.vllm_sim.server import SimCluster
+from pipeline.router.dispatch import (
+    ReplicaClient,
+    ReplicaServerError,
+    ReplicaStatusError,
+    ReplicaStreamError,
+    ReplicaUnavailable,
+)
+from pipeline.router.errors import UpstreamError
+from tests.servers import free_port
+
+pytestmark = pytest.mark.timeout(60)
+BODY = {"model": "sim-model", "max_tokens": 4, "temperature": 0.0,
+        "messages": [{"role": "user", "content": "one two three"}]}
+
+
+@pytest_asyncio.fixture
+async def sim() -> AsyncIterator[SimCluster]:
+    cluster = SimCluster([SimConfig(itl_ms=1, prefill_ms_per_token=0, output_tokens=3,
+                                    seed=1)])
+    await cluster.start()
+    yield cluster
+    await cluster.stop()
+
+
+def client(url: str, timeout_s: float = 10.0) -> ReplicaClient:
+    return ReplicaClient(url, connect_timeout_s=1.0, request_timeout_s=timeout_s)
+
+
+async def test_streams_text_usage_and_first_token(sim: SimCluster) -> None:
+    replica = client(sim.base_urls()[0])
+    pieces: list[str] = []
+    first: list[int] = []
+    try:
+        upstream = await replica.chat(BODY, pieces.append, lambda: first.append(len(pieces)))
+    finally:
+        await replica.close()
+    assert upstream.text == "tok0 tok1 tok2" == "".join(pieces)
+    assert first == [0]  # called once, before the first piece was passed on
+    # 3 words + 4 per message, as the simulator counts
+    assert (upstream.prompt_tokens, upstream.completion_tokens) == (7, 3)
+    assert upstream.finish_reason == "stop"
+    assert upstream.ttft_ms is not None and upstream.latency_ms >= upstream.ttft_ms
+
+
+async def test_5xx_is_a_server_error_and_4xx_a_status_error(sim: SimCluster) -> None:
+    sim.engines[0].config.fail_rate = 1.0
+    replica = client(sim.base_urls()[0])
+    missing = client(sim.base_urls()[0].removesuffix("/v1") + "/nowhere")
+    try:
+        with pytest.raises(ReplicaServerError) as server_error:
+            await replica.chat(BODY)
+        with pytest.raises(ReplicaStatusError) as not_found:
+            await missing.chat(BODY)
+    finally:
+        await replica.close()
+        await missing.close()
+    assert server_error.value.status_code == 500
+    assert server_error.value.body == {"message": "injected failure", "type": "sim",
+                                       "code": 500}
+    assert not_found.value.status_code == 404
+    assert not isinstance(not_found.value, ReplicaServerError)
+
+
+async def test_dropped_refused_and_slow_replicas_are_unavailable(sim: SimCluster) -> None:
+    sim.engines[0].config.drop_rate = 1.0
+    dropping = client(sim.base_urls()[0])
+    refused = client(f"http://127.0.0.1:{free_port()}/v1")
+    try:
+        with pytest.raises(ReplicaUnavailable):
+            await dropping.chat(BODY)
+        with pytest.raises(ReplicaUnavailable):
+            await refused.chat(BODY)
+        sim.engines[0].config.drop_rate = 0.0
+        sim.engines[0].config.slow_factor = 500.0  # 0.5 s between tokens
+        slow = client(sim.base_urls()[0], timeout_s=0.2)
+        try:
+            with pytest.raises(ReplicaUnavailable, match="timed out"):
+                await slow.chat(BODY)
+        finally:
+            await slow.close()
+    finally:
+        await dropping.close()
+        await refused.close()
+
+
+class Recorder:
+    """Records each request body; answers with the given SSE lines."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, object]] = []
+        self.lines: list[bytes] = []
+        self.url = ""
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for line in self.lines:
+            await response.write(line)
+        await response.write_eof()
+        return response
+
+
+@pytest_asyncio.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    rec = Recorder()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", rec.chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    rec.url = f"http://127.0.0.1:{port}/v1"
+    yield rec
+    await runner.cleanup()
+
+
+def event(payload: object) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def delta(text: str) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+
+async def test_sends_a_streamed_request_with_extra_body_merged(recorder: Recorder) -> None:
+    recorder.lines = [b": a comment\n\n", event(delta("a")),
+                      # one event's data may span lines (SSE): joined with a newline
+                      b'data: {"choices": [{"index": 0,\ndata: "delta": {"content": "b"},'
+                      b' "finish_reason": "length"}]}\n\n',
+                      event({"choices": [], "usage": {"prompt_tokens": 5,
+                                                      "completion_tokens": 2}}),
+                      b"data: [DONE]\n\n", event(delta("after done"))]
+    replica = client(recorder.url)
+    try:
+        upstream = await replica.chat({**BODY, "response_format": {"type": "json_object"},
+                                       "extra_body": {"guided_choice": ["x", "y"]}})
+    finally:
+        await replica.close()
+    sent = recorder.bodies[0]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["guided_choice"] == ["x", "y"] and "extra_body" not in sent
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["messages"] == BODY["messages"]
+    assert (upstream.text, upstream.finish_reason) == ("ab", "length")
+    assert (upstream.prompt_tokens, upstream.completion_tokens) == (5, 2)
+
+
+async def test_an_error_event_in_the_stream(recorder: Recorder) -> None:
+    recorder.lines = [event(delta("partial")),
+                      event({"error": {"message": "engine died", "code": 500}})]
+    replica = client(recorder.url)
+    try:
+        with pytest.raises(ReplicaStreamError, match="engine died"):
+            await replica.chat(BODY)  # nothing passed on yet: the caller may retry
+        with pytest.raises(UpstreamError, match="engine died"):
+            await replica.chat(BODY, on_delta=lambda _: None)  # text already passed on
+    finally:
+        await replica.close()
