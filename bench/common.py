@@ -20,8 +20,8 @@ SAMPLES = ROOT / "samples" / "wazuh-alerts.jsonl"
 
 def isolated_settings(run_id: str) -> Settings:
     """Settings whose topics and consumer groups belong to this run alone."""
-    topics = Topics(**{k: f"{run_id}.{v}" for k, v in Topics().model_dump().items()
-                       if isinstance(v, str)})
+    topics = Topics.model_validate({k: f"{run_id}.{v}" for k, v in Topics().model_dump().items()
+                                    if isinstance(v, str)})
     return Settings(kafka=KafkaSettings(group_prefix=f"bench-{run_id}", topics=topics))
 
 

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 
 
 def session_settings(run_id: str) -> Settings:
-    topics = Topics(**{name: f"{run_id}.{value}" for name, value in Topics().model_dump().items()
-                       if isinstance(value, str)})
+    topics = Topics.model_validate({name: f"{run_id}.{value}" for name, value
+                                    in Topics().model_dump().items() if isinstance(value, str)})
     return Settings(kafka=KafkaSettings(group_prefix=f"test-{run_id}", topics=topics))
 
 

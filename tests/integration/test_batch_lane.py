@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from bench.live_with_backfill import distinct_alerts
+from bench.live_with_backfill import distinct_alerts, verdict_times
 from pipeline.config import Settings
 from pipeline.ingest import publish_lines
 from pipeline.normalize import normalize
@@ -17,13 +17,6 @@ from tests.integration.conftest import wait_for
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
-
-
-async def verdict_times(db: AsyncConnectionPool, tenant: str) -> dict[str, datetime]:
-    async with db.connection() as conn:
-        cur = await conn.execute(
-            "SELECT alert_id, created_at FROM verdicts WHERE tenant_id = %s", (tenant,))
-        return {alert_id: created for alert_id, created in await cur.fetchall()}
 
 
 async def wait_for_verdicts(db: AsyncConnectionPool, tenant: str, ids: set[str],
