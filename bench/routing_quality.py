@@ -105,7 +105,8 @@ async def measure_capacity(send: Send, seconds: float, callers: int,
                            long_words: int) -> float:
     """Requests per second the replicas complete when never idle: a closed loop of
     `callers` (enough to keep every replica's queue non-empty) on the same mix."""
-    jobs = iter(workload(1000.0, 1000.0, seed=5, long_words=long_words))
+    # 100 req/s for 2 × `seconds`: far more requests than the replicas can complete then
+    jobs = iter(workload(100.0, 2 * seconds, seed=5, long_words=long_words))
     done = 0
     stop = time.perf_counter() + seconds
 

@@ -35,7 +35,7 @@ from pydantic_settings import (
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
     "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
-    "prefill-queue": 8.0}
+    "prefill-wait": 8.0}
 
 
 class _Frozen(BaseModel):

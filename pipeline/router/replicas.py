@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.router.errors import ContextTooLong, NoHealthyReplica
+from pipeline.router.prefill import PrefillModel
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Replica:
     # Prompt tokens of this router's requests sent here and not yet past their first
     # token: the prefill work queued ahead of a new request.
     pending_prefill_tokens: int = 0
+    # The same work as a time: when the replica is expected to be done with it.
+    prefill: PrefillModel = field(default_factory=PrefillModel)
 
 
 @dataclass

@@ -86,13 +86,23 @@ class _PendingPrefill:
         self._replica = replica
         self._tokens = tokens
         self._on_done = on_done
+        self._dispatched_at = time.monotonic()
+        replica.pending_prefill_tokens += tokens
+        self._alone = replica.prefill.dispatched(tokens, self._dispatched_at)
 
     def release(self) -> None:
-        self._replica.pending_prefill_tokens -= self._tokens
-        self._tokens = 0
+        """The attempt ended; if no first token came, its queued work is dropped."""
+        if self._tokens:
+            self._replica.pending_prefill_tokens -= self._tokens
+            self._replica.prefill.abandoned(self._tokens, time.monotonic())
+            self._tokens = 0
 
     def done(self) -> None:
-        self.release()
+        if self._tokens:
+            self._replica.pending_prefill_tokens -= self._tokens
+            self._replica.prefill.first_token(self._tokens, self._dispatched_at,
+                                              time.monotonic(), self._alone)
+            self._tokens = 0
         if self._on_done is not None:
             self._on_done()
 
@@ -247,7 +257,6 @@ class Router:
             replica.in_flight_requests += 1
             replica.in_flight_tokens += needed
             # Queued prefill work of the replica, until the first token (or failure).
-            replica.pending_prefill_tokens += prompt_tokens
             prefill = _PendingPrefill(replica, prompt_tokens,
                                       None if slot is None else slot.prefilled)
             if slot is not None:

@@ -1,4 +1,5 @@
 import random
+import time
 
 import pytest
 
@@ -179,5 +180,41 @@ def test_picker_sends_a_request_past_a_replica_busy_prefilling_a_long_prompt() -
     for r in p.replicas:
         r.in_flight_requests, r.in_flight_tokens = 1, 2000
     p.replicas[0].pending_prefill_tokens = 2000
+    p.replicas[0].prefill.dispatched(2000, time.monotonic())
     picker = ReplicaPicker(DEFAULT_SCORER_WEIGHTS, rng=random.Random(0))
     assert {picker.pick(p, needed_tokens=100).url for _ in range(10)} == {"http://r1/v1"}
+
+
+def test_prefill_wait_runs_down_with_the_clock_and_reanchors_at_first_tokens() -> None:
+    from pipeline.router.prefill import PrefillModel
+
+    model = PrefillModel(seconds_per_token=0.001)
+    assert model.dispatched(2000, now=10.0)  # nothing queued before: a clean sample
+    assert not model.dispatched(100, now=10.5)
+    assert model.expected_wait(10.5) == pytest.approx(2.1 - 0.5)
+    assert model.expected_wait(11.0) == pytest.approx(1.1)  # the long one is half done
+    # The long prompt's first token came early: the short one starts now.
+    model.first_token(2000, dispatched_at=10.0, now=11.5, alone=True)
+    assert model.queued_tokens == 100
+    assert model.expected_wait(11.5) == pytest.approx(100 * model.seconds_per_token)
+    # Learned from the clean sample: 1.5 s / 2,000 tokens, moved 10% of the way.
+    assert model.seconds_per_token == pytest.approx(0.001 + 0.1 * (0.00075 - 0.001))
+    model.abandoned(100, now=11.6)
+    assert model.queued_tokens == 0 and model.expected_wait(11.6) == 0.0
+
+
+def test_prefill_wait_scorer_prefers_a_replica_whose_long_prompt_is_nearly_done() -> None:
+    from pipeline.router.scoring.load import PrefillQueueScorer, PrefillWaitScorer
+
+    p = pool(2)
+    p.replicas[0].prefill.dispatched(2000, now=0.0)  # sent 1.9 s ago: nearly done
+    p.replicas[1].prefill.dispatched(2000, now=1.8)  # just sent
+    for r in p.replicas:
+        r.pending_prefill_tokens = 2000
+    now = PickContext(needed_tokens=100, max_context_tokens=4096, exclude=frozenset(),
+                      prefix_key=None, now=1.9)
+    waits = PrefillWaitScorer().score(p.replicas, now)
+    assert waits[0] > waits[1]
+    counts = PrefillQueueScorer().score(p.replicas, now)
+    assert counts[0] == counts[1]  # counting tokens cannot tell them apart
+    assert "prefill-wait" in SCORERS

@@ -89,3 +89,17 @@ class PrefillQueueScorer:
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         return relative([r.pending_prefill_tokens for r in replicas], self._token_smoothing)
+
+
+class PrefillWaitScorer:
+    """The expected wait before a new prompt starts prefilling on each replica
+    (`Replica.prefill.expected_wait`, pipeline/router/prefill.py: queued prompt tokens ×
+    the replica's learned seconds per token, running down with the clock). Unlike
+    counting tokens it sees that a long prompt sent a while ago is nearly done."""
+
+    def __init__(self, smoothing_s: float = 0.05) -> None:
+        self._smoothing_s = smoothing_s
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        return relative([r.prefill.expected_wait(ctx.now) for r in replicas],
+                        self._smoothing_s)

@@ -11,6 +11,7 @@ from pipeline.router.scoring.load import (
     InFlightScorer,
     KVCacheScorer,
     PrefillQueueScorer,
+    PrefillWaitScorer,
     QueueScorer,
     RunningScorer,
 )
@@ -33,6 +34,7 @@ SCORERS: dict[str, ScorerFactory] = {
     "kv-cache": lambda deps: KVCacheScorer(deps.stats),
     "in-flight": lambda deps: InFlightScorer(),
     "prefill-queue": lambda deps: PrefillQueueScorer(),
+    "prefill-wait": lambda deps: PrefillWaitScorer(),
     "prefix-affinity": lambda deps: PrefixAffinityScorer(deps.affinity),
 }
 
