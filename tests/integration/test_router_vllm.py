@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
+import pytest_asyncio
 
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, ContextTooLong, Router
@@ -31,12 +32,13 @@ class ListSink:
         self.events.append(event)
 
 
-@pytest.fixture(scope="module")
-def router_and_sink(settings: Settings) -> tuple[Router, ListSink]:
+@pytest_asyncio.fixture(scope="module")
+async def router_and_sink(settings: Settings) -> AsyncIterator[tuple[Router, ListSink]]:
     sink = ListSink()
     router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
                     counter=counter_for(tokenizer_dir(settings)), usage=sink)
-    return router, sink
+    yield router, sink
+    await router.close()  # its HTTP sessions
 
 
 async def test_token_estimate_equals_vllm_prompt_tokens(

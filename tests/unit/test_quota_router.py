@@ -177,6 +177,7 @@ async def test_a_tenant_whose_quota_fits_no_request_is_refused_without_counting(
     assert router.shed("t") is None
     await router.complete(request("t"))
     assert counter.calls == 2
+    await router.close()
 
 
 def test_quota_blocks_expire_and_lift() -> None:
