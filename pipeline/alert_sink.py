@@ -12,6 +12,15 @@ from aiokafka import AIOKafkaProducer
 from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER
 
 
+def alert_producer(bootstrap_servers: str, *, enable_idempotence: bool,
+                   **tuning: object) -> AIOKafkaProducer:
+    """A producer whose sends count only once every in-sync replica has them (acks=all):
+    an alert is reported accepted only when losing a broker cannot lose it."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap_servers,
+                            enable_idempotence=enable_idempotence, acks="all",
+                            **tuning)
+
+
 class AlertSink(Protocol):
     async def publish(self, tenant_id: str, alerts: Sequence[bytes]) -> None:
         """Return once every alert is acknowledged by the broker; raise otherwise."""

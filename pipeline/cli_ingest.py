@@ -144,21 +144,14 @@ def tail(path: Annotated[Path, typer.Argument(
 
 async def _tail(settings: Settings, path: Path, tenant_id: str, from_start: bool,
                 positions: Path) -> None:
-    import asyncio
-    import signal
-
-    from aiokafka import AIOKafkaProducer
-
-    from pipeline.alert_sink import KafkaAlertSink
+    from pipeline.alert_sink import KafkaAlertSink, alert_producer
+    from pipeline.shutdown import stop_on_signals
     from pipeline.tail import PositionFile, Tailer
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_idempotence=settings.kafka.enable_idempotence,
-                                acks="all", linger_ms=5)
+    stop = stop_on_signals()
+    producer = alert_producer(settings.kafka_bootstrap,
+                              enable_idempotence=settings.kafka.enable_idempotence,
+                              linger_ms=5)
     await producer.start()
     try:
         sink = KafkaAlertSink(producer, settings.kafka.topics.raw, priority="live",
@@ -185,18 +178,13 @@ def wazuh_writeback() -> None:
 
 
 async def _writeback(settings: Settings) -> None:
-    import asyncio
-    import signal
-
     from aiokafka import AIOKafkaConsumer
 
     from pipeline.messaging import run_batch
+    from pipeline.shutdown import stop_on_signals
     from pipeline.wazuh_writeback import QueueSocket, write_verdicts
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     queue = QueueSocket(settings.ingest.wazuh_queue_socket)
     tenants = set(settings.ingest.writeback_tenants)
     consumer = AIOKafkaConsumer(settings.kafka.topics.verdicts,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Collection
 
 import structlog
@@ -14,6 +12,7 @@ from faststream.kafka import KafkaBroker
 from pipeline.config import Settings
 from pipeline.kafka_admin import ensure_topics
 from pipeline.runtime import Runtime
+from pipeline.shutdown import stop_on_signals
 
 log = structlog.get_logger(__name__)
 
@@ -45,11 +44,7 @@ async def run_worker(settings: Settings, stages: Collection[str],
     runtime = await Runtime.open(settings, stages)
     broker = build_broker(settings)
     register_stages(broker, runtime, stages, BrokerPublisher(broker))
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(RuntimeError, ValueError):  # not the main thread (tests)
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop)
     try:
         await broker.start()
         log.info("worker_started", stages=sorted(stages), kafka=settings.kafka_bootstrap)

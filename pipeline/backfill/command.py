@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipeline.backfill.ratelimit import TokenBucket
 from pipeline.backfill.reader import ArchiveReader
 from pipeline.backfill.runner import Backfill, BackfillReport
 from pipeline.config import Settings
+from pipeline.shutdown import forget_signals, stop_on_signals
 
 
 def _lines(files: list[Path], problems: list[str]) -> Iterator[bytes]:
@@ -82,19 +82,15 @@ class _RichProgress:
 async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
                        alert_filter: AlertFilter, rate: float, chunk: int, job: str,
                        skip_existing: bool, console: Console) -> BackfillReport:
-    from aiokafka import AIOKafkaProducer
     from psycopg import AsyncConnection
 
-    from pipeline.alert_sink import KafkaAlertSink
+    from pipeline.alert_sink import KafkaAlertSink, alert_producer
     from pipeline.backfill.existing import ExistingVerdictLookup
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_idempotence=settings.kafka.enable_idempotence,
-                                acks="all", linger_ms=20, max_batch_size=262_144)
+    stop = stop_on_signals()
+    producer = alert_producer(settings.kafka_bootstrap,
+                              enable_idempotence=settings.kafka.enable_idempotence,
+                              linger_ms=20, max_batch_size=262_144)
     await producer.start()
     conn: AsyncConnection | None = None
     try:
@@ -117,8 +113,7 @@ async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
             report = await backfill.run(files, _RichProgress(progress, task))
         return report
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        forget_signals()
         if conn is not None:
             await conn.close()
         await producer.stop()

@@ -14,13 +14,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
-from pipeline.alert_sink import AlertSink, KafkaAlertSink
+from pipeline.alert_sink import AlertSink, KafkaAlertSink, alert_producer
 from pipeline.config import Settings
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
 from pipeline.web.errors import GatewayError, unauthorized
@@ -45,9 +44,9 @@ async def open_ingest_resources(settings: Settings) -> AsyncIterator[IngestResou
     from pipeline.store.database import open_pool
 
     pool = await open_pool(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_idempotence=settings.kafka.enable_idempotence,
-                                linger_ms=5, acks="all")
+    producer = alert_producer(settings.kafka_bootstrap,
+                              enable_idempotence=settings.kafka.enable_idempotence,
+                              linger_ms=5)
     try:
         await producer.start()
         try:
