@@ -40,11 +40,14 @@ class Replica:
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
     in_flight_requests: int = 0
     in_flight_tokens: int = 0
-    # Prompt tokens of this router's requests sent here and not yet past their first
-    # token: the prefill work queued ahead of a new request.
-    pending_prefill_tokens: int = 0
-    # The same work as a time: when the replica is expected to be done with it.
+    # The prefill work queued ahead of a new request, in tokens and as a time.
     prefill: PrefillModel = field(default_factory=PrefillModel)
+
+    @property
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens of this router's requests sent here and not yet past their
+        first token."""
+        return self.prefill.queued_tokens
 
 
 @dataclass

@@ -87,19 +87,16 @@ class _PendingPrefill:
         self._tokens = tokens
         self._on_done = on_done
         self._dispatched_at = time.monotonic()
-        replica.pending_prefill_tokens += tokens
         self._alone = replica.prefill.dispatched(tokens, self._dispatched_at)
 
     def release(self) -> None:
         """The attempt ended; if no first token came, its queued work is dropped."""
         if self._tokens:
-            self._replica.pending_prefill_tokens -= self._tokens
             self._replica.prefill.abandoned(self._tokens, time.monotonic())
             self._tokens = 0
 
     def done(self) -> None:
         if self._tokens:
-            self._replica.pending_prefill_tokens -= self._tokens
             self._replica.prefill.first_token(self._tokens, self._dispatched_at,
                                               time.monotonic(), self._alone)
             self._tokens = 0

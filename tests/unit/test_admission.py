@@ -235,7 +235,7 @@ async def test_token_aware_admission_waits_for_a_replica_with_little_queued_pref
             admitted.append(name)
             handles[name] = slot
             if replica is not None:
-                replica.pending_prefill_tokens += tokens
+                replica.prefill.queued_tokens += tokens
             slot.dispatched()
             await release.wait()
 
@@ -247,7 +247,7 @@ async def test_token_aware_admission_waits_for_a_replica_with_little_queued_pref
     tasks.append(asyncio.create_task(request("short", None, 0)))
     await settle()
     assert admitted == ["long-a", "long-b"] and admission.snapshot("default") == (2, 1)
-    a.pending_prefill_tokens -= 2000  # its first token arrived
+    a.prefill.queued_tokens -= 2000  # its first token arrived
     # Nothing is handed on until the holder reports it (the router does at first token).
     await settle()
     assert admitted == ["long-a", "long-b"]

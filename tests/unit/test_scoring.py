@@ -165,8 +165,8 @@ def test_prefill_queue_scorer_prefers_the_least_queued_prefill() -> None:
     from pipeline.router.scoring.load import PrefillQueueScorer
 
     p = pool()
-    p.replicas[0].pending_prefill_tokens = 2000  # a long prompt not yet prefilled
-    p.replicas[1].pending_prefill_tokens = 150
+    p.replicas[0].prefill.queued_tokens = 2000  # a long prompt not yet prefilled
+    p.replicas[1].prefill.queued_tokens = 150
     scores = PrefillQueueScorer(token_smoothing=256).score(p.replicas, ctx())
     assert scores[0] == pytest.approx(1 - 2000 / 2256)
     assert scores[1] == pytest.approx(1 - 150 / 2256)
@@ -179,7 +179,6 @@ def test_picker_sends_a_request_past_a_replica_busy_prefilling_a_long_prompt() -
     # Equal request counts; r0 is still prefilling a long prompt, r1 is decoding.
     for r in p.replicas:
         r.in_flight_requests, r.in_flight_tokens = 1, 2000
-    p.replicas[0].pending_prefill_tokens = 2000
     p.replicas[0].prefill.dispatched(2000, time.monotonic())
     picker = ReplicaPicker(DEFAULT_SCORER_WEIGHTS, rng=random.Random(0))
     assert {picker.pick(p, needed_tokens=100).url for _ in range(10)} == {"http://r1/v1"}
@@ -209,8 +208,7 @@ def test_prefill_wait_scorer_prefers_a_replica_whose_long_prompt_is_nearly_done(
     p = pool(2)
     p.replicas[0].prefill.dispatched(2000, now=0.0)  # sent 1.9 s ago: nearly done
     p.replicas[1].prefill.dispatched(2000, now=1.8)  # just sent
-    for r in p.replicas:
-        r.pending_prefill_tokens = 2000
+    assert [r.pending_prefill_tokens for r in p.replicas] == [2000, 2000]
     now = PickContext(needed_tokens=100, max_context_tokens=4096, exclude=frozenset(),
                       prefix_key=None, now=1.9)
     waits = PrefillWaitScorer().score(p.replicas, now)
