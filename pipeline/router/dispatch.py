@@ -26,6 +26,10 @@ DeltaCallback = Callable[[str], None]
 
 MAX_EVENT_LINE = 16 * 1024 * 1024  # bytes of one SSE line (a chunk of JSON)
 MAX_CONNECTIONS = 1000  # per replica, as the openai SDK's pool
+# Idle pooled connections are dropped before the server drops them: vLLM's uvicorn closes
+# an idle keep-alive connection after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), and a request
+# written onto a connection the server is closing fails ("Can not write request body").
+KEEPALIVE_S = 3.0
 
 
 class ReplicaError(Exception):
@@ -86,7 +90,8 @@ class ReplicaClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS,
+                                               keepalive_timeout=KEEPALIVE_S))
         return self._session
 
     async def chat(self, body: dict[str, Any], on_delta: DeltaCallback | None = None,
@@ -105,8 +110,9 @@ class ReplicaClient:
         finish_reason = None
         payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
         payload.update(payload.pop("extra_body", None) or {})
+        data = json.dumps(payload)
         try:
-            async with self._open().post(self.url, data=json.dumps(payload)) as response:
+            async with await self._post(data) as response:
                 if response.status >= 400:
                     raise await _status_error(response)
                 async for chunk in _events(response.content):
@@ -139,6 +145,16 @@ class ReplicaClient:
             latency_ms=round((ended - started) * 1000),
             finish_reason=finish_reason,
         )
+
+    async def _post(self, data: str) -> aiohttp.ClientResponse:
+        """POST, once more on a fresh connection if the pooled one was closed under the
+        request before any answer: the server never read it, so the retry runs it once."""
+        try:
+            return await self._open().post(self.url, data=data)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):  # a new connection failed
+                raise
+            return await self._open().post(self.url, data=data)
 
     async def close(self) -> None:
         if self._session is not None:

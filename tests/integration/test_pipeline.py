@@ -70,32 +70,32 @@ async def test_sample_alerts_become_verdicts_and_usage_rows(
     assert all(r["input_tokens"] == 0 for r in rows if r["alert_id"] in reused)
     assert len(reused) < len(rows) // 4
 
-    def tokens_by_alert(usage: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+    def billed_tokens_by_alert(usage: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
         totals: dict[str, int] = {}
         for u in usage:
-            totals[u["alert_id"]] = totals.get(u["alert_id"], 0) + u["input_tokens"]
+            if u["status_code"] == 200:
+                totals[u["alert_id"]] = totals.get(u["alert_id"], 0) + u["input_tokens"]
         return totals
 
     async def usage_complete() -> list[dict] | None:  # type: ignore[type-arg]
         # Usage events are written in batches off the request path: wait until every
         # call of every verdict (a repair retry makes two) has landed.
         found = await usage_rows(db, tenant)
-        totals = tokens_by_alert(found)
+        totals = billed_tokens_by_alert(found)
         complete = all(totals.get(r["alert_id"], 0) == r["input_tokens"] for r in rows)
         return found if complete else None
 
     usage = await wait_for(usage_complete, timeout_s=30)
     assert usage, "every LLM call must leave a usage row"
     for row in usage:
-        assert row["status_code"] == 200 and row["input_tokens"] > 0
+        if row["status_code"] != 200:  # a call that failed (retried later): no tokens billed
+            assert row["error_kind"] and row["output_tokens"] == 0 and row["ttft_ms"] is None
+            continue
+        assert row["input_tokens"] > 0
         assert row["output_tokens"] > 0 and row["total_tokens"] == (
             row["input_tokens"] + row["output_tokens"])
         assert row["ttft_ms"] is not None and row["total_latency_ms"] >= row["ttft_ms"]
-    by_alert = {r["alert_id"]: r for r in rows}
-    for alert_id, verdict in by_alert.items():
-        calls = [u for u in usage if u["alert_id"] == alert_id]
-        assert verdict["input_tokens"] == sum(u["input_tokens"] for u in calls)
-
+    assert sum(row["status_code"] == 200 for row in usage) >= len(rows) - len(reused)
 
 async def test_malformed_alerts_reach_the_dlq_with_reason_and_original_bytes(
         settings: Settings, tenant: str, worker: asyncio.Task) -> None:  # type: ignore[type-arg]

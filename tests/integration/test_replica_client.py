@@ -4,6 +4,7 @@ was sent and streams back what a test tells it to."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -172,3 +173,39 @@ async def test_an_error_event_in_the_stream(recorder: Recorder) -> None:
             await replica.chat(BODY, on_delta=lambda _: None)  # text already passed on
     finally:
         await replica.close()
+
+
+async def test_a_pooled_connection_closed_under_a_request_is_retried_on_a_new_one() -> None:
+    """The keep-alive race: the server closes an idle pooled connection just as the next
+    request is written onto it. The request never ran, so it is sent again, once."""
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+              b"Content-Length: %d\r\n\r\n")
+    body = event(delta("ok")) + b"data: [DONE]\n\n"
+    connections: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        first_on_this_connection = True
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            if not first_on_this_connection:  # the second request: closed unanswered
+                writer.close()
+                return
+            first_on_this_connection = False
+            writer.write(answer % len(body) + body)
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    replica = client(f"http://127.0.0.1:{port}/v1")
+    try:
+        first = await replica.chat(BODY)
+        second = await replica.chat(BODY)  # written onto the pooled connection: dropped
+    finally:
+        await replica.close()
+        server.close()
+    assert first.text == second.text == "ok"
+    assert len(connections) == 2  # the retry went over a new connection
