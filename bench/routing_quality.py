@@ -18,16 +18,18 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import structlog
 
-from bench.vllm_sim.harness import SimProcess, percentile, record
+from bench.vllm_sim.harness import SimProcess, percentile, record, scrape
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, Settings, TenantDefaults, TenantQuota
 from pipeline.router import ChatRequest, Router
 from pipeline.router.admission import Admission
-from pipeline.router.replicas import Pool, Replica
+from pipeline.router.replicas import Pool
 from pipeline.router.scoring import ReplicaPicker, build_picker
+from pipeline.router.scoring.picker import Choice
 from pipeline.router.tokens import Message, TokenCounter, counter_for
 from pipeline.runtime import tokenizer_dir
 from schemas.usage import UsageEvent
@@ -37,6 +39,7 @@ MAX_NUM_SEQS = 4
 SIM_FLAGS = ["--max-num-seqs", str(MAX_NUM_SEQS), "--prefill-ms-per-token", "0.5",
              "--itl-ms", "20", "--itl-ms-per-running", "1", "--output-tokens", "16"]
 SHORT_WORDS, LONG_WORDS = 110, 1500
+BLOCK_TOKENS = 16  # the simulator's prefix-cache block
 OUTPUT_TOKENS = 16
 WORDS = ("alert", "sshd", "failed", "password", "user", "root", "from", "source", "address",
          "port", "rule", "level", "agent", "host", "login", "attempt", "denied", "session",
@@ -59,62 +62,83 @@ class RoundRobin(ReplicaPicker):
         super().__init__({})
         self._next = 0
 
-    def pick(self, pool: Pool, *, needed_tokens: int, messages: Sequence[Message] = (),
-             exclude: object = ()) -> Replica:
+    def choose(self, pool: Pool, *, needed_tokens: int, prompt_tokens: int = 0,
+               messages: Sequence[Message] = (), exclude: object = ()) -> Choice:
         replica = pool.replicas[self._next % len(pool.replicas)]
         self._next += 1
-        return replica
+        return Choice(replica, prompt_tokens)
 
 
-def workload(rate: float, seconds: float, seed: int,
-             long_words: int = LONG_WORDS) -> list[tuple[float, str, int, str]]:
-    """(arrival offset s, tenant, words, text)."""
+Job = tuple[float, str, list[Message]]  # (arrival offset s, tenant, messages)
+SYSTEM_WORDS = 48  # the shared system prompt of the shared-prefix workload (3 blocks)
+UNIQUE_TAIL_WORDS = 100  # the request-specific end of a long shared-prefix prompt
+
+
+def words(rng: random.Random, count: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(count))
+
+
+def workload(rate: float, seconds: float, seed: int, long_words: int = LONG_WORDS,
+             shared_docs: int = 0) -> list[Job]:
+    """Poisson arrivals, 20% long prompts, tenants half and half. With `shared_docs` = 0
+    every prompt is distinct; otherwise every request opens with one shared system prompt
+    and a long prompt is one of `shared_docs` documents (the runbook excerpts of a rule,
+    a policy under analysis) followed by a request-specific tail, as explain prompts are."""
     rng = random.Random(seed)
-    out: list[tuple[float, str, int, str]] = []
+    system = words(random.Random(-1), SYSTEM_WORDS)
+    docs = [words(random.Random(-2 - i), long_words - UNIQUE_TAIL_WORDS)
+            for i in range(shared_docs)]
+    out: list[Job] = []
     t = 0.0
     while True:
         t += rng.expovariate(rate)
         if t >= seconds:
             return out
-        words = long_words if rng.random() < 0.2 else SHORT_WORDS
+        long = rng.random() < 0.2
         tenant = "gold" if rng.random() < 0.5 else "std"
-        text = " ".join(rng.choice(WORDS) for _ in range(words))
-        out.append((t, tenant, words, text))
+        if not shared_docs:
+            text = words(rng, long_words if long else SHORT_WORDS)
+            out.append((t, tenant, [{"role": "user", "content": text}]))
+            continue
+        if long:
+            text = rng.choice(docs) + " " + words(rng, UNIQUE_TAIL_WORDS)
+        else:
+            text = words(rng, SHORT_WORDS - SYSTEM_WORDS)
+        out.append((t, tenant, [{"role": "system", "content": system},
+                                {"role": "user", "content": text}]))
 
 
 ROUTERS = ("our router", "round robin", "litellm least-busy")
 Send = Callable[[str, list[Message]], Awaitable[float]]
 
 
-async def drive(send: Send, jobs: list[tuple[float, str, int, str]]) -> dict[str, list[float]]:
+async def drive(send: Send, jobs: list[Job]) -> dict[str, list[float]]:
     ttfts: dict[str, list[float]] = {"gold": [], "std": [], "errors": []}
     start = time.perf_counter()
 
-    async def one(offset: float, tenant: str, text: str) -> None:
+    async def one(offset: float, tenant: str, messages: list[Message]) -> None:
         await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
         try:
-            ttfts[tenant].append(await send(tenant, [{"role": "user", "content": text}]))
+            ttfts[tenant].append(await send(tenant, messages))
         except Exception:
             ttfts["errors"].append(1.0)
 
-    await asyncio.gather(*(one(offset, tenant, text) for offset, tenant, _, text in jobs))
+    await asyncio.gather(*(one(offset, tenant, messages) for offset, tenant, messages in jobs))
     return ttfts
 
 
 async def measure_capacity(send: Send, seconds: float, callers: int,
-                           long_words: int) -> float:
+                           jobs: Iterator[Job]) -> float:
     """Requests per second the replicas complete when never idle: a closed loop of
     `callers` (enough to keep every replica's queue non-empty) on the same mix."""
-    # 100 req/s for 2 × `seconds`: far more requests than the replicas can complete then
-    jobs = iter(workload(100.0, 2 * seconds, seed=5, long_words=long_words))
     done = 0
     stop = time.perf_counter() + seconds
 
     async def caller() -> None:
         nonlocal done
         while time.perf_counter() < stop:
-            _, tenant, _, text = next(jobs)
-            await send(tenant, [{"role": "user", "content": text}])
+            _, tenant, messages = next(jobs)
+            await send(tenant, messages)
             done += 1
 
     started = time.perf_counter()
@@ -123,11 +147,13 @@ async def measure_capacity(send: Send, seconds: float, callers: int,
 
 
 def our_router(counter: TokenCounter, urls: list[str], picker: ReplicaPicker,
-               per_replica: int, prefill_tokens: int | None = None) -> Router:
+               per_replica: int, prefill_tokens: int | None = None,
+               priority_scheduling: bool = False) -> Router:
     tenants = TenantDefaults(tokens_per_minute=10**9, tokens_per_day=10**10,
                              overrides={"gold": TenantQuota(priority="premium")})
     return Router(model_name="sim-model", counter=counter, usage=NullSink(),
-                  pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768)},
+                  pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768,
+                                            priority_scheduling=priority_scheduling)},
                   tenants=tenants, picker=picker,
                   admission=Admission(max_in_flight_per_replica=per_replica, max_queue=10_000,
                                       max_wait_s=120,
@@ -181,101 +207,152 @@ def litellm_sender(urls: list[str]) -> tuple[Send, object]:
     return send, router
 
 
-def summary(name: str, ttfts: dict[str, list[float]]) -> tuple[str, float]:
+def summary(name: str, ttfts: dict[str, list[float]], hit_rate: float | None) -> tuple[str, float]:
     both = ttfts["gold"] + ttfts["std"]
     p95 = percentile(both, 95)
+    hits = "—" if hit_rate is None else f"{hit_rate:.0%}"
     line = (f"| {name} | {len(both)} | {len(ttfts['errors'])} | "
             f"{percentile(both, 50) * 1000:,.0f} | {p95 * 1000:,.0f} | "
             f"{percentile(ttfts['gold'], 95) * 1000:,.0f} | "
-            f"{percentile(ttfts['std'], 95) * 1000:,.0f} |")
+            f"{percentile(ttfts['std'], 95) * 1000:,.0f} | {hits} |")
     return line, p95
 
 
-async def main(seconds: float, load: float, per_replica: int,
-               prefill_tokens: int | None, weights: dict[str, float],
-               routers: Sequence[str], long_words: int) -> None:
+async def hit_rate(urls: list[str]) -> float | None:
+    """The prefix-cache hit rate of the replicas together over the run (token-weighted)."""
+    stats = (await scrape(urls)).values()
+    queries = sum(s.prefix_cache_queries for s in stats)
+    return sum(s.prefix_cache_hits for s in stats) / queries if queries else None
+
+
+@dataclass(frozen=True)
+class Setup:
+    seconds: float
+    load: float
+    per_replica: int
+    prefill_tokens: int | None
+    weights: dict[str, float]
+    long_words: int
+    shared_docs: int
+    cache_blocks: int
+    priority_scheduling: bool
+
+    def sim_flags(self) -> list[str]:
+        return [*SIM_FLAGS, "--prefix-cache-blocks", str(self.cache_blocks),
+                "--priority-scheduling", str(int(self.priority_scheduling))]
+
+    def jobs(self, rate: float, seconds: float, seed: int) -> list[Job]:
+        return workload(rate, seconds, seed, long_words=self.long_words,
+                        shared_docs=self.shared_docs)
+
+    def command(self) -> str:
+        return (f".venv/bin/python -m bench.routing_quality --seconds {self.seconds:g} "
+                f"--load {self.load:g} --per-replica {self.per_replica} "
+                f"--prefill-tokens {self.prefill_tokens or 0} --long-words {self.long_words} "
+                f"--shared-docs {self.shared_docs} --cache-blocks {self.cache_blocks}"
+                + (" --priority-scheduling" if self.priority_scheduling else ""))
+
+    def describe_workload(self) -> str:
+        if not self.shared_docs:
+            return (f"80% prompts of ~{SHORT_WORDS} tokens, 20% of ~{self.long_words}, every "
+                    f"prompt distinct (no prefix-cache hits)")
+        doc = self.long_words - UNIQUE_TAIL_WORDS
+        working_set = self.shared_docs * doc
+        cache = self.cache_blocks * BLOCK_TOKENS
+        return (f"explain-like prompts: every request opens with one {SYSTEM_WORDS}-token "
+                f"system prompt; 80% then have ~{SHORT_WORDS - SYSTEM_WORDS} distinct tokens, "
+                f"20% are one of {self.shared_docs} shared ~{doc}-token documents (uniformly "
+                f"chosen: the runbook excerpts of a rule) + {UNIQUE_TAIL_WORDS} distinct "
+                f"tokens. The documents total {working_set:,} tokens; each replica's prefix "
+                f"cache holds {cache:,} ({cache / working_set:.0%} of them, "
+                f"{4 * cache / working_set:.0%} for the four together)")
+
+
+async def main(setup: Setup, routers: Sequence[str]) -> None:
     quiet_logs()
-    # Prefill is serial per replica, so it bounds a replica's rate.
-    mean_prefill = 0.8 * prefill_s(SHORT_WORDS) + 0.2 * prefill_s(long_words)
+    # Prefill is serial per replica, so it bounds a replica's rate (without cache hits).
+    mean_prefill = 0.8 * prefill_s(SHORT_WORDS) + 0.2 * prefill_s(setup.long_words)
     prefill_bound = REPLICAS / mean_prefill
     counter = counter_for(tokenizer_dir(Settings()))
     # Capacity is measured, not computed: decode holds a sequence slot too, and the
-    # machine's own speed counts, so the prefill-only bound overstates it.
-    sim = SimProcess(REPLICAS, *SIM_FLAGS)
+    # machine's own speed counts, so the prefill-only bound overstates it. Measured with
+    # round robin: the load every router is offered is one round robin can carry.
+    sim = SimProcess(REPLICAS, *setup.sim_flags())
     try:
         await sim.ready()
         router = our_router(counter, sim.urls, RoundRobin(), 10_000)
         try:
             capacity = await measure_capacity(router_sender(router), 15.0,
                                               callers=4 * REPLICAS * MAX_NUM_SEQS,
-                                              long_words=long_words)
+                                              jobs=iter(setup.jobs(100.0, 30.0, seed=5)))
         finally:
             await router.close()
     finally:
         sim.stop()
-    rate = load * capacity
+    rate = setup.load * capacity
     print(f"capacity measured {capacity:.1f} req/s (prefill-only bound {prefill_bound:.1f}, "
           f"mean prefill {mean_prefill * 1000:.0f} ms); offered {rate:.1f} req/s for "
-          f"{seconds:.0f} s per router", flush=True)
+          f"{setup.seconds:.0f} s per router", flush=True)
     lines, p95s = [], {}
     for name in routers:
-        sim = SimProcess(REPLICAS, *SIM_FLAGS)  # a fresh simulator for each: same start
+        sim = SimProcess(REPLICAS, *setup.sim_flags())  # a fresh simulator for each
         try:
             await sim.ready()
-            jobs = workload(rate, seconds, seed=11, long_words=long_words)
+            jobs = setup.jobs(rate, setup.seconds, seed=11)
             if name == "litellm least-busy":
                 send, _ = litellm_sender(sim.urls)
                 ttfts = await drive(send, jobs)
             else:
-                picker = (build_picker(weights, sim.urls, scrape_interval_s=0.5)
+                picker = (build_picker(setup.weights, sim.urls, scrape_interval_s=0.5)
                           if name == "our router" else RoundRobin())
                 # Ours holds the queue itself (by class) beyond `per_replica` in flight;
                 # round robin sends everything on, as a load-blind balancer would.
-                router = (our_router(counter, sim.urls, picker, per_replica, prefill_tokens)
+                router = (our_router(counter, sim.urls, picker, setup.per_replica,
+                                     setup.prefill_tokens, setup.priority_scheduling)
                           if name == "our router" else
                           our_router(counter, sim.urls, picker, 10_000))
                 try:
                     ttfts = await drive(router_sender(router), jobs)
                 finally:
                     await router.close()
+            hits = await hit_rate(sim.urls)
         finally:
             sim.stop()
-        line, p95s[name] = summary(name, ttfts)
+        line, p95s[name] = summary(name, ttfts, hits)
         print(line, flush=True)
         lines.append(line)
     if set(p95s) != set(ROUTERS):
         return  # an exploratory run of some routers only: printed, not recorded
     ratio_rr = p95s["round robin"] / p95s["our router"]
     ratio_ll = p95s["litellm least-busy"] / p95s["our router"]
-    # No router can make a long prompt's first token come before its own prefill: with
-    # ≥ 5% long prompts, that bounds every router's p95 from below.
-    floor_s = prefill_s(long_words)
     table = "\n".join(["| router | requests | errors | TTFT p50 ms | TTFT p95 ms | "
-                       "premium p95 ms | standard p95 ms |", "| --- | ---: | ---: | ---: | "
-                       "---: | ---: | ---: |", *lines])
+                       "premium p95 ms | standard p95 ms | prefix-cache hits |",
+                       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *lines])
     body = (f"4 simulated replicas (max {MAX_NUM_SEQS} sequences each, prefill 0.5 ms/token "
-            f"one prompt at a time, "
-            f"20 ms/token decode, {OUTPUT_TOKENS} output tokens); 80% prompts of "
-            f"~{SHORT_WORDS} tokens, 20% of ~{long_words}; tenants `gold` (premium) and `std` "
-            f"half each; Poisson arrivals at {rate:.1f} req/s = {load:.0%} of the capacity "
-            f"measured just before ({capacity:.1f} req/s: a closed loop of "
-            f"{4 * REPLICAS * MAX_NUM_SEQS} callers for 15 s; the prefill-only bound is "
-            f"{prefill_bound:.1f}), {seconds:.0f} s per router, each against a fresh "
-            f"simulator. Ours: default scorer weights, admission limit {per_replica} in flight "
-            f"per replica, queued-prefill limit {prefill_tokens or 'off'}. "
-            f"TTFT measured by the client.\n\n{table}\n\n"
+            f"(0.02 for a cached token) one prompt at a time, 20 ms/token decode, "
+            f"{OUTPUT_TOKENS} output tokens); {setup.describe_workload()}; tenants `gold` "
+            f"(premium) and `std` half each; Poisson arrivals at {rate:.1f} req/s = "
+            f"{setup.load:.0%} of the capacity measured just before with round robin "
+            f"({capacity:.1f} req/s: a closed loop of {4 * REPLICAS * MAX_NUM_SEQS} callers "
+            f"for 15 s), {setup.seconds:.0f} s per router, each against a fresh simulator. "
+            f"Ours: default scorer weights, admission limit {setup.per_replica} in flight per "
+            f"replica, queued-prefill limit {setup.prefill_tokens or 'off'}"
+            + ("; the replicas order their queues by priority (vLLM's `--scheduling-policy "
+               "priority`) and ours sends each request's class as its `priority` (round "
+               "robin and litellm send none)" if setup.priority_scheduling else "")
+            + f". TTFT measured by the client.\n\n{table}\n\n"
             f"p95 TTFT: round robin / ours = **{ratio_rr:.1f}×**, "
-            f"litellm least-busy / ours = **{ratio_ll:.1f}×**. Floor for any router: a long "
-            f"prompt's own prefill, {floor_s * 1000:,.0f} ms (ours is "
-            f"{p95s['our router'] / floor_s:.2f}× it; round robin "
-            f"{p95s['round robin'] / floor_s:.2f}×, so no router could reach more than "
-            f"{p95s['round robin'] / floor_s:.1f}× here).")
+            f"litellm least-busy / ours = **{ratio_ll:.1f}×**.")
+    if not setup.shared_docs:
+        # No router can make a long prompt's first token come before its own prefill:
+        # with ≥ 5% long prompts, that bounds every router's p95 from below.
+        floor_s = prefill_s(setup.long_words)
+        body += (f" Floor for any router: a long prompt's own prefill, "
+                 f"{floor_s * 1000:,.0f} ms (ours is {p95s['our router'] / floor_s:.2f}× it; "
+                 f"round robin {p95s['round robin'] / floor_s:.2f}×, so no router could "
+                 f"reach more than {p95s['round robin'] / floor_s:.1f}× here).")
     print(f"round robin / ours p95 = {ratio_rr:.1f}x; litellm / ours p95 = {ratio_ll:.1f}x")
-    record("Routing quality (issue #3) — `bench/routing_quality.py`",
-           f".venv/bin/python -m bench.routing_quality --seconds {seconds:g} --load {load:g} "
-           f"--per-replica {per_replica} --prefill-tokens {prefill_tokens or 0} "
-           f"--long-words {long_words}",
-           body)
+    record("Routing quality (issue #3) — `bench/routing_quality.py`", setup.command(), body)
 
 
 if __name__ == "__main__":
@@ -292,11 +369,23 @@ if __name__ == "__main__":
                              "product's defaults)")
     parser.add_argument("--long-words", type=int, default=LONG_WORDS,
                         help="length of the long prompts (20%% of requests)")
+    parser.add_argument("--shared-docs", type=int, default=0,
+                        help="long prompts are one of this many shared documents + a "
+                             "distinct tail, every prompt opens with a shared system prompt "
+                             "(0: every prompt distinct)")
+    parser.add_argument("--cache-blocks", type=int, default=2048,
+                        help=f"each simulated replica's prefix cache, in blocks of "
+                             f"{BLOCK_TOKENS} tokens")
+    parser.add_argument("--priority-scheduling", action="store_true",
+                        help="replicas order their queues by request priority and our "
+                             "router sends the class (premium first)")
     parser.add_argument("--only", default="",
                         help="comma-separated subset of routers to run (not recorded)")
     args = parser.parse_args()
     weights = ({k: float(v) for k, v in (p.split("=") for p in args.scorers.split(","))}
                if args.scorers else dict(DEFAULT_SCORER_WEIGHTS))
     routers = [r.strip() for r in args.only.split(",")] if args.only else list(ROUTERS)
-    asyncio.run(main(args.seconds, args.load, args.per_replica, args.prefill_tokens or None,
-                     weights, routers, args.long_words))
+    asyncio.run(main(Setup(args.seconds, args.load, args.per_replica,
+                           args.prefill_tokens or None, weights, args.long_words,
+                           args.shared_docs, args.cache_blocks, args.priority_scheduling),
+                     routers))

@@ -93,6 +93,11 @@ class DatabaseSettings(_Frozen):
 class LLMPool(_Frozen):
     endpoints: list[str]
     max_context_tokens: int = 4096
+    # The pool's vLLM servers run `--scheduling-policy priority`: each request then
+    # carries its class as vLLM's `priority` (premium 0, standard 1, batch 2; lower is
+    # served first), so a replica's own queues put premium first too. vLLM refuses a
+    # non-zero priority without that flag: leave this off unless the servers have it.
+    priority_scheduling: bool = False
 
 
 class LLMSettings(_Frozen):

@@ -11,6 +11,11 @@
   `prefix_cache_blocks` block hashes.
 - Decode: `itl_ms` per output token, plus `itl_ms_per_running` per other running sequence
   (batching slows every sequence a little).
+- Priority (`priority_scheduling` = 1, as vLLM's `--scheduling-policy priority`): the
+  request's `priority` (lower first, ties by arrival) orders both the waiting queue and
+  the prefill queue; without it a request with a non-zero priority is refused, as vLLM
+  refuses it. (vLLM may also preempt a running request for a higher-priority one; the
+  simulator does not.)
 - Tokens: one token per word (whitespace split) of each message plus 4 per message; the
   output is `output_tokens` words, or fewer when `max_tokens` says so.
 """
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +45,7 @@ class SimConfig:
     block_size: int = 16
     prefix_cache_blocks: int = 2048
     kv_cache_tokens: int = 65_536
+    priority_scheduling: int = 0  # 1: order queues by the request's `priority`
     # Faults (also settable at run time on POST /admin/faults).
     fail_rate: float = 0.0  # probability of an HTTP 500
     drop_rate: float = 0.0  # probability of dropping the connection without a reply
@@ -65,24 +73,67 @@ def count_tokens(messages: Sequence[dict[str, Any]]) -> list[str]:
     return words
 
 
+class PriorityQueueGate:
+    """`capacity` holders at once; the rest wait ordered by (priority, arrival)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.holders = 0
+        self.waiting = 0
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self.holders < self.capacity and not self.waiting:
+            self.holders += 1
+            return
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._arrivals), ticket))
+        self.waiting += 1
+        try:
+            await ticket  # release() hands over its place (holders stays counted)
+        except asyncio.CancelledError:
+            if ticket.cancelled():
+                self.waiting -= 1  # left in the heap, skipped when popped
+            else:
+                self.release()  # handed a place but gone: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._queue:
+            _, _, ticket = heapq.heappop(self._queue)
+            if not ticket.done():
+                self.waiting -= 1
+                ticket.set_result(None)
+                return
+        self.holders -= 1
+
+
+class PriorityNotEnabled(ValueError):
+    pass
+
+
 class Engine:
     def __init__(self, config: SimConfig,
                  on_ttft: Callable[[float], None] | None = None) -> None:
         self.config = config
         self._on_ttft = on_ttft
         self.counters = Counters()
-        self.running = 0
-        self.waiting: deque[asyncio.Future[None]] = deque()
+        self._slots = PriorityQueueGate(config.max_num_seqs)
         self.prefill_queued = 0
-        self._prefill = asyncio.Lock()
+        self._prefill = PriorityQueueGate(1)
         self.kv_tokens = 0
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         self._rng = random.Random(config.seed)
 
     # --- what /metrics reads -------------------------------------------------------
     @property
+    def running(self) -> int:
+        return self._slots.holders
+
+    @property
     def num_waiting(self) -> int:
-        return len(self.waiting) + self.prefill_queued
+        return self._slots.waiting + self.prefill_queued
 
     @property
     def kv_cache_usage(self) -> float:
@@ -115,10 +166,17 @@ class Engine:
                     self._cache.popitem(last=False)
         return hits
 
-    async def generate(self, words: list[str], max_tokens: int) -> AsyncIterator[str]:
+    def check_priority(self, priority: int) -> None:
+        if priority and not self.config.priority_scheduling:
+            raise PriorityNotEnabled(f"Got priority {priority} but Priority scheduling is "
+                                     "not enabled.")
+
+    async def generate(self, words: list[str], max_tokens: int,
+                       priority: int = 0) -> AsyncIterator[str]:
         """Yields output tokens at the model's pace; the first yield is the first token."""
         arrived = time.perf_counter()
-        await self._admit()
+        self.check_priority(priority)
+        await self._slots.acquire(priority)
         prompt = len(words)
         self.kv_tokens += prompt
         generated = 0
@@ -133,7 +191,7 @@ class Engine:
                           + cached * cfg.cached_prefill_ms_per_token)
             self.prefill_queued += 1
             try:
-                await self._prefill.acquire()
+                await self._prefill.acquire(priority)
             finally:
                 self.prefill_queued -= 1
             try:
@@ -154,27 +212,4 @@ class Engine:
                 yield f"tok{n}"
         finally:
             self.kv_tokens -= prompt + generated
-            self._release()
-
-    async def _admit(self) -> None:
-        if self.running < self.config.max_num_seqs and not self.waiting:
-            self.running += 1
-            return
-        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.append(ticket)
-        try:
-            await ticket  # _release hands over its slot (running stays counted)
-        except asyncio.CancelledError:
-            if ticket in self.waiting:
-                self.waiting.remove(ticket)
-            elif ticket.done() and not ticket.cancelled():
-                self._release()  # we were handed a slot but are gone: pass it on
-            raise
-
-    def _release(self) -> None:
-        while self.waiting:
-            ticket = self.waiting.popleft()
-            if not ticket.done():
-                ticket.set_result(None)
-                return
-        self.running -= 1
+            self._slots.release()

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bench.vllm_sim.engine import Engine, SimConfig, count_tokens
+from bench.vllm_sim.engine import Engine, PriorityNotEnabled, SimConfig, count_tokens
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
@@ -126,14 +126,20 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                             "code": 500}}, status=500)
     words = count_tokens(body.get("messages", []))
     max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+    priority = int(body.get("priority") or 0)
+    try:
+        engine.check_priority(priority)
+    except PriorityNotEnabled as exc:  # as vLLM answers it
+        return web.json_response({"error": {"message": str(exc), "type": "BadRequestError",
+                                            "code": 400}}, status=400)
     model = body.get("model", request.app[MODEL_KEY])
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return await _stream(request, engine, words, max_tokens, model, rid, created,
-                             include_usage)
-    tokens = [t async for t in engine.generate(words, max_tokens)]
+        return await _stream(request, engine, words, max_tokens, priority, model, rid,
+                             created, include_usage)
+    tokens = [t async for t in engine.generate(words, max_tokens, priority)]
     finish = "length" if len(tokens) >= max_tokens else "stop"
     return web.json_response({
         "id": rid, "object": "chat.completion", "created": created, "model": model,
@@ -143,7 +149,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, engine: Engine, words: list[str], max_tokens: int,
-                  model: str, rid: str, created: int, include_usage: bool) -> web.StreamResponse:
+                  priority: int, model: str, rid: str, created: int,
+                  include_usage: bool) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -160,7 +167,7 @@ async def _stream(request: web.Request, engine: Engine, words: list[str], max_to
 
     generated = 0
     try:
-        async for token in engine.generate(words, max_tokens):
+        async for token in engine.generate(words, max_tokens, priority):
             delta = {"role": "assistant", "content": token} if generated == 0 else {
                 "content": f" {token}"}
             generated += 1

@@ -55,6 +55,7 @@ class Pool:
     name: str
     max_context_tokens: int
     replicas: list[Replica]
+    priority_scheduling: bool = False  # the replicas order their queues by `priority`
 
 
 def choose_pool(pools: Sequence[Pool], tokens: int) -> Pool:

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
-from pipeline.router.admission import Admission, SlotHandle, effective_priority
+from pipeline.router.admission import CLASSES, Admission, SlotHandle, effective_priority
 from pipeline.router.dispatch import (
     DeltaCallback,
     ReplicaClient,
@@ -132,7 +132,8 @@ class Router:
         self._counter = counter
         self._usage = usage
         self._pools = [Pool(name, spec.max_context_tokens,
-                            [Replica(url=url, pool=name) for url in spec.endpoints])
+                            [Replica(url=url, pool=name) for url in spec.endpoints],
+                            priority_scheduling=spec.priority_scheduling)
                        for name, spec in pools.items()]
         self._clients = {r.url: ReplicaClient(r.url, connect_timeout_s=connect_timeout_s,
                                               request_timeout_s=request_timeout_s)
@@ -242,19 +243,23 @@ class Router:
         """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
         body = self._body(request)
+        if pool.priority_scheduling:
+            body["priority"] = CLASSES.index(request.priority)
         while True:
             try:
-                replica = self._picker.pick(pool, needed_tokens=needed,
-                                            messages=request.messages, exclude=tried)
+                choice = self._picker.choose(pool, needed_tokens=needed,
+                                             prompt_tokens=prompt_tokens,
+                                             messages=request.messages, exclude=tried)
             except NoHealthyReplica as exc:
                 self._record_failure(request, request_id, prompt_tokens, started, exc,
                                      pool.name, "-")
                 raise
+            replica = choice.replica
             tried.add(replica.url)
             replica.in_flight_requests += 1
             replica.in_flight_tokens += needed
             # Queued prefill work of the replica, until the first token (or failure).
-            prefill = _PendingPrefill(replica, prompt_tokens,
+            prefill = _PendingPrefill(replica, choice.uncached_tokens,
                                       None if slot is None else slot.prefilled)
             if slot is not None:
                 slot.dispatched()

@@ -220,3 +220,52 @@ async def test_prefix_affinity_keeps_a_prefix_on_one_replica_until_overloaded(
         assert len(spread) >= 2 and 4 <= spread[home] < 30
     finally:
         await router.close()
+
+
+async def test_premium_requests_go_first_in_a_replica_with_priority_scheduling(
+        counter: TokenCounter, sims: SimFactory) -> None:
+    """The pool's replicas order their queues by `priority` (vLLM's `--scheduling-policy
+    priority`): the router sends each request's class, so a premium request sent after
+    three standard ones that are still queued on the replica starts before them."""
+    from pipeline.config import TenantDefaults, TenantQuota
+    from pipeline.router.admission import Admission
+    from pipeline.router.errors import UpstreamError
+
+    replicas = await sims(1, "--max-num-seqs", "1", "--itl-ms", "40", "--output-tokens", "8",
+                          "--priority-scheduling", "1")
+    plain = await sims(1)  # no priority scheduling: refuses a request that carries one
+    tenants = TenantDefaults(overrides={"gold": TenantQuota(priority="premium")})
+
+    def router_for(urls: list[str], priority_scheduling: bool) -> Router:
+        return Router(model_name="sim-model", counter=counter, usage=ListSink(),
+                      tenants=tenants, admission=Admission(max_in_flight_per_replica=100),
+                      pools={"default": LLMPool(endpoints=urls, max_context_tokens=8192,
+                                                priority_scheduling=priority_scheduling)},
+                      connect_timeout_s=1.0, request_timeout_s=10.0)
+
+    router = router_for([replicas[0].url], priority_scheduling=True)
+    order: list[str] = []
+
+    async def send(tenant: str, name: str) -> None:
+        await router.complete(ChatRequest(tenant_id=tenant, max_tokens=8, messages=[
+            {"role": "user", "content": f"request {name}"}]),
+            on_delta=lambda _: order.append(name) if name not in order else None)
+
+    try:
+        blocker = asyncio.create_task(send("std", "blocker"))  # holds the only slot
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(send("std", f"standard-{i}")) for i in range(3)]
+        await asyncio.sleep(0.05)
+        await asyncio.gather(blocker, *queued, send("gold", "premium"))
+    finally:
+        await router.close()
+    assert order[:2] == ["blocker", "premium"], order
+
+    refused = router_for([plain[0].url], priority_scheduling=True)
+    try:
+        with pytest.raises(UpstreamError) as error:
+            await refused.complete(ChatRequest(tenant_id="std", max_tokens=4, messages=[
+                {"role": "user", "content": "a standard request carries priority 1"}]))
+    finally:
+        await refused.close()
+    assert error.value.upstream_status == 400

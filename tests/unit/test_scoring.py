@@ -216,3 +216,58 @@ def test_prefill_wait_scorer_prefers_a_replica_whose_long_prompt_is_nearly_done(
     counts = PrefillQueueScorer().score(p.replicas, now)
     assert counts[0] == counts[1]  # counting tokens cannot tell them apart
     assert "prefill-wait" in SCORERS
+
+
+def test_cached_fraction_counts_the_leading_blocks_sent_to_a_replica_recently() -> None:
+    from pipeline.router.scoring.prefix import prompt_blocks
+
+    affinity = PrefixAffinity(recent_ttl_s=60.0)
+    first = prompt_blocks(messages("5710", "alert one"))
+    other_alert = prompt_blocks(messages("5710", "alert two, another host"))
+    other_rule = prompt_blocks(messages("31101", "alert one"))
+    assert len(first) > 4 and first[:-1] == other_alert[:-1] and first != other_alert
+    affinity.sent_blocks(first, "http://r0/v1", now=100.0)
+    assert affinity.cached_fraction(first, "http://r0/v1", 100.0) == 1.0
+    # The same system prompt and runbook, another alert: all but the tail block.
+    shared = affinity.cached_fraction(other_alert, "http://r0/v1", 100.0)
+    assert shared == pytest.approx((len(other_alert) - 1) / len(other_alert))
+    assert 0 < affinity.cached_fraction(other_rule, "http://r0/v1", 100.0) < shared
+    assert affinity.cached_fraction(first, "http://r1/v1", 100.0) == 0.0  # not sent there
+    assert affinity.cached_fraction(first, "http://r0/v1", 161.0) == 0.0  # past the TTL
+
+
+def test_ttft_scorer_sends_a_prompt_where_its_prefix_is_cached_unless_that_queue_is_long(
+        ) -> None:
+    from pipeline.router.scoring.load import ExpectedTTFTScorer
+    from pipeline.router.scoring.prefix import prompt_blocks
+
+    p = pool(2)
+    for replica in p.replicas:
+        replica.prefill.seconds_per_token = 0.0005
+    affinity = PrefixAffinity()
+    blocks = prompt_blocks(messages("5710", "alert one"))
+    affinity.sent_blocks(blocks, "http://r0/v1", now=0.0)
+    scorer = ExpectedTTFTScorer(affinity)
+    context = PickContext(needed_tokens=1600, max_context_tokens=4096, exclude=frozenset(),
+                          prefix_key=None, now=1.0, prompt_tokens=1500, blocks=blocks)
+    # r0 holds the prompt's prefix: its own prefill is ~0 there, 0.75 s on r1.
+    assert scorer.score(p.replicas, context) == [1.0, pytest.approx(0.05 / 0.8)]
+    # r0 has 0.5 s of prefill queued: still sooner than 0.75 s of prefill on r1.
+    p.replicas[0].prefill.dispatched(1000, now=1.0)
+    short_queue = scorer.score(p.replicas, context)
+    assert short_queue[0] > short_queue[1]
+    # 2 s queued there: r1 starts it sooner.
+    p.replicas[0].prefill.dispatched(3000, now=1.0)
+    long_queue = scorer.score(p.replicas, context)
+    assert long_queue[1] > long_queue[0]
+
+
+def test_choice_counts_only_the_prompt_tokens_a_replica_is_expected_to_prefill() -> None:
+    p = pool(1)
+    picker = ReplicaPicker({"ttft": 1.0})
+    msgs = messages("5710", "alert one")
+    first = picker.choose(p, needed_tokens=600, prompt_tokens=500, messages=msgs)
+    assert first.uncached_tokens == 500  # never sent before
+    again = picker.choose(p, needed_tokens=600, prompt_tokens=500,
+                          messages=messages("5710", "alert two"))
+    assert 1 <= again.uncached_tokens <= 500 // 4  # the last block: the alert's own tail

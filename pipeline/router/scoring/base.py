@@ -18,6 +18,8 @@ class PickContext:
     exclude: Collection[str]  # replica URLs already tried for this request
     prefix_key: int | None  # hash of the request's block-aligned prefix, if any
     now: float  # time.monotonic()
+    prompt_tokens: int = 0  # the exact count (0: unknown, e.g. in a unit test)
+    blocks: tuple[int, ...] = ()  # chained hashes of the prompt's blocks (prefix.py)
 
 
 class Filter(Protocol):

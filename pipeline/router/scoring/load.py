@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pipeline.router.engine_stats import EngineStats
 from pipeline.router.replicas import Replica
 from pipeline.router.scoring.base import PickContext, StatsSource
+from pipeline.router.scoring.prefix import PrefixAffinity
 
 NEUTRAL = 0.5
 
@@ -103,3 +104,26 @@ class PrefillWaitScorer:
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         return relative([r.prefill.expected_wait(ctx.now) for r in replicas],
                         self._smoothing_s)
+
+
+class ExpectedTTFTScorer:
+    """The expected time to first token on each replica: the wait before prefill starts
+    (as `prefill-wait`) + the prompt's own prefill there, counting only the tokens that
+    replica's prefix cache is not expected to hold (`PrefixAffinity.cached_fraction`:
+    the leading blocks of the prompt the router sent there recently) × its learned
+    seconds per token. Scored relative to the best candidate, so a prompt the cache
+    spares on one replica goes there unless the others would start it that much sooner."""
+
+    def __init__(self, affinity: PrefixAffinity, smoothing_s: float = 0.05) -> None:
+        self._affinity = affinity
+        self._smoothing_s = smoothing_s
+
+    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
+        tokens = ctx.prompt_tokens or ctx.needed_tokens
+        ttfts = []
+        for replica in replicas:
+            cached = self._affinity.cached_fraction(ctx.blocks, replica.url, ctx.now)
+            ttfts.append(replica.prefill.expected_wait(ctx.now)
+                         + tokens * (1.0 - cached) * replica.prefill.seconds_per_token)
+        best = min(ttfts, default=0.0)
+        return relative([t - best for t in ttfts], self._smoothing_s)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from pipeline.router.engine_stats import EngineStatsScraper
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.replicas import Pool, Replica
 from pipeline.router.scoring.base import Filter, NoStats, PickContext, Scorer, StatsSource
-from pipeline.router.scoring.prefix import PrefixAffinity, prefix_key
+from pipeline.router.scoring.prefix import PrefixAffinity, prefix_key, prompt_blocks
 from pipeline.router.scoring.registry import (
     DEFAULT_FILTERS,
     ScoringDeps,
@@ -26,6 +27,14 @@ from pipeline.router.tokens import Message
 
 def _clamp(value: float) -> float:
     return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+@dataclass(frozen=True)
+class Choice:
+    replica: Replica
+    # The prompt tokens the replica is expected to prefill: those its prefix cache will
+    # not spare, as far as the router knows what it sent there recently.
+    uncached_tokens: int
 
 
 class ReplicaPicker:
@@ -50,19 +59,28 @@ class ReplicaPicker:
 
     def pick(self, pool: Pool, *, needed_tokens: int, messages: Sequence[Message] = (),
              exclude: Collection[str] = ()) -> Replica:
+        return self.choose(pool, needed_tokens=needed_tokens, messages=messages,
+                           exclude=exclude).replica
+
+    def choose(self, pool: Pool, *, needed_tokens: int, prompt_tokens: int = 0,
+               messages: Sequence[Message] = (), exclude: Collection[str] = ()) -> Choice:
         self._ensure_scraping()
         now = time.monotonic()
+        blocks = prompt_blocks(messages) if messages else ()
         ctx = PickContext(needed_tokens=needed_tokens, max_context_tokens=pool.max_context_tokens,
                           exclude=exclude, now=now,
-                          prefix_key=prefix_key(messages) if self._wants_prefix else None)
+                          prefix_key=prefix_key(messages) if self._wants_prefix else None,
+                          prompt_tokens=prompt_tokens, blocks=blocks)
         candidates = [r for r in pool.replicas if all(f.keep(r, ctx) for f in self._filters)]
         if not candidates:
             raise NoHealthyReplica(f"no healthy replica left in pool {pool.name!r}")
         chosen = candidates[0]
         if len(candidates) > 1:
             chosen = self._best(candidates, ctx)
+        cached = self.affinity.cached_fraction(blocks, chosen.url, now)
         self.affinity.served(ctx.prefix_key, chosen.url, now)
-        return chosen
+        self.affinity.sent_blocks(blocks, chosen.url, now)
+        return Choice(chosen, max(1, round(prompt_tokens * (1.0 - cached))))
 
     def _best(self, candidates: list[Replica], ctx: PickContext) -> Replica:
         totals = [0.0] * len(candidates)

@@ -7,6 +7,11 @@ The key is a hash of the request's leading text, cut at a block boundary: vLLM's
 cache only ever hits whole blocks, so text past the last full block cannot be reused
 anyway, and cutting there keeps the alert-specific tail of an explain prompt (after the
 system prompt and the runbook excerpts) out of the key.
+
+Besides the key, the whole prompt is cut into blocks with chained hashes (a block's hash
+covers every block before it, as vLLM's do), and the router remembers which replica it
+sent which blocks to recently: the leading blocks a replica has seen estimate how much of
+a prompt its prefix cache will spare (`cached_fraction`), which the `ttft` scorer uses.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ BLOCK_CHARS = 512
 USER_PREFIX_CHARS = 1024
 # Score of the consistent-hashing target of a prefix that no replica served recently.
 UNSEEN = 0.1
+# Blocks hashed per prompt (128 KiB of text): a prompt longer than that is rare, and its
+# fraction is then estimated from its first blocks.
+MAX_BLOCKS = 256
 
 
 def _hash(data: bytes) -> int:
@@ -52,6 +60,23 @@ def prefix_key(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
     return _hash(text[:blocks * block_chars].encode())
 
 
+def prompt_text(messages: Sequence[Message]) -> str:
+    return "".join(f"<{m.get('role', '')}>{m.get('content', '')}" for m in messages)
+
+
+def prompt_blocks(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
+                  max_blocks: int = MAX_BLOCKS) -> tuple[int, ...]:
+    """Chained hashes of the prompt's whole blocks, then one for its partial last block
+    (so a prompt's every character is counted when it is compared)."""
+    text = prompt_text(messages).encode()
+    chain = hashlib.blake2b(digest_size=8)
+    out = []
+    for start in range(0, min(len(text), max_blocks * block_chars), block_chars):
+        chain.update(text[start:start + block_chars])
+        out.append(int.from_bytes(chain.copy().digest(), "big"))
+    return tuple(out)
+
+
 class PrefixAffinity:
     """The ring of a pool's replicas (`vnodes` points each) plus a short memory of which
     replicas served which prefix recently."""
@@ -66,6 +91,9 @@ class PrefixAffinity:
         self._last: OrderedDict[int, str] = OrderedDict()
         self._recent_ttl_s = recent_ttl_s
         self._recent_capacity = recent_capacity
+        # (block hash, replica URL) → when the router last sent that block there.
+        self._blocks: OrderedDict[tuple[int, str], float] = OrderedDict()
+        self._block_capacity = 8 * recent_capacity
 
     def ring_order(self, key: int, urls: Sequence[str]) -> list[str]:
         """Distinct replicas in ring order clockwise from the key's point."""
@@ -131,6 +159,26 @@ class PrefixAffinity:
         self._recent.move_to_end((key, url))
         while len(self._recent) > self._recent_capacity:
             self._recent.popitem(last=False)
+
+    def cached_fraction(self, blocks: Sequence[int], url: str, now: float) -> float:
+        """The share of the prompt's blocks that lead it and were sent to `url` within the
+        TTL: what its prefix cache is expected to hold (it may have evicted them since)."""
+        if not blocks:
+            return 0.0
+        hits = 0
+        for block in blocks:
+            seen = self._blocks.get((block, url))
+            if seen is None or now - seen > self._recent_ttl_s:
+                break
+            hits += 1
+        return hits / len(blocks)
+
+    def sent_blocks(self, blocks: Sequence[int], url: str, now: float) -> None:
+        for block in blocks:
+            self._blocks[(block, url)] = now
+            self._blocks.move_to_end((block, url))
+        while len(self._blocks) > self._block_capacity:
+            self._blocks.popitem(last=False)
 
     def _served_recently(self, key: int, url: str, now: float) -> bool:
         seen = self._recent.get((key, url))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pipeline.router.scoring.base import Filter, Scorer, StatsSource
 from pipeline.router.scoring.filters import CircuitClosed, ContextFits, NotExcluded
 from pipeline.router.scoring.load import (
+    ExpectedTTFTScorer,
     InFlightScorer,
     KVCacheScorer,
     PrefillQueueScorer,
@@ -35,6 +36,7 @@ SCORERS: dict[str, ScorerFactory] = {
     "in-flight": lambda deps: InFlightScorer(),
     "prefill-queue": lambda deps: PrefillQueueScorer(),
     "prefill-wait": lambda deps: PrefillWaitScorer(),
+    "ttft": lambda deps: ExpectedTTFTScorer(deps.affinity),
     "prefix-affinity": lambda deps: PrefixAffinityScorer(deps.affinity),
 }
 
