@@ -182,8 +182,9 @@ def working_set(counter: TokenCounter, rules: int = RULES,
 async def run_variant(counter: TokenCounter, urls: list[str], model: str, affinity: bool,
                       rate: float, seconds: float, rules: int) -> Outcome:
     weights = dict(DEFAULT_SCORER_WEIGHTS)
-    if not affinity:
+    if not affinity:  # blind to caches: no affinity, and queued prefill only (not `ttft`)
         weights["prefix-affinity"] = 0.0
+        weights["prefill-wait"] = weights.pop("ttft", 0.0)
     router = Router(model_name=model, counter=counter, usage=NullSink(),
                     pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768)},
                     tenants=TenantDefaults(tokens_per_minute=10**9, tokens_per_day=10**10),
@@ -331,7 +332,9 @@ async def main(args: argparse.Namespace) -> None:
             f"prompt + ~380-word runbook excerpt of the rule + a distinct alert), "
             f"{args.rate:g} req/s for {args.seconds:g} s per run, the same request sequence "
             f"in every run, {MAX_TOKENS} output tokens; other scorers at their default "
-            f"weights. Order: {', '.join('on' if a else 'off' for a in order)}.\n\n"
+            f"weights. On = the defaults; off = blind to caches: `prefix-affinity` 0 and "
+            f"`prefill-wait` (queued prefill only) in place of `ttft`. Order: "
+            f"{', '.join('on' if a else 'off' for a in order)}.\n\n"
             + (setup + "\n\n" if setup else "")
             + header + runs + ("\n" if len(outcomes) > 2 else "")
             + ("\n".join((on.row("**all on**"), off.row("**all off**")))

@@ -1,13 +1,22 @@
 """Routing quality: p95 TTFT of our router vs round robin vs litellm.Router (least-busy),
 in one run, on 4 simulated replicas with a mixed workload at ~85% of their capacity
-(measured first: a closed loop that keeps every replica busy).
+(measured first, with round robin: a closed loop that keeps every replica busy).
 
-Workload: Poisson arrivals; 80% short prompts (~120 tokens), 20% long (~1,500 tokens); two
-tenants, `gold` (premium) and `std` (standard), half each; every prompt distinct (no prefix
-cache hits). TTFT is measured by the client: from the call to the first text piece, so it
-includes any wait in the router's own admission queue.
+Workload: Poisson arrivals; 80% short prompts (~110 tokens), 20% long (~1,500 tokens); two
+tenants, `gold` (premium) and `std` (standard), half each. Two kinds of prompts:
+- distinct (default): no prefix-cache hits at all; a long prompt's own prefill is then a
+  floor under every router's p95, printed with the results;
+- explain-like (`--shared-docs N`): every prompt opens with one system prompt, and a long
+  prompt is one of N shared documents (a rule's runbook excerpts) + a distinct tail, with
+  each replica's prefix cache (`--cache-blocks`) smaller than the documents together, and
+  a `--warmup` of the same traffic first so the caches are as warm as in a running system.
+`--priority-scheduling`: the replicas order their queues by request priority (vLLM's
+`--scheduling-policy priority`) and our router sends each request's class.
+TTFT is measured by the client: from the call to the first text piece, so it includes any
+wait in the router's own admission queue.
 
-Run: `.venv/bin/python -m bench.routing_quality [--seconds 25] [--load 0.85]`
+Run: `.venv/bin/python -m bench.routing_quality [--seconds 25] [--load 0.85]
+[--shared-docs 32 --cache-blocks 1024 --warmup 40] [--priority-scheduling]`
 """
 
 from __future__ import annotations
@@ -112,14 +121,17 @@ ROUTERS = ("our router", "round robin", "litellm least-busy")
 Send = Callable[[str, list[Message]], Awaitable[float]]
 
 
-async def drive(send: Send, jobs: list[Job]) -> dict[str, list[float]]:
-    ttfts: dict[str, list[float]] = {"gold": [], "std": [], "errors": []}
+async def drive(send: Send, jobs: list[Job], count_from: float = 0.0) -> dict[str, list[float]]:
+    """Sends each job at its offset; the TTFTs of those sent from `count_from` on (before:
+    a warm-up that fills the replicas' prefix caches, as a running system has them)."""
+    ttfts: dict[str, list[float]] = {"gold": [], "std": [], "errors": [], "warm-up": []}
     start = time.perf_counter()
 
     async def one(offset: float, tenant: str, messages: list[Message]) -> None:
         await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
         try:
-            ttfts[tenant].append(await send(tenant, messages))
+            ttft = await send(tenant, messages)
+            ttfts[tenant if offset >= count_from else "warm-up"].append(ttft)
         except Exception:
             ttfts["errors"].append(1.0)
 
@@ -236,6 +248,7 @@ class Setup:
     shared_docs: int
     cache_blocks: int
     priority_scheduling: bool
+    warmup: float
 
     def sim_flags(self) -> list[str]:
         return [*SIM_FLAGS, "--prefix-cache-blocks", str(self.cache_blocks),
@@ -247,7 +260,8 @@ class Setup:
 
     def command(self) -> str:
         return (f".venv/bin/python -m bench.routing_quality --seconds {self.seconds:g} "
-                f"--load {self.load:g} --per-replica {self.per_replica} "
+                f"--load {self.load:g} --warmup {self.warmup:g} "
+                f"--per-replica {self.per_replica} "
                 f"--prefill-tokens {self.prefill_tokens or 0} --long-words {self.long_words} "
                 f"--shared-docs {self.shared_docs} --cache-blocks {self.cache_blocks}"
                 + (" --priority-scheduling" if self.priority_scheduling else ""))
@@ -298,10 +312,10 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
         sim = SimProcess(REPLICAS, *setup.sim_flags())  # a fresh simulator for each
         try:
             await sim.ready()
-            jobs = setup.jobs(rate, setup.seconds, seed=11)
+            jobs = setup.jobs(rate, setup.warmup + setup.seconds, seed=11)
             if name == "litellm least-busy":
                 send, _ = litellm_sender(sim.urls)
-                ttfts = await drive(send, jobs)
+                ttfts = await drive(send, jobs, setup.warmup)
             else:
                 picker = (build_picker(setup.weights, sim.urls, scrape_interval_s=0.5)
                           if name == "our router" else RoundRobin())
@@ -312,7 +326,7 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
                           if name == "our router" else
                           our_router(counter, sim.urls, picker, 10_000))
                 try:
-                    ttfts = await drive(router_sender(router), jobs)
+                    ttfts = await drive(router_sender(router), jobs, setup.warmup)
                 finally:
                     await router.close()
             hits = await hit_rate(sim.urls)
@@ -334,7 +348,10 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
             f"(premium) and `std` half each; Poisson arrivals at {rate:.1f} req/s = "
             f"{setup.load:.0%} of the capacity measured just before with round robin "
             f"({capacity:.1f} req/s: a closed loop of {4 * REPLICAS * MAX_NUM_SEQS} callers "
-            f"for 15 s), {setup.seconds:.0f} s per router, each against a fresh simulator. "
+            f"for 15 s), {setup.seconds:.0f} s per router"
+            + (f" measured after a {setup.warmup:.0f} s warm-up of the same traffic (not "
+               f"counted; hit rates cover both)" if setup.warmup else "")
+            + ", each against a fresh simulator. "
             f"Ours: default scorer weights, admission limit {setup.per_replica} in flight per "
             f"replica, queued-prefill limit {setup.prefill_tokens or 'off'}"
             + ("; the replicas order their queues by priority (vLLM's `--scheduling-policy "
@@ -359,6 +376,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--load", type=float, default=0.85)
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of the same traffic sent before the measured ones "
+                             "(fills the prefix caches)")
     parser.add_argument("--per-replica", type=int, default=16,
                         help="our router's admission limit of requests in flight per replica")
     parser.add_argument("--prefill-tokens", type=int, default=0,
@@ -387,5 +407,6 @@ if __name__ == "__main__":
     routers = [r.strip() for r in args.only.split(",")] if args.only else list(ROUTERS)
     asyncio.run(main(Setup(args.seconds, args.load, args.per_replica,
                            args.prefill_tokens or None, weights, args.long_words,
-                           args.shared_docs, args.cache_blocks, args.priority_scheduling),
+                           args.shared_docs, args.cache_blocks, args.priority_scheduling,
+                           args.warmup),
                      routers))

@@ -35,7 +35,7 @@ from pydantic_settings import (
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
     "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
-    "prefill-wait": 8.0}
+    "ttft": 8.0}
 
 
 class _Frozen(BaseModel):
@@ -402,7 +402,8 @@ class Settings(BaseSettings):
             return self.llm.pools
         endpoint = f"http://127.0.0.1:{self.dev.vllm_port}/v1"
         return {"default": LLMPool(endpoints=[endpoint],
-                                   max_context_tokens=self.dev.vllm_max_model_len)}
+                                   max_context_tokens=self.dev.vllm_max_model_len,
+                                   priority_scheduling=True)}
 
     @property
     def embedded_services(self) -> list[str]:

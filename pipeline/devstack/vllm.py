@@ -105,6 +105,8 @@ class EmbeddedVLLM:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--max-model-len", str(self.max_model_len), "--enforce-eager",
             "--enable-prefix-caching",
+            # Queues ordered by the request's `priority`: the router sends its class.
+            "--scheduling-policy", "priority",
             # A tiny model otherwise spends its output budget on whitespace inside JSON;
             # only the server-wide xgrammar option bounds it (per-request fields are ignored).
             "--structured-outputs-config",
