@@ -71,3 +71,27 @@ async def test_prompt_longer_than_every_pool_is_refused_before_dispatch(
     assert caught.value.tokens > caught.value.limit
     assert sink.events[before].status_code == 413
     assert sink.events[before].error_kind == "context_too_long"
+
+
+async def test_every_class_is_sent_as_vllm_priority_and_served(settings: Settings) -> None:
+    """The embedded vLLM runs `--scheduling-policy priority` and its pool says so: each
+    request carries its class as `priority`, which a server without that policy would
+    refuse with a 400 for any class but premium."""
+    from pipeline.config import TenantDefaults, TenantQuota
+
+    assert all(pool.priority_scheduling for pool in settings.llm_pools.values())
+    sink = ListSink()
+    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+                    counter=counter_for(tokenizer_dir(settings)), usage=sink,
+                    tenants=TenantDefaults(overrides={"t-gold": TenantQuota(priority="premium")}))
+    try:
+        for tenant, requested in (("t-gold", "standard"), ("t-std", "standard"),
+                                  ("t-std", "batch")):
+            completion = await router.complete(ChatRequest(
+                tenant_id=tenant, priority=requested, max_tokens=4,
+                messages=[{"role": "user", "content": "Say OK."}]))
+            assert completion.output_tokens > 0
+    finally:
+        await router.close()
+    assert [e.priority for e in sink.events] == ["premium", "standard", "batch"]
+    assert all(e.status_code == 200 for e in sink.events)
