@@ -36,6 +36,9 @@ UNSEEN = 0.1
 # Blocks hashed per prompt (128 KiB of text): a prompt longer than that is rare, and its
 # fraction is then estimated from its first blocks.
 MAX_BLOCKS = 256
+# Blocks remembered per replica (≈ 140 bytes each: 14 MB): 100,000 × 512 characters ≈ 12M
+# tokens, more than any replica's KV cache holds.
+BLOCKS_PER_REPLICA = 100_000
 
 
 def _hash(data: bytes) -> int:
@@ -91,9 +94,9 @@ class PrefixAffinity:
         self._last: OrderedDict[int, str] = OrderedDict()
         self._recent_ttl_s = recent_ttl_s
         self._recent_capacity = recent_capacity
-        # (block hash, replica URL) → when the router last sent that block there.
-        self._blocks: OrderedDict[tuple[int, str], float] = OrderedDict()
-        self._block_capacity = 8 * recent_capacity
+        # Per replica URL: block hash → when the router last sent that block there (LRU).
+        self._blocks: dict[str, OrderedDict[int, float]] = {}
+        self._blocks_per_replica = BLOCKS_PER_REPLICA
 
     def ring_order(self, key: int, urls: Sequence[str]) -> list[str]:
         """Distinct replicas in ring order clockwise from the key's point."""
@@ -163,22 +166,24 @@ class PrefixAffinity:
     def cached_fraction(self, blocks: Sequence[int], url: str, now: float) -> float:
         """The share of the prompt's blocks that lead it and were sent to `url` within the
         TTL: what its prefix cache is expected to hold (it may have evicted them since)."""
-        if not blocks:
+        sent = self._blocks.get(url)
+        if not blocks or sent is None:
             return 0.0
         hits = 0
         for block in blocks:
-            seen = self._blocks.get((block, url))
+            seen = sent.get(block)
             if seen is None or now - seen > self._recent_ttl_s:
                 break
             hits += 1
         return hits / len(blocks)
 
     def sent_blocks(self, blocks: Sequence[int], url: str, now: float) -> None:
+        sent = self._blocks.setdefault(url, OrderedDict())
         for block in blocks:
-            self._blocks[(block, url)] = now
-            self._blocks.move_to_end((block, url))
-        while len(self._blocks) > self._block_capacity:
-            self._blocks.popitem(last=False)
+            sent[block] = now
+            sent.move_to_end(block)
+        while len(sent) > self._blocks_per_replica:
+            sent.popitem(last=False)
 
     def _served_recently(self, key: int, url: str, now: float) -> bool:
         seen = self._recent.get((key, url))
