@@ -296,8 +296,10 @@ class Router:
                                 "temperature": request.temperature}
         if request.response_format is not None:
             body["response_format"] = request.response_format
-        if request.extra_body:
-            body["extra_body"] = request.extra_body
+        # The class is the router's to give (from the tenant), never the caller's.
+        extra = {k: v for k, v in request.extra_body.items() if k != "priority"}
+        if extra:
+            body["extra_body"] = extra
         return body
 
     def _finish(self, request: ChatRequest, request_id: str, estimated: int, pool: Pool,

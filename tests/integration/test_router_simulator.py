@@ -247,8 +247,9 @@ async def test_premium_requests_go_first_in_a_replica_with_priority_scheduling(
     order: list[str] = []
 
     async def send(tenant: str, name: str) -> None:
+        # A caller cannot set its own priority: the class comes from its tenant.
         await router.complete(ChatRequest(tenant_id=tenant, max_tokens=8, messages=[
-            {"role": "user", "content": f"request {name}"}]),
+            {"role": "user", "content": f"request {name}"}], extra_body={"priority": 0}),
             on_delta=lambda _: order.append(name) if name not in order else None)
 
     try:
