@@ -231,7 +231,7 @@ async def test_premium_requests_go_first_in_a_replica_with_priority_scheduling(
     from pipeline.router.admission import Admission
     from pipeline.router.errors import UpstreamError
 
-    replicas = await sims(1, "--max-num-seqs", "1", "--itl-ms", "40", "--output-tokens", "8",
+    replicas = await sims(1, "--max-num-seqs", "1", "--itl-ms", "40", "--output-tokens", "30",
                           "--priority-scheduling", "1")
     plain = await sims(1)  # no priority scheduling: refuses a request that carries one
     tenants = TenantDefaults(overrides={"gold": TenantQuota(priority="premium")})
@@ -246,14 +246,15 @@ async def test_premium_requests_go_first_in_a_replica_with_priority_scheduling(
     router = router_for([replicas[0].url], priority_scheduling=True)
     order: list[str] = []
 
-    async def send(tenant: str, name: str) -> None:
+    async def send(tenant: str, name: str, max_tokens: int = 4) -> None:
         # A caller cannot set its own priority: the class comes from its tenant.
-        await router.complete(ChatRequest(tenant_id=tenant, max_tokens=8, messages=[
+        await router.complete(ChatRequest(tenant_id=tenant, max_tokens=max_tokens, messages=[
             {"role": "user", "content": f"request {name}"}], extra_body={"priority": 0}),
             on_delta=lambda _: order.append(name) if name not in order else None)
 
     try:
-        blocker = asyncio.create_task(send("std", "blocker"))  # holds the only slot
+        # Holds the only slot for ~1.2 s, while the others arrive and queue on the replica.
+        blocker = asyncio.create_task(send("std", "blocker", max_tokens=30))
         await asyncio.sleep(0.05)
         queued = [asyncio.create_task(send("std", f"standard-{i}")) for i in range(3)]
         await asyncio.sleep(0.05)
