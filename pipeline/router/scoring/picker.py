@@ -69,7 +69,7 @@ class ReplicaPicker:
         blocks = prompt_blocks(messages) if messages else ()
         ctx = PickContext(needed_tokens=needed_tokens, max_context_tokens=pool.max_context_tokens,
                           exclude=exclude, now=now,
-                          prefix_key=prefix_key(messages) if self._wants_prefix else None,
+                          prefix_key=prefix_key(messages, blocks) if self._wants_prefix else None,
                           prompt_tokens=prompt_tokens, blocks=blocks)
         candidates = [r for r in pool.replicas if all(f.keep(r, ctx) for f in self._filters)]
         if not candidates:

@@ -45,10 +45,12 @@ def _hash(data: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def prefix_key(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
-               user_chars: int = USER_PREFIX_CHARS) -> int | None:
-    """Hash of the messages before the first user message + the first `user_chars` of it,
-    cut to whole blocks. None when that is shorter than one block (nothing to reuse)."""
+def prefix_key(messages: Sequence[Message], blocks: Sequence[int] | None = None, *,
+               block_chars: int = BLOCK_CHARS, user_chars: int = USER_PREFIX_CHARS) -> int | None:
+    """The key: the messages before the first user message + the first `user_chars` of
+    it, cut to whole blocks — i.e. the hash of the prompt's block where that span ends
+    (`blocks`: the prompt's `prompt_blocks`, when already computed). None when the span
+    is shorter than one block (nothing to reuse)."""
     parts: list[str] = []
     for message in messages:
         role, content = message.get("role", ""), str(message.get("content", ""))
@@ -56,11 +58,12 @@ def prefix_key(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
             parts.append(f"<{role}>{content[:user_chars]}")
             break
         parts.append(f"<{role}>{content}")
-    text = "".join(parts)
-    blocks = len(text) // block_chars
-    if blocks == 0:
+    whole = len("".join(parts).encode()) // block_chars
+    if whole == 0:
         return None
-    return _hash(text[:blocks * block_chars].encode())
+    if blocks is None:
+        blocks = prompt_blocks(messages, block_chars=block_chars, max_blocks=whole)
+    return blocks[min(whole, len(blocks)) - 1]
 
 
 def prompt_text(messages: Sequence[Message]) -> str:
