@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration up down status clean
+.PHONY: install demo test lint unit integration reliability up down status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit tests/conformance
+
+## The reliability suite at full size (kills, outages, fuzzing, poison pills); writes
+## docs/reliability.md and its figures in docs/benchmarks.json.
+reliability: install
+	SECANALYST_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability
 
 up: install
 	$(BIN)/secanalyst dev up
