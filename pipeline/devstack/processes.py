@@ -1,19 +1,28 @@
 """Detached service processes with a pid file and a log file under the state directory.
 
-`down` stops exactly what `up` started: it only signals pids it recorded, and only when
-the process still has the command line it was started with.
+Each service runs in its own session (process group = its pid) and carries a random mark
+in its environment, which its children inherit. `down` stops exactly what `up` started,
+children included, even when the leader was killed first (vLLM's engine and worker
+processes outlive a `kill -9` of its API server): every process of the recorded group and
+every process that carries the mark, SIGTERM first, SIGKILL after a timeout. A group is
+only signalled when one of its members carries the mark, so a reused pid is never hit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+# Environment variable that marks every process of one started service (and its children).
+MARK_ENV = "SECANALYST_DEVSTACK_MARK"
 
 
 @dataclass(frozen=True)
@@ -30,10 +39,24 @@ class ServiceFiles:
         return self.state_dir / "logs" / f"{self.name}.log"
 
     def recorded_pid(self) -> int | None:
+        return self.recorded().pid
+
+    def recorded(self) -> Recorded:
+        """The pid file's "<pid> <pgid> <mark>" (older files hold only the pid)."""
         try:
-            return int(self.pid_file.read_text().split()[0])
+            fields = self.pid_file.read_text().split()
+            pid = int(fields[0])
+            pgid = int(fields[1]) if len(fields) > 1 else pid
         except (FileNotFoundError, ValueError, IndexError):
-            return None
+            return Recorded(None, None, None)
+        return Recorded(pid, pgid, fields[2] if len(fields) > 2 else None)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    pid: int | None
+    pgid: int | None
+    mark: str | None
 
 
 def pid_alive(pid: int) -> bool:
@@ -50,6 +73,40 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _process_group(pid: int) -> int | None:
+    try:  # field 5 of /proc/<pid>/stat, after the ")" that ends the command name
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _has_mark(pid: int, mark: str) -> bool:
+    try:
+        return f"{MARK_ENV}={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def service_processes(recorded: Recorded) -> set[int]:
+    """The live processes of a started service: its group's members (when the group is
+    ours: one of them carries the mark) and every process with its mark."""
+    if recorded.pid is None:
+        return set()
+    group: set[int] = set()
+    marked: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        if _process_group(pid) == recorded.pgid:
+            group.add(pid)
+        if recorded.mark is not None and _has_mark(pid, recorded.mark):
+            marked.add(pid)
+    if recorded.mark is not None and not group & marked:
+        group = set()  # the group id was reused by someone else's processes
+    return {pid for pid in group | marked if pid_alive(pid)}
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
@@ -58,34 +115,47 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def start_detached(files: ServiceFiles, argv: Sequence[str], *,
                    env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
+    # Leftovers of an earlier start (e.g. children of a killed leader) hold memory and
+    # maybe the port: stop them before starting again.
+    stop_recorded(files, timeout_s=10.0)
     files.pid_file.parent.mkdir(parents=True, exist_ok=True)
     files.log_file.parent.mkdir(parents=True, exist_ok=True)
+    mark = uuid.uuid4().hex
     with files.log_file.open("ab") as log:
         proc = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-    files.pid_file.write_text(f"{proc.pid}\n")
+            env={**os.environ, **(env or {}), MARK_ENV: mark}, cwd=cwd,
+            start_new_session=True)  # its own process group: pgid = pid
+    files.pid_file.write_text(f"{proc.pid} {proc.pid} {mark}\n")
     return proc.pid
 
 
 def stop_recorded(files: ServiceFiles, *, timeout_s: float = 20.0) -> bool:
-    """SIGTERM the recorded process group, then SIGKILL after the timeout."""
-    pid = files.recorded_pid()
-    if pid is None:
+    """Stop every process of the recorded service (SIGTERM, then SIGKILL after the
+    timeout); False when nothing was recorded."""
+    recorded = files.recorded()
+    if recorded.pid is None:
         return False
-    if pid_alive(pid):
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not pid_alive(pid):
-                break
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        survivors = service_processes(recorded)
+        if not survivors:
+            break
+        _signal_all(recorded, survivors, sig)
+        deadline = time.monotonic() + wait
+        while survivors and time.monotonic() < deadline:
+            time.sleep(0.1)
+            survivors = {pid for pid in survivors if pid_alive(pid)}
     files.pid_file.unlink(missing_ok=True)
     return True
+
+
+def _signal_all(recorded: Recorded, pids: set[int], sig: signal.Signals) -> None:
+    if recorded.pgid is not None and any(_process_group(p) == recorded.pgid for p in pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(recorded.pgid, sig)
+    for pid in pids:  # members that left the group (their own session) too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def wait_until(check: object, *, timeout_s: float, what: str, interval_s: float = 0.25,

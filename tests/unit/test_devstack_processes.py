@@ -1,0 +1,122 @@
+"""`dev down` stops every process a service started, children included, on a private dummy
+service (a Python process that spawns children) — never the shared embedded stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.devstack.processes import (
+    MARK_ENV,
+    ServiceFiles,
+    pid_alive,
+    service_processes,
+    start_detached,
+    stop_recorded,
+)
+
+# The leader starts a child in its group, a child in a session of its own (out of the
+# group, like a daemonising helper) and a grandchild; each writes its pid to a file. With
+# "stubborn", the children ignore SIGTERM (only SIGKILL stops them).
+DUMMY = r"""
+import os, signal, subprocess, sys, time
+out, stubborn = sys.argv[1], sys.argv[2] == "stubborn"
+child = ("import os, signal, sys, time\n"
+         "if sys.argv[2] == 'stubborn': signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+         "open(sys.argv[1] + '/' + str(os.getpid()), 'w').close()\n"
+         "if sys.argv[3] == 'spawn':\n"
+         "    import subprocess; subprocess.Popen([sys.executable, '-c', sys.argv[4],"
+         " sys.argv[1], sys.argv[2], 'leaf', sys.argv[4]])\n"
+         "time.sleep(600)\n")
+mode = sys.argv[2]
+subprocess.Popen([sys.executable, "-c", child, out, mode, "spawn", child])
+subprocess.Popen([sys.executable, "-c", child, out, mode, "leaf", child],
+                 start_new_session=True)
+open(out + "/leader", "w").close()
+time.sleep(600)
+"""
+
+
+def _start_dummy(tmp_path: Path, mode: str = "polite") -> tuple[ServiceFiles, set[int]]:
+    out = tmp_path / "pids"
+    out.mkdir()
+    files = ServiceFiles("dummy", tmp_path / "state")
+    leader = start_detached(files, [sys.executable, "-c", DUMMY, str(out), mode])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = {int(p.name) for p in out.iterdir() if p.name.isdigit()}
+        if len(children) == 3 and (out / "leader").exists():
+            return files, {leader, *children}
+        time.sleep(0.05)
+    raise AssertionError(f"dummy service did not start its children: {list(out.iterdir())}")
+
+
+def _wait_gone(pids: set[int], timeout_s: float = 10) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    alive = {p for p in pids if pid_alive(p)}
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = {p for p in alive if pid_alive(p)}
+    return alive
+
+
+def test_stop_takes_the_whole_service_down(tmp_path: Path) -> None:
+    files, pids = _start_dummy(tmp_path)
+    assert service_processes(files.recorded()) == pids
+    assert stop_recorded(files, timeout_s=5)
+    assert _wait_gone(pids, 1) == set()
+    assert not files.pid_file.exists()
+
+
+def test_stop_after_the_leader_was_killed(tmp_path: Path) -> None:
+    """The vLLM case: kill -9 of the leader leaves its children running."""
+    files, pids = _start_dummy(tmp_path)
+    leader = files.recorded_pid()
+    assert leader is not None
+    os.kill(leader, signal.SIGKILL)
+    assert _wait_gone({leader}) == set()
+    survivors = pids - {leader}
+    assert {p for p in survivors if pid_alive(p)} == survivors  # they outlived the leader
+    assert stop_recorded(files, timeout_s=5)
+    assert _wait_gone(survivors, 1) == set()
+
+
+def test_sigkill_after_the_timeout(tmp_path: Path) -> None:
+    files, pids = _start_dummy(tmp_path, "stubborn")
+    started = time.monotonic()
+    assert stop_recorded(files, timeout_s=1.0)
+    assert _wait_gone(pids, 1) == set()
+    assert time.monotonic() - started >= 1.0  # SIGTERM was tried first
+
+
+def test_a_new_start_stops_leftovers_first(tmp_path: Path) -> None:
+    files, pids = _start_dummy(tmp_path)
+    leader = files.recorded_pid()
+    assert leader is not None
+    os.kill(leader, signal.SIGKILL)
+    new_leader = start_detached(files, [sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        assert _wait_gone(pids, 5) == set()
+        assert service_processes(files.recorded()) == {new_leader}
+    finally:
+        stop_recorded(files, timeout_s=5)
+
+
+def test_unmarked_processes_are_never_signalled(tmp_path: Path) -> None:
+    """A recorded group id that now belongs to someone else's processes is left alone."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                start_new_session=True)
+    try:
+        files = ServiceFiles("dummy", tmp_path)
+        files.pid_file.parent.mkdir(parents=True)
+        files.pid_file.write_text(f"{stranger.pid} {stranger.pid} not-its-mark\n")
+        assert stop_recorded(files, timeout_s=1)
+        assert pid_alive(stranger.pid)
+        assert MARK_ENV not in os.environ
+    finally:
+        stranger.kill()
+        stranger.wait()
