@@ -133,7 +133,7 @@ def _verdict(enriched: EnrichedAlert, prompt: Prompt, model_name: str,
             "status": "needs_review", "review_reason": error, "confidence": 0.1,
             "provenance": {**provenance, "severity": "wazuh", "summary": "wazuh",
                            "next_steps": "none"}})
-    severity, source = bounded_severity(alert.rule_level, parsed.severity)
+    severity, source = bounded_severity(alert.rule_level, parsed.severity or band)
     return Verdict.model_validate({
         **common, "severity": severity, "severity_source": source,
         "summary": parsed.summary.strip(),
