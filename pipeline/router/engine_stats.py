@@ -138,6 +138,7 @@ class EngineStatsScraper:
         except (httpx.HTTPError, ValueError) as exc:
             previous = self._latest.get(base_url)
             if previous is None or not previous.stale:
-                log.warning("engine_stats_scrape_failed", replica=base_url, error=str(exc))
+                # str() of a connect error is often empty: repr names the type.
+                log.warning("engine_stats_scrape_failed", replica=base_url, error=repr(exc))
             self._latest[base_url] = replace(previous or EngineStats(scraped_at=0.0),
                                              stale=True)

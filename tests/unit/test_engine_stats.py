@@ -67,3 +67,18 @@ def test_old_stats_are_not_served() -> None:
     scraper._latest["http://a/v1"] = EngineStats(num_requests_waiting=1, scraped_at=100.0)
     assert scraper.get("http://a/v1", now=101.0) is not None
     assert scraper.get("http://a/v1", now=103.0) is None
+
+
+async def test_failed_scrape_logs_a_non_empty_error() -> None:
+    """A refused connection's str() is empty; the log line must still say what failed."""
+    from structlog.testing import capture_logs
+
+    scraper = EngineStatsScraper(["http://127.0.0.1:1/v1"], timeout_s=0.2)
+    try:
+        with capture_logs() as logs:
+            await scraper.scrape_once()
+    finally:
+        await scraper.close()
+    failures = [e for e in logs if e["event"] == "engine_stats_scrape_failed"]
+    assert len(failures) == 1
+    assert "Error" in failures[0]["error"]  # the exception's type, e.g. ConnectError(...)
