@@ -34,6 +34,7 @@ app.add_typer(apikeys_app, name="apikeys")
 app.command("gateway")(gateway)
 app.add_typer(users_app, name="users")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(tenants_app, name="tenant", hidden=True)  # `tenant export|purge` reads naturally too
 app.command("serve")(serve)
 register_ingest_commands(app)
 console = Console()

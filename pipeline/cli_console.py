@@ -84,3 +84,48 @@ def tenants_create(tenant: Annotated[str, typer.Argument(help="Tenant id.")],
     with psycopg.connect(_settings().database_url) as conn:
         created = create_tenant(conn, tenant, name)
     console.print(f"tenant {tenant}: {'created' if created else 'already exists'}")
+
+
+@tenants_app.command("export")
+def tenants_export(
+        tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+        output: Annotated[str, typer.Option("--output", "-o", help=(
+            "JSON-lines file to write; - for stdout."))] = "-") -> None:
+    """Write everything held about a tenant (alerts, verdicts, feedback, usage, audit, API
+    keys' and users' metadata; never key or password hashes) as JSON lines
+    ({"table": ..., "row": {...}})."""
+    import sys
+
+    from pipeline.store.tenant_data import write_export
+
+    with psycopg.connect(_settings().database_url) as conn:
+        if output == "-":
+            counts = write_export(conn, tenant, sys.stdout)
+        else:
+            with open(output, "w", encoding="utf-8") as out:
+                counts = write_export(conn, tenant, out)
+    summary = ", ".join(f"{t} {n}" for t, n in sorted(counts.items())) or "no rows"
+    Console(stderr=True).print(f"tenant {tenant}: exported {summary}")
+
+
+@tenants_app.command("purge")
+def tenants_purge(
+        tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+        yes: Annotated[bool, typer.Option("--yes", help=(
+            "Do not ask; for scripts that already confirmed."))] = False) -> None:
+    """Delete everything held about a tenant from every table, after a confirmation; prints
+    the rows deleted per table. Export first (`tenants export`) if you need a copy."""
+    from pipeline.store.tenant_data import count_rows, purge
+
+    with psycopg.connect(_settings().database_url) as conn:
+        held = {t: n for t, n in count_rows(conn, tenant).items() if n}
+        if not held:
+            console.print(f"tenant {tenant}: nothing held")
+            return
+        console.print(f"tenant {tenant} holds: "
+                      + ", ".join(f"{t} {n}" for t, n in sorted(held.items())))
+        if not yes and not typer.confirm(f"Delete all of it for tenant {tenant!r}?"):
+            raise typer.Exit(1)
+        deleted = purge(conn, tenant)
+    console.print(f"tenant {tenant}: deleted "
+                  + ", ".join(f"{t} {n}" for t, n in sorted(deleted.items()) if n))
