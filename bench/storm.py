@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import random
 import time
 
 from bench.common import (
+    STORM_TEMPLATE,
     count_topic,
     isolated_settings,
     machine,
@@ -36,6 +39,29 @@ from pipeline.store.database import open_pool
 from pipeline.worker import run_worker
 
 STAGES = ["normalize", "embed", "retrieve", "explain"]
+
+
+def near_storm_alerts(agents: int, *, source_ip: str = "198.51.100.23", seed: int = 11,
+                      level: int = 10) -> list[bytes]:
+    """One scanner against a farm: the same rule and source on `agents` different agents,
+    one alert each — one incident key, `agents` fingerprints (so they run concurrently)."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(agents):
+        doc = json.loads(json.dumps(STORM_TEMPLATE))
+        host = f"web-{n:02d}"
+        doc["agent"] = {"id": f"{100 + n:03d}", "name": f"{host}.example.com",
+                        "ip": f"10.0.20.{10 + n}"}
+        doc["rule"]["level"] = level
+        doc["rule"]["firedtimes"] = 1
+        port = rng.randrange(30000, 65000)
+        doc["timestamp"] = f"2026-11-27T11:00:{n % 60:02d}.{n:03d}+0000"
+        doc["id"] = f"{1_796_000_000 + n}.{rng.randrange(10**8)}"
+        doc["full_log"] = (f"Nov 27 11:00:{n % 60:02d} {host} sshd[{5000 + n}]: "
+                           f"Invalid user admin from {source_ip} port {port}")
+        doc["data"] = {"srcip": source_ip, "srcport": str(port), "srcuser": "admin"}
+        out.append(json.dumps(doc).encode())
+    return out
 
 
 async def _run(settings: Settings, alerts: list[bytes], tenant: str,
