@@ -7,6 +7,7 @@ from consumers.subscription import subscribe_lanes
 from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
+from pipeline.stages.common import dlq_sink
 from pipeline.stages.embed import EmbedStage
 
 
@@ -20,4 +21,5 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
                        dlq_topic=topics.dlq)
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.normalized],
                     batch_topics=[topics.normalized_batch], handle=stage.handle,
+                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name),
                     max_records=s.embedding.batch_size)

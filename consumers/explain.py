@@ -8,6 +8,7 @@ from consumers.subscription import subscribe_lanes
 from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
+from pipeline.stages.common import dlq_sink
 from pipeline.stages.explain import ExplainOptions, ExplainStage
 
 
@@ -25,6 +26,7 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
     # lane takes a few alerts at a time: a live alert shares the LLM with at most those.
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.enriched],
                     batch_topics=[topics.enriched_batch], handle=stage.handle,
+                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name),
                     max_records=max(s.llm.concurrency * 4, 64),
                     batch_max_records=s.kafka.batch_lane.explain_max_records,
                     max_poll_interval_ms=30 * 60 * 1000)

@@ -7,6 +7,7 @@ from consumers.subscription import subscribe_lanes
 from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
+from pipeline.stages.common import dlq_sink
 from pipeline.stages.normalize import NormalizeStage
 
 
@@ -20,4 +21,5 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
                            backfill_topic=topics.backfill,
                            dlq_topic=topics.dlq, default_tenant=s.tenants.default_tenant)
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.raw],
-                    batch_topics=[topics.backfill], handle=stage.handle)
+                    batch_topics=[topics.backfill], handle=stage.handle,
+                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name))

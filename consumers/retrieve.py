@@ -7,6 +7,7 @@ from consumers.subscription import subscribe_lanes
 from pipeline.lanes import LaneGate
 from pipeline.messaging import Publisher
 from pipeline.runtime import Runtime
+from pipeline.stages.common import dlq_sink
 from pipeline.stages.retrieve import RetrieveStage
 
 
@@ -19,4 +20,5 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
                           dlq_topic=topics.dlq, top_k=s.retrieval.top_k,
                           similar_k=s.retrieval.similar_verdicts)
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.embedded],
-                    batch_topics=[topics.embedded_batch], handle=stage.handle)
+                    batch_topics=[topics.embedded_batch], handle=stage.handle,
+                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name))

@@ -14,16 +14,30 @@ from typing import Any, Literal
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 
 from pipeline.config import Settings
 from pipeline.lanes import LaneGate
-from pipeline.messaging import Record, run_batch
+from pipeline.log_end_guard import LogEndGuard
+from pipeline.messaging import Backoff, DeadLetterSink, Record, run_batch
 
 Lane = Literal["live", "batch"]
 
 
+def raw_records(msg: StreamMessage[Any]) -> Any:
+    """The subscriber's decoder: the batch's records as they came, undecoded.
+
+    FastStream's default decoder parses every value as JSON before the handler runs, and
+    one value it cannot parse (nested too deep, say) fails the whole batch outside the
+    stage's reach. The stages decode each record themselves, with bounds, and dead-letter
+    the one that fails (pipeline/decoding.py)."""
+    raw = msg.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
+
+
 def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics: list[str],
                     handle: Callable[[list[Record]], Awaitable[None]], *,
+                    dead_letter: DeadLetterSink,
                     max_records: int | None = None,
                     max_poll_interval_ms: int = 5 * 60 * 1000,
                     lane: Lane = "live", gate: LaneGate | None = None) -> None:
@@ -32,30 +46,39 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
         raise ValueError(f"{stage}: the batch lane's max wait ({gate.max_wait_s} s) must "
                          f"stay well under max_poll_interval ({max_poll_interval_ms} ms)")
     suffix = "" if lane == "live" else "-batch"
+    backoff = Backoff()  # grows while this subscription's batches fail transiently
 
-    @broker.subscriber(
+    # Starts over from the beginning when the broker lost the log (pipeline/log_end_guard.py).
+    guard = LogEndGuard(lambda: subscriber.consumer)
+    subscriber = broker.subscriber(
         *topics, group_id=f"{settings.kafka.group_prefix}-{stage}{suffix}", batch=True,
         max_records=max_records or settings.kafka.max_batch_records,
         ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
-        max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}{suffix}-consumer")
-    async def consume(body: Any, msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}{suffix}-consumer",
+        decoder=raw_records, listener=guard)
+
+    @subscriber
+    async def consume(records: Any, msg: KafkaMessage) -> None:
         if gate is None:
-            await run_batch(msg.consumer, records, handle)
+            await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
+                            backoff=backoff)
             return
         turn = gate.live() if lane == "live" else gate.batch(stage)
         async with turn:
-            await run_batch(msg.consumer, records, handle)
+            await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
+                            backoff=backoff)
 
 
 def subscribe_lanes(broker: KafkaBroker, settings: Settings, stage: str, gate: LaneGate, *,
                     live_topics: list[str], batch_topics: list[str],
                     handle: Callable[[list[Record]], Awaitable[None]],
+                    dead_letter: DeadLetterSink,
                     max_records: int | None = None, batch_max_records: int | None = None,
                     max_poll_interval_ms: int = 5 * 60 * 1000) -> None:
     """The stage's live and batch subscribers, behind the worker's gate."""
-    subscribe_stage(broker, settings, stage, live_topics, handle, max_records=max_records,
+    subscribe_stage(broker, settings, stage, live_topics, handle, dead_letter=dead_letter,
+                    max_records=max_records,
                     max_poll_interval_ms=max_poll_interval_ms, lane="live", gate=gate)
-    subscribe_stage(broker, settings, stage, batch_topics, handle,
+    subscribe_stage(broker, settings, stage, batch_topics, handle, dead_letter=dead_letter,
                     max_records=batch_max_records or settings.kafka.batch_lane.max_records,
                     max_poll_interval_ms=max_poll_interval_ms, lane="batch", gate=gate)

@@ -1,20 +1,25 @@
 """What the stages need from Kafka, as small protocols, plus the batch-commit discipline.
 
 A stage gets a batch of records, publishes or writes its outputs, and only then are the
-offsets committed. If anything escapes the stage, every partition in the batch is rewound
-to its first record, so nothing is skipped; the batch is delivered again.
+offsets committed. A record that fails on its own is found by bisection and dead-lettered,
+so one poison record never stalls a partition; an outage (a transient failure) rewinds
+every partition of the batch and backs off, so nothing is skipped and no good record is
+dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
+from pipeline.transient import is_transient
 from schemas.messages import DeadLetter
 
 log = structlog.get_logger(__name__)
@@ -49,13 +54,30 @@ class Publisher(Protocol):
                       headers: dict[str, str]) -> None: ...
 
 
+# The original bytes a dead letter carries: bounded, so the letter itself (JSON-escaped,
+# up to 6 bytes a byte) always fits under the broker's message size. A longer original is
+# cut; its size, sha256 and position on its topic say where the whole of it is.
+ORIGINAL_LIMIT = 128 * 1024
+
+
 def dead_letter(stage: str, record: Record, reason: str) -> DeadLetter:
+    value, truncated = record.value, len(record.value) > ORIGINAL_LIMIT
+    if truncated:
+        value = value[:ORIGINAL_LIMIT]
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.reason == "unexpected end of data":  # cut inside a character
+                value = value[:exc.start]
     try:
-        original, encoding = record.value.decode("utf-8"), "utf-8"
+        original, encoding = value.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        original, encoding = base64.b64encode(record.value).decode(), "base64"
+        original, encoding = base64.b64encode(value).decode(), "base64"
     return DeadLetter(stage=stage, reason=reason, tenant_id=record.headers.get(TENANT_HEADER),
                       original=original, original_encoding=encoding,  # type: ignore[arg-type]
+                      original_size=len(record.value), original_truncated=truncated,
+                      original_sha256=hashlib.sha256(record.value).hexdigest()
+                      if truncated else None,
                       topic=record.topic, partition=record.partition, offset=record.offset)
 
 
@@ -64,26 +86,119 @@ class Consumer(Protocol):
     async def commit(self) -> None: ...
 
 
+DeadLetterSink = Callable[[Record, str], Awaitable[None]]
+"""Sends one record to the dead-letter topic with a reason (the caller knows the topic)."""
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, kept per subscription across redeliveries
+    of a failing batch and reset by a success."""
+
+    def __init__(self, *, initial_s: float = 0.5, cap_s: float = 30.0,
+                 rng: random.Random | None = None) -> None:
+        self.initial_s = initial_s
+        self.cap_s = cap_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        base = min(self.cap_s, self.initial_s * 2 ** min(self.attempt, 32))
+        self.attempt += 1
+        # Jitter: consumers that failed together (an outage) do not retry in lockstep.
+        return base / 2 + self._rng.uniform(0, base / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class _Systemic(Exception):
+    """Every record of a batch failed on its own: more likely the stage or a dependency
+    than the records. Retried a few times before the records are dead-lettered."""
+
+
+# How many times a batch whose every record fails on its own is retried (with backoff)
+# before its records are dead-lettered anyway: bounded, or a batch made only of poison
+# records would jam its partition.
+SYSTEMIC_RETRIES = 3
+REASON_LIMIT = 1000
+
+
 async def run_batch(consumer: Consumer, raw_records: Sequence[Any],
                     handle: Callable[[list[Record]], Awaitable[None]], *,
-                    retry_delay_s: float = 2.0) -> None:
-    """Handle a batch, then commit; on failure rewind every partition of the batch."""
-    from aiokafka import TopicPartition
+                    dead_letter: DeadLetterSink | None = None,
+                    backoff: Backoff | None = None) -> None:
+    """Handle a batch, isolating the records that fail on their own, then commit.
 
+    A failure that is not transient (pipeline.transient) splits the batch in halves,
+    recursively, until the records that fail alone are found; they are dead-lettered with
+    the error, every other record is handled, then the batch is committed. A transient
+    failure rewinds every partition of the batch to its first record and backs off
+    (capped, exponential); the batch is delivered again and nothing is dead-lettered.
+    Without a `dead_letter` sink there is no isolation: every failure is retried.
+    """
     records = [Record.from_consumer_record(r) for r in raw_records]
     if not records:
         return
+    backoff = backoff or Backoff()
+    try:
+        if dead_letter is None:
+            await handle(records)
+        else:
+            poison: list[tuple[Record, str]] = []
+            await _handle_isolating(records, handle, poison)
+            if len(poison) == len(records) > 1 and backoff.attempt < SYSTEMIC_RETRIES:
+                raise _Systemic(poison[0][1])
+            for record, reason in poison:
+                log.warning("record_dead_lettered", topic=record.topic,
+                            partition=record.partition, offset=record.offset, reason=reason)
+                await dead_letter(record, reason)
+    except BaseException as exc:
+        _rewind(consumer, records)
+        if not isinstance(exc, Exception):
+            raise  # cancelled: the batch is delivered again after the restart
+        delay = backoff.next_delay()
+        log.warning("batch_failed_will_retry", records=len(records), attempt=backoff.attempt,
+                    delay_s=round(delay, 2), error=_describe(exc),
+                    systemic=isinstance(exc, _Systemic))
+        await asyncio.sleep(delay)  # do not spin on a broken dependency
+        return
+    backoff.reset()
+    await consumer.commit()
+
+
+async def _handle_isolating(records: list[Record],
+                            handle: Callable[[list[Record]], Awaitable[None]],
+                            poison: list[tuple[Record, str]]) -> None:
+    """Handle `records`; on a non-transient failure bisect, collecting the records that
+    fail alone into `poison`. A transient failure propagates."""
     try:
         await handle(records)
-    except BaseException as exc:
-        first: dict[tuple[str, int], int] = {}
-        for r in records:
-            first[(r.topic, r.partition)] = min(r.offset, first.get((r.topic, r.partition),
-                                                                    r.offset))
-        for (topic, partition), offset in first.items():
-            consumer.seek(TopicPartition(topic, partition), offset)
-        if isinstance(exc, Exception):
-            log.exception("batch_failed_will_retry", records=len(records))
-            await asyncio.sleep(retry_delay_s)  # do not spin on a broken dependency
-        raise
-    await consumer.commit()
+        return
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        if len(records) == 1:
+            poison.append((records[0], _describe(exc)))
+            return
+        log.info("batch_failed_bisecting", records=len(records), error=_describe(exc))
+    middle = len(records) // 2
+    await _handle_isolating(records[:middle], handle, poison)
+    await _handle_isolating(records[middle:], handle, poison)
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= REASON_LIMIT else text[:REASON_LIMIT] + " …"
+
+
+def _rewind(consumer: Consumer, records: list[Record]) -> None:
+    """Seek every partition of the batch back to its first record (FastStream's nack
+    would rewind only the first record's partition and skip the others' records)."""
+    from aiokafka import TopicPartition
+
+    first: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        first[key] = min(r.offset, first.get(key, r.offset))
+    for (topic, partition), offset in first.items():
+        consumer.seek(TopicPartition(topic, partition), offset)

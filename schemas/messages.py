@@ -44,6 +44,10 @@ class NormalizedAlert(_Message):
     full_log: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any]
+    # What normalize noticed: "text_sanitized" (NUL removed or lone surrogates replaced by
+    # U+FFFD; the original bytes are in original_b64), "timestamp_invalid" (timestamp unreadable).
+    flags: list[str] = Field(default_factory=list)
+    original_b64: str | None = None
 
 
 class EmbeddedAlert(_Message):
@@ -88,6 +92,9 @@ class DeadLetter(_Message):
     tenant_id: str | None = None
     original: str  # the original bytes, decoded as UTF-8 with surrogate escapes kept as \\x
     original_encoding: Literal["utf-8", "base64"] = "utf-8"
+    original_size: int | None = None  # bytes of the whole original
+    original_truncated: bool = False  # only its first bytes are here (see topic/offset)
+    original_sha256: str | None = None  # of the whole original (an oversized line's)
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None

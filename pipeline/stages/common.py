@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from pipeline.messaging import (
     ALERT_HEADER,
     PRIORITY_HEADER,
     SCHEMA_HEADER,
     TENANT_HEADER,
+    DeadLetterSink,
     Publisher,
     Record,
     dead_letter,
@@ -43,3 +45,8 @@ async def send_to_dlq(publisher: Publisher, dlq_topic: str, stage: str, record: 
                             key=record.headers.get(TENANT_HEADER, "unknown"),
                             headers={k: v for k, v in record.headers.items()}
                             | {"dlq_stage": stage})
+
+
+def dlq_sink(publisher: Publisher, dlq_topic: str, stage: str) -> DeadLetterSink:
+    """What the batch runner calls to dead-letter a record that failed on its own."""
+    return partial(send_to_dlq, publisher, dlq_topic, stage)

@@ -118,9 +118,12 @@ def test_a_gate_wait_longer_than_the_poll_interval_allows_is_refused() -> None:
     async def handle(records: list[Record]) -> None:
         return None
 
+    async def handle_letter(record: Record, reason: str) -> None:
+        return None
+
     with pytest.raises(ValueError, match="max_poll_interval"):
         subscribe_stage(KafkaBroker("127.0.0.1:1"), Settings(), "embed", ["t.batch"], handle,
-                        max_poll_interval_ms=60_000, lane="batch",
+                        dead_letter=handle_letter, max_poll_interval_ms=60_000, lane="batch",
                         gate=LaneGate(max_wait_s=45))
 
 
