@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -128,20 +127,10 @@ def runbooks_load(folder: Annotated[Path, typer.Option(help="Folder of *.md runb
 def ingest(file: Annotated[str, typer.Argument(help="JSON lines of Wazuh alerts; - for stdin.")],
            tenant: TenantOption = None) -> None:
     """Publish Wazuh alerts (one JSON object a line) to the alerts.raw topic."""
-    from pipeline.ingest import alert_lines, publish_lines
+    from pipeline.cli_ingest import ingest_file
 
     settings = _settings()
-    tenant_id = tenant or settings.tenants.default_tenant
-    if file == "-":
-        sent = asyncio.run(publish_lines(settings, alert_lines(sys.stdin.buffer),
-                                         tenant_id=tenant_id))
-    else:
-        path = Path(file)
-        if not path.is_file():
-            raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
-        with path.open("rb") as stream:
-            sent = asyncio.run(publish_lines(settings, alert_lines(stream), tenant_id=tenant_id))
-    console.print(f"published {sent} alerts to {settings.kafka.topics.raw} (tenant {tenant_id})")
+    ingest_file(settings, file, tenant or settings.tenants.default_tenant)
 
 
 @app.command()

@@ -10,16 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from pipeline.config import Settings, load_settings
-from pipeline.logging import configure_logging
+from pipeline.config import Settings
+from pipeline.preflight import Need, command_settings
 
 console = Console()
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def ingest_server(host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
@@ -30,9 +24,42 @@ def ingest_server(host: Annotated[str | None, typer.Option(help="Listen address.
 
     from pipeline.web.ingest import create_ingest_app
 
-    settings = _settings()
+    settings = command_settings(Need.KAFKA, Need.DATABASE)
     uvicorn.run(create_ingest_app(settings), host=host or settings.ingest.host,
                 port=port or settings.ingest.port, access_log=False, log_config=None)
+
+
+def ingest_file(settings: Settings, file: str, tenant_id: str) -> None:
+    """`secanalyst ingest FILE` (registered in pipeline/cli.py): screen and publish every
+    line; refused lines go to the DLQ with a warning naming the line, and the summary
+    counts them. Exit 1 only when nothing could be sent."""
+    import asyncio
+    import sys
+    from contextlib import nullcontext
+
+    from aiokafka.errors import KafkaError
+
+    from pipeline.ingest import IngestReport, ingest_lines, numbered_lines
+
+    report = IngestReport()
+    path = Path(file)
+    if file != "-" and not path.is_file():
+        raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
+    try:
+        with (nullcontext(sys.stdin.buffer) if file == "-" else path.open("rb")) as stream:
+            asyncio.run(ingest_lines(settings, numbered_lines(stream), tenant_id=tenant_id,
+                                     report=report))
+    except (KafkaError, TimeoutError) as exc:
+        console.print(f"[red]stopped after line {report.last_line}: the broker did not "
+                      f"acknowledge ({type(exc).__name__}: {exc})[/red]; {report.sent} "
+                      "alerts were published; run again (alerts are de-duplicated by id)")
+        raise typer.Exit(1) from exc
+    letters = (f"; {report.dead_lettered} lines refused → {settings.kafka.topics.dlq} "
+               "(see the warnings)" if report.dead_lettered else "")
+    console.print(f"published {report.sent} alerts to {settings.kafka.topics.raw} "
+                  f"(tenant {tenant_id}){letters}")
+    if report.sent == 0 and report.dead_lettered:
+        raise typer.Exit(1)
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -86,7 +113,7 @@ def backfill(
     from pipeline.backfill.filters import AlertFilter
     from pipeline.backfill.reader import ArchiveNotFound, archive_files
 
-    settings = _settings()
+    settings = command_settings(Need.KAFKA, *(Need.DATABASE,) * skip_existing)
     try:
         files = archive_files(paths)
     except ArchiveNotFound as exc:
@@ -134,7 +161,7 @@ def tail(path: Annotated[Path, typer.Argument(
     remembering the position (at least once)."""
     import asyncio
 
-    settings = _settings()
+    settings = command_settings(Need.KAFKA)
     tenant_id = tenant or settings.tenants.default_tenant
     positions = position_file or settings.state_dir / "tail" / f"{path.name}.position"
     console.print(f"following {path} → {settings.kafka.topics.raw} (tenant {tenant_id}); "
@@ -144,7 +171,7 @@ def tail(path: Annotated[Path, typer.Argument(
 
 async def _tail(settings: Settings, path: Path, tenant_id: str, from_start: bool,
                 positions: Path) -> None:
-    from pipeline.alert_sink import KafkaAlertSink, alert_producer
+    from pipeline.alert_sink import alert_producer, settings_sink
     from pipeline.shutdown import stop_on_signals
     from pipeline.tail import PositionFile, Tailer
 
@@ -154,13 +181,15 @@ async def _tail(settings: Settings, path: Path, tenant_id: str, from_start: bool
                               linger_ms=5)
     await producer.start()
     try:
-        sink = KafkaAlertSink(producer, settings.kafka.topics.raw, priority="live",
-                              timeout_s=settings.ingest.produce_timeout_s)
+        sink = settings_sink(settings, producer, settings.kafka.topics.raw, priority="live")
         tailer = Tailer(path, sink, PositionFile(positions), tenant_id=tenant_id,
                         from_start=from_start)
         await tailer.run(stop, settings.ingest.tail_poll_s)
     finally:
         await producer.stop()
+    if tailer.dead_lettered:
+        console.print(f"{tailer.dead_lettered} lines refused → {settings.kafka.topics.dlq} "
+                      "(see the warnings)")
 
 
 def wazuh_writeback() -> None:
@@ -168,7 +197,7 @@ def wazuh_writeback() -> None:
     (the manager's queue socket; run on the manager; rules in deploy/wazuh/)."""
     import asyncio
 
-    settings = _settings()
+    settings = command_settings(Need.KAFKA)
     if not settings.ingest.writeback_tenants:
         raise typer.BadParameter("no tenant opted in: set ingest.writeback_tenants "
                                  "(SECANALYST_INGEST__WRITEBACK_TENANTS='[\"acme\"]')")

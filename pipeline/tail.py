@@ -22,7 +22,8 @@ from typing import IO
 
 import structlog
 
-from pipeline.alert_sink import AlertSink
+from pipeline.alert_guard import AlertRefused, screen_alert
+from pipeline.alert_sink import AlertSinkWithDLQ, dead_letter_line
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +33,7 @@ class Position:
     device: int
     inode: int
     offset: int
+    line: int | None = None  # complete lines before `offset` (None: not counted yet)
 
 
 class PositionFile:
@@ -51,7 +53,7 @@ class PositionFile:
 
 
 class Tailer:
-    def __init__(self, path: Path, sink: AlertSink, positions: PositionFile, *,
+    def __init__(self, path: Path, sink: AlertSinkWithDLQ, positions: PositionFile, *,
                  tenant_id: str, from_start: bool = False, max_batch: int = 500,
                  read_size: int = 1 << 20) -> None:
         self.path = path
@@ -64,6 +66,7 @@ class Tailer:
         self._file: IO[bytes] | None = None
         self._position: Position | None = None
         self._pending = b""  # a line not complete yet
+        self.dead_lettered = 0
 
     def close(self) -> None:
         if self._file is not None:
@@ -84,9 +87,12 @@ class Tailer:
             offset = st.st_size
         else:
             offset = 0  # a new file (rotated while we were away) or a truncated one
+        line = saved.line if saved is not None and offset == saved.offset else None
+        if line is None:
+            line = _count_lines(handle, offset)
         handle.seek(offset)
         self._file, self._pending = handle, b""
-        self._position = Position(st.st_dev, st.st_ino, offset)
+        self._position = Position(st.st_dev, st.st_ino, offset, line)
         self.positions.save(self._position)
         log.info("tail_opened", path=str(self.path), inode=st.st_ino, offset=offset)
         return True
@@ -106,7 +112,7 @@ class Tailer:
         if (st.st_dev, st.st_ino) != (position.device, position.inode):
             sent += await self._drain(final=True)  # the last lines of the old file
             self.close()
-            self.positions.save(Position(st.st_dev, st.st_ino, 0))
+            self.positions.save(Position(st.st_dev, st.st_ino, 0, 0))
             self._open()
             sent += await self._drain(final=False)
         elif st.st_size < position.offset:
@@ -115,7 +121,7 @@ class Tailer:
             assert self._file is not None
             self._file.seek(0)
             self._pending = b""
-            self._position = Position(position.device, position.inode, 0)
+            self._position = Position(position.device, position.inode, 0, 0)
             self.positions.save(self._position)
             sent += await self._drain(final=False)
         return sent
@@ -138,13 +144,33 @@ class Tailer:
             consumed = sum(len(line) + 1 for line in lines)
             if final and not data:
                 consumed = len(buffer)
-            values = [line.strip() for line in lines if line.strip()]
+            first_line = (self._position.line or 0) + 1
+            values = await self._screen(lines, first_line)
             for start in range(0, len(values), self.max_batch):
                 await self.sink.publish(self.tenant_id, values[start:start + self.max_batch])
             sent += len(values)
             self._position = Position(self._position.device, self._position.inode,
-                                      self._position.offset + consumed)
+                                      self._position.offset + consumed,
+                                      first_line - 1 + len(lines))
             self.positions.save(self._position)  # after the acks: at least once
+
+    async def _screen(self, lines: list[bytes], first_line: int) -> list[bytes]:
+        """The lines to publish; a line over the size limit or not decodable goes to the
+        DLQ (acknowledged before the position moves past it), named by its line number."""
+        values: list[bytes] = []
+        for number, line in enumerate(lines, start=first_line):
+            data = line.strip()
+            if not data:
+                continue
+            try:
+                screen_alert(data, max_bytes=self.sink.max_alert_bytes)
+            except AlertRefused as refusal:
+                await dead_letter_line(self.sink, "tail", data, refusal,
+                                       tenant_id=self.tenant_id, line=number)
+                self.dead_lettered += 1
+                continue
+            values.append(data)
+        return values
 
     async def run(self, stop: asyncio.Event, poll_s: float) -> None:
         try:
@@ -154,3 +180,16 @@ class Tailer:
                     await asyncio.wait_for(stop.wait(), poll_s)
         finally:
             self.close()
+
+
+def _count_lines(handle: IO[bytes], offset: int, chunk: int = 1 << 20) -> int:
+    """Newlines before `offset` (for line numbers in warnings when resuming mid-file)."""
+    handle.seek(0)
+    count, left = 0, offset
+    while left > 0:
+        data = handle.read(min(chunk, left))
+        if not data:
+            break
+        count += data.count(b"\n")
+        left -= len(data)
+    return count

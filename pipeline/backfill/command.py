@@ -84,7 +84,7 @@ async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
                        skip_existing: bool, console: Console) -> BackfillReport:
     from psycopg import AsyncConnection
 
-    from pipeline.alert_sink import KafkaAlertSink, alert_producer
+    from pipeline.alert_sink import alert_producer, settings_sink
     from pipeline.backfill.existing import ExistingVerdictLookup
 
     stop = stop_on_signals()
@@ -97,8 +97,8 @@ async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
         if skip_existing:
             conn = await AsyncConnection.connect(settings.database_url, autocommit=True)
         backfill = Backfill(
-            KafkaAlertSink(producer, settings.kafka.topics.backfill, priority="batch",
-                           timeout_s=settings.ingest.produce_timeout_s),
+            settings_sink(settings, producer, settings.kafka.topics.backfill,
+                          priority="batch"),
             CheckpointStore(settings.state_dir / "backfill", job), tenant_id=tenant_id,
             alert_filter=alert_filter, bucket=TokenBucket(rate, burst=max(rate, chunk)),
             chunk_size=chunk, stop=stop,
@@ -120,7 +120,7 @@ async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
 
 
 def print_report(console: Console, report: BackfillReport) -> None:
-    table = Table("file", "published", "had verdicts", "filtered", "malformed (→ DLQ)",
+    table = Table("file", "published", "had verdicts", "filtered", "refused (→ DLQ)",
                   "note", title="backfill" + (" (interrupted: run again to resume)"
                                               if report.interrupted else ""))
     for f in report.files:
@@ -128,7 +128,7 @@ def print_report(console: Console, report: BackfillReport) -> None:
         if f.problem:
             note = f"[red]{f.problem}[/red]"
         table.add_row(str(f.path), f"{f.published:,}", f"{f.skipped_existing:,}",
-                      f"{f.filtered_out:,}", f"{f.malformed:,}", note)
+                      f"{f.filtered_out:,}", f"{f.dead_lettered:,}", note)
     console.print(table)
 
 

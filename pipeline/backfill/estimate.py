@@ -46,6 +46,9 @@ def count_alerts(lines: Iterable[bytes], alert_filter: AlertFilter, estimate: Es
             estimate.filtered_out += 1
             continue
         estimate.alerts += 1
+        if parsed.refusal is not None:
+            estimate.malformed += 1  # dead-lettered by the replay itself
+            continue
         try:
             alert = normalize(data, tenant_id=tenant_id, priority="batch")
         except NormalizationError:

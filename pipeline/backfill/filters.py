@@ -8,30 +8,33 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pipeline.alert_guard import AlertRefused, screen_alert
 from pipeline.normalize import _unwrap, parse_timestamp
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """One archive line: the alert (None when the line is not a JSON object) and its id
-    as the normalize stage computes it."""
+    """One archive line: the alert and its id as the normalize stage computes it, or
+    (document None) why the line cannot be sent: over the size limit, or not a JSON
+    object within bounds (pipeline/alert_guard.py)."""
 
     document: dict[str, Any] | None
     alert_id: str | None
+    refusal: AlertRefused | None = None
 
 
-def parse_line(data: bytes) -> Parsed:
+def parse_line(data: bytes, *, max_bytes: int = 1_000_000) -> Parsed:
     try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return Parsed(None, None)
-    if not isinstance(document, dict):
-        return Parsed(None, None)
+        document = screen_alert(data, max_bytes=max_bytes)
+    except AlertRefused as refusal:
+        return Parsed(None, None, refusal)
     alert = _unwrap(document)
     alert_id = alert.get("id")
     if not isinstance(alert_id, str) or not alert_id:
         canonical = json.dumps(alert, sort_keys=True, separators=(",", ":"), default=str)
-        alert_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        # surrogatepass: a lone surrogate must not crash the replay (normalize decides).
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        alert_id = "sha256:" + digest[:32]
     return Parsed(alert, alert_id)
 
 

@@ -4,8 +4,9 @@ acknowledged chunks at a bounded rate, checkpoint each file after every chunk.
 Exactly once per alert across a clean stop (SIGINT/SIGTERM: the chunk in flight is
 acknowledged and checkpointed before exit); after a hard kill at most the one
 unacknowledged chunk is sent again, and the verdicts table (unique on tenant + alert id)
-keeps that idempotent end to end. Malformed lines are published as they are, so the
-normalize stage sends them to the DLQ with their reason.
+keeps that idempotent end to end. A line that cannot be sent (over
+`ingest.max_alert_bytes`, or not a JSON object within bounds) goes to alerts.dlq with its
+line number and reason, acknowledged with its chunk, and the replay goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.alert_sink import AlertSink
+from pipeline.alert_guard import AlertRefused
+from pipeline.alert_sink import AlertSinkWithDLQ, dead_letter_line
 from pipeline.backfill.checkpoint import Checkpoint, CheckpointStore
 from pipeline.backfill.filters import AlertFilter, parse_line
 from pipeline.backfill.ratelimit import TokenBucket
@@ -35,7 +37,7 @@ class FileReport:
     published: int = 0
     skipped_existing: int = 0
     filtered_out: int = 0
-    malformed: int = 0
+    dead_lettered: int = 0  # refused lines sent to alerts.dlq by the replay
     already_done: bool = False
     problem: str | None = None
 
@@ -53,6 +55,10 @@ class BackfillReport:
 class _Chunk:
     values: list[bytes] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)
+    refused: list[tuple[int, bytes, AlertRefused]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.values) + len(self.refused)
 
 
 async def _no_existing(_: str, __: Sequence[str]) -> set[str]:
@@ -60,7 +66,7 @@ async def _no_existing(_: str, __: Sequence[str]) -> set[str]:
 
 
 class Backfill:
-    def __init__(self, sink: AlertSink, checkpoints: CheckpointStore, *, tenant_id: str,
+    def __init__(self, sink: AlertSinkWithDLQ, checkpoints: CheckpointStore, *, tenant_id: str,
                  alert_filter: AlertFilter, bucket: TokenBucket, chunk_size: int,
                  existing: ExistingVerdicts = _no_existing,
                  stop: asyncio.Event | None = None) -> None:
@@ -102,16 +108,17 @@ class Backfill:
                 raw = reader.raw_position
                 progress.advance(raw - last_raw, 1)
                 last_raw = raw
-            parsed = parse_line(line.data)
+            parsed = parse_line(line.data, max_bytes=self.sink.max_alert_bytes)
             position = (line.number, line.end_offset)
-            if parsed.document is None:
-                report.malformed += 1
-            elif not self.alert_filter.matches(parsed.document):
+            if parsed.refusal is not None:
+                chunk.refused.append((line.number, line.data, parsed.refusal))
+            elif parsed.document is None or not self.alert_filter.matches(parsed.document):
                 report.filtered_out += 1
                 continue
-            chunk.values.append(line.data)
-            chunk.ids.append(parsed.alert_id)
-            if len(chunk.values) >= self.chunk_size:
+            else:
+                chunk.values.append(line.data)
+                chunk.ids.append(parsed.alert_id)
+            if len(chunk) >= self.chunk_size:
                 await self._flush(identity, chunk, position, report)
                 chunk = _Chunk()
                 if self.stop.is_set():
@@ -131,6 +138,10 @@ class Backfill:
         values = [v for v, i in zip(chunk.values, chunk.ids, strict=True)
                   if i is None or i not in existing]
         report.skipped_existing += len(chunk.values) - len(values)
+        for number, data, refusal in chunk.refused:
+            await dead_letter_line(self.sink, "backfill", data, refusal,
+                                   tenant_id=self.tenant_id, line=number)
+        report.dead_lettered += len(chunk.refused)
         if values:
             await self.bucket.acquire(len(values))
             await self.sink.publish(self.tenant_id, values)  # returns once acknowledged

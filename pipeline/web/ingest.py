@@ -2,7 +2,9 @@
 
 The tenant comes from the API key (the gateway's keys, `secanalyst apikeys create`), never
 from the body. The answer is 202 `{"accepted": n}` only after Kafka acknowledged all n
-messages; any refusal (401, 400 naming the item, 413, 415, 503) publishes nothing. Served
+messages; any refusal (401, 400 naming the item, 413, 415, 503) publishes nothing: every
+alert is checked first (bounded JSON: depth, number size; `ingest.max_alert_bytes` per
+alert, 413 naming the item), and only then is anything produced. Served
 on its own by `secanalyst ingest-server` — it needs Kafka and the key table, not the
 router — and `create_ingest_router` can be mounted into another app.
 
@@ -19,7 +21,8 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
-from pipeline.alert_sink import AlertSink, KafkaAlertSink, alert_producer
+from pipeline.alert_guard import AlertRefused
+from pipeline.alert_sink import AlertSink, alert_producer, settings_sink
 from pipeline.config import Settings
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
 from pipeline.web.errors import GatewayError, unauthorized
@@ -52,8 +55,8 @@ async def open_ingest_resources(settings: Settings) -> AsyncIterator[IngestResou
         try:
             auth = ApiKeyAuthenticator(pool, load_pepper(settings),
                                        cache_s=settings.gateway.api_key_cache_s)
-            sink = KafkaAlertSink(producer, settings.kafka.topics.raw, priority="live",
-                                  timeout_s=settings.ingest.produce_timeout_s)
+            sink = settings_sink(settings, producer, settings.kafka.topics.raw,
+                                 priority="live")
             yield IngestResources(auth=auth, sink=sink)
         finally:
             await producer.stop()
@@ -118,7 +121,7 @@ def create_ingest_router(settings: Settings) -> APIRouter:
             elif len(body) > limits.max_decompressed_bytes:
                 raise BodyError(413, "request body is larger than "
                                      f"{limits.max_decompressed_bytes} bytes")
-            alerts = parse_alerts(body, content_type)
+            alerts = parse_alerts(body, content_type, max_alert_bytes=limits.max_alert_bytes)
         except BodyError as exc:
             raise _refusal(exc) from exc
         if len(alerts) > limits.max_alerts_per_request:
@@ -126,6 +129,8 @@ def create_ingest_router(settings: Settings) -> APIRouter:
                                     f"{limits.max_alerts_per_request}", "request_too_large")
         try:
             await res.sink.publish(tenant_id, alerts)
+        except AlertRefused as exc:  # the sink's own check (parse_alerts checked first)
+            raise GatewayError(exc.http_status, exc.reason, "request_too_large") from exc
         except (KafkaError, TimeoutError) as exc:
             raise GatewayError(503, "the alert queue did not acknowledge the alerts; retry "
                                     "(safe: alerts are de-duplicated by id)", "overloaded_error",

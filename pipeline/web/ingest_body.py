@@ -20,6 +20,9 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pipeline.alert_guard import AlertRefused, check_size
+from pipeline.safe_json import MAX_DEPTH, JSONRejected, iter_array, loads_bounded, nesting_depth
+
 
 class BodyError(Exception):
     """The request body is refused; `status_code` is 400, 413 or 415."""
@@ -74,21 +77,46 @@ def _unwrap_envelope(document: dict[str, Any]) -> list[Any] | None:
     return None
 
 
+def _refused(where: str, exc: JSONRejected | AlertRefused) -> BodyError:
+    status = exc.http_status if isinstance(exc, AlertRefused) else 400
+    return BodyError(status, f"{where}: {exc}", param=where)
+
+
 def _json_lines(text: str) -> list[Any]:
     items: list[Any] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise BodyError(400, f"line {number}: not valid JSON ({exc.msg} at column "
-                                 f"{exc.colno})", param=f"line {number}") from exc
+            items.append(loads_bounded(line))
+        except JSONRejected as exc:
+            raise _refused(f"line {number}", exc) from exc
     return items
 
 
-def parse_alerts(data: bytes, content_type: str) -> list[bytes]:
-    """Alert objects as compact JSON bytes, one per alert; BodyError naming the problem."""
+def _array_items(text: str) -> list[Any]:
+    items: list[Any] = []
+    try:
+        for item in iter_array(text):
+            items.append(item)
+    except JSONRejected as exc:
+        raise _refused(f"item {len(items)}", exc) from exc
+    return items
+
+
+def _serialize(item: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (`"\ud800"`) cannot be UTF-8: keep it as its JSON escape and
+        # let the normalize stage decide (it sanitizes what the database cannot store).
+        return json.dumps(item, separators=(",", ":")).encode()
+
+
+def parse_alerts(data: bytes, content_type: str, *,
+                 max_alert_bytes: int = 1_000_000) -> list[bytes]:
+    """Alert objects as compact JSON bytes, one per alert; BodyError naming the problem
+    (and the item or line) — every item is checked before any is returned."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in {"application/json", "application/x-ndjson", "application/jsonl",
                      "application/json-lines", ""}:
@@ -101,30 +129,40 @@ def parse_alerts(data: bytes, content_type: str) -> list[bytes]:
     if not text.strip():
         raise BodyError(400, "the body is empty")
     items: list[Any]
-    if media == "application/json" or media == "":
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if exc.msg != "Extra data":
-                raise BodyError(400, f"the body is not valid JSON: {exc.msg} at line "
-                                     f"{exc.lineno} column {exc.colno}") from exc
-            items = _json_lines(text)  # several objects, one a line
-        else:
-            items = parsed if isinstance(parsed, list) else [parsed]
-    else:
+    if media not in {"application/json", ""}:
         items = _json_lines(text)
+    elif text.lstrip().startswith("["):
+        items = _array_items(text)
+    else:
+        try:
+            # An envelope nests its alerts up to 4 levels deeper than they are.
+            parsed = loads_bounded(text, max_depth=MAX_DEPTH + 4)
+        except JSONRejected as exc:
+            if not exc.extra_data:
+                raise BodyError(400, f"the body is refused: {exc}") from exc
+            parsed = _json_lines(text)  # several objects, one a line
+        items = parsed if isinstance(parsed, list) else [parsed]
     if len(items) == 1 and isinstance(items[0], dict):
         inner = _unwrap_envelope(items[0])
         if inner is not None:
             items = inner
     out: list[bytes] = []
     for index, item in enumerate(items):
+        where = f"item {index}"
         if not isinstance(item, dict):
-            raise BodyError(400, f"item {index}: expected a JSON object, got "
-                                 f"{_json_type(item)}", param=f"item {index}")
+            raise BodyError(400, f"{where}: expected a JSON object, got "
+                                 f"{_json_type(item)}", param=where)
         if not item:
-            raise BodyError(400, f"item {index}: empty object", param=f"item {index}")
-        out.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+            raise BodyError(400, f"{where}: empty object", param=where)
+        if nesting_depth(item) > MAX_DEPTH:
+            raise BodyError(400, f"{where}: nested deeper than {MAX_DEPTH} levels",
+                            param=where)
+        value = _serialize(item)
+        try:
+            check_size(len(value), max_alert_bytes)
+        except AlertRefused as exc:
+            raise _refused(where, exc) from exc
+        out.append(value)
     if not out:
         raise BodyError(400, "no alerts in the body")
     return out

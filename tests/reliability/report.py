@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +21,12 @@ TABLE = ROOT / "docs" / "reliability.md"
 COMMAND = "make reliability"
 
 
-def report_row(test: str, outcome: dict[str, object], *, command: str = COMMAND) -> None:
+def report_row(test: str, outcome: Mapping[str, object], *, command: str = COMMAND) -> None:
     """Record one test's outcome (a flat dict of figures) as a row of docs/reliability.md."""
     if not FULL:
         return
     rows = json.loads(ROWS.read_text()) if ROWS.exists() else {}
-    rows[test] = {"outcome": outcome, "command": command,
+    rows[test] = {"outcome": dict(outcome), "command": command,
                   "date": datetime.now(UTC).strftime("%Y-%m-%d")}
     ROWS.write_text(json.dumps(dict(sorted(rows.items())), indent=2) + "\n")
     _render(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pipeline.backfill.ratelimit import TokenBucket
 from pipeline.backfill.reader import ArchiveNotFound, ArchiveReader, FileIdentity, archive_files
 from pipeline.backfill.runner import Backfill
 from pipeline.config import ModelPrice, Settings, UsageSettings
+from tests.unit.recording_sink import RecordingSink
 
 SAMPLES = Path(__file__).parents[2] / "samples" / "wazuh-alerts.jsonl"
 
@@ -45,16 +47,15 @@ def write(path: Path, docs: Sequence[dict[str, Any] | bytes], *, compress: bool 
 
 
 @dataclass
-class Sink:
+class Sink(RecordingSink):
     fail_after: int | None = None
-    published: list[bytes] = field(default_factory=list)
     tenants: set[str] = field(default_factory=set)
 
     async def publish(self, tenant_id: str, alerts: Sequence[bytes]) -> None:
         if self.fail_after is not None and len(self.published) >= self.fail_after:
             raise ConnectionError("broker gone")
         self.tenants.add(tenant_id)
-        self.published.extend(alerts)
+        await super().publish(tenant_id, alerts)
 
     def ids(self) -> list[str]:
         return [json.loads(v)["id"] for v in self.published]
@@ -142,16 +143,24 @@ def test_unacknowledged_chunk_is_not_checkpointed(tmp_path: Path) -> None:
     assert resumed.ids() == [f"a-{i}" for i in range(4, 10)]
 
 
-def test_malformed_published_filtered_skipped_and_existing_verdicts(tmp_path: Path) -> None:
-    docs: list[dict[str, Any] | bytes] = [*alerts(3, level=3), b"{broken", *alerts(6)[3:]]
+def test_refused_dead_lettered_filtered_skipped_and_existing_verdicts(tmp_path: Path) -> None:
+    huge = json.dumps({"id": "huge", "full_log": "x" * 200_000}).encode()
+    docs: list[dict[str, Any] | bytes] = [*alerts(3, level=3), b"{broken", *alerts(6)[3:5],
+                                          huge, b"[" * 1500 + b"]" * 1500, *alerts(6)[5:]]
     path = write(tmp_path / "a.json", docs)
     sink = Sink()
     report = asyncio.run(job(tmp_path, sink, alert_filter=AlertFilter(min_level=4),
                              existing={"a-4"}).run([path]))
     result = report.files[0]
-    assert (result.filtered_out, result.malformed, result.skipped_existing) == (3, 1, 1)
-    assert sink.published[0] == b"{broken"  # reaches the normalize stage → DLQ
-    assert [json.loads(v)["id"] for v in sink.published[1:]] == ["a-3", "a-5"]
+    assert (result.filtered_out, result.dead_lettered, result.skipped_existing) == (3, 3, 1)
+    assert [json.loads(v)["id"] for v in sink.published] == ["a-3", "a-5"]
+    assert [letter.reason.split(":")[0] for letter in sink.letters] == [
+        "line 4", "line 7", "line 8"]
+    oversized = sink.letters[1]
+    assert oversized.stage == "backfill" and oversized.original_truncated
+    assert oversized.original_size == len(huge) and len(oversized.original) == 64 * 1024
+    assert oversized.original_sha256 == hashlib.sha256(huge).hexdigest()
+    assert "nested deeper" in sink.letters[2].reason
 
 
 def test_checkpoint_of_another_file_at_the_same_path_is_ignored(tmp_path: Path) -> None:

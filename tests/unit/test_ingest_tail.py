@@ -6,24 +6,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from pipeline.tail import PositionFile, Tailer
+from tests.unit.recording_sink import RecordingSink
 
 
 @dataclass
-class Sink:
+class Sink(RecordingSink):
     fail: bool = False
-    published: list[bytes] = field(default_factory=list)
 
     async def publish(self, tenant_id: str, alerts: Sequence[bytes]) -> None:
         if self.fail:
             raise ConnectionError("broker gone")
         assert tenant_id == "acme"
-        self.published.extend(alerts)
+        await super().publish(tenant_id, alerts)
 
 
 def append(path: Path, *lines: str, end: str = "\n") -> None:
@@ -106,3 +106,28 @@ def test_unacknowledged_lines_are_sent_again_after_restart(tmp_path: Path) -> No
     t.close()
     sink = Sink()
     assert poll(tailer(tmp_path, sink)) == 1 and sink.published == [b'{"a": 1}']
+
+
+def test_oversized_and_undecodable_lines_are_dead_lettered_by_line_number(
+        tmp_path: Path) -> None:
+    path, sink = tmp_path / "alerts.json", Sink(max_alert_bytes=8000)
+    append(path, '{"a": 0}')
+    t = tailer(tmp_path, sink)
+    poll(t)  # starts at the end: line 1 is history
+    big = '{"log": "' + "x" * 10_000 + '"}'
+    append(path, '{"a": 1}', big, "[" * 100 + "]" * 100, '{"n": ' + "9" * 5000 + "}",
+           '{"a": 2}')
+    with path.open("ab") as out:
+        out.write(b'{"bad": "\xff"}\n{"a": 3}\n')
+    assert poll(t) == 3
+    assert sink.published == [b'{"a": 1}', b'{"a": 2}', b'{"a": 3}']
+    assert [letter.reason.split(":")[0] for letter in sink.letters] == [
+        "line 3", "line 4", "line 5", "line 7"]
+    assert "limit" in sink.letters[0].reason and "nested" in sink.letters[1].reason
+    assert "digits" in sink.letters[2].reason and "UTF-8" in sink.letters[3].reason
+    assert all(letter.stage == "tail" and letter.tenant_id == "acme" for letter in sink.letters)
+    assert t.dead_lettered == 4
+    t.close()
+    append(path, "not json")  # line numbers survive a restart (kept in the checkpoint)
+    again = tailer(tmp_path, sink)
+    assert poll(again) == 0 and sink.letters[-1].reason.startswith("line 9: not valid JSON")

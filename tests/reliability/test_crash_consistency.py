@@ -1,0 +1,183 @@
+"""Crash consistency: alerts through the whole pipeline (one `secanalyst run --stage X`
+process per stage, real broker, PostgreSQL and vLLM) while a randomly chosen stage process
+is SIGKILLed at random moments and started again. At the end every alert has exactly one
+verdict or a dead letter with a reason, no alert got two different verdicts on the
+verdicts topic, and no usage event was recorded twice.
+
+CI size: 16 alerts, 3 kills; `make reliability`: 120 alerts, 12 kills."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from bench.common import varied_alerts
+from pipeline.config import Settings
+from pipeline.demo import expected_alert_ids
+from pipeline.ingest import publish_lines
+from pipeline.normalize import NormalizationError, normalize
+from pipeline.runbook_loader import load_runbooks
+from pipeline.runtime import STAGES
+from tests.integration.kafka_helpers import read_topic
+from tests.reliability.conftest import full_size
+from tests.reliability.report import report_figure, report_row
+
+ROOT = Path(__file__).parents[2]
+pytestmark = pytest.mark.timeout(3600)
+
+
+def stage_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a `secanalyst run` process at this session's topics."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECANALYST_")}
+    env["SECANALYST_KAFKA__GROUP_PREFIX"] = settings.kafka.group_prefix
+    env["SECANALYST_LOG_FORMAT"] = "json"
+    for name, value in settings.kafka.topics.model_dump().items():
+        if isinstance(value, str):
+            env[f"SECANALYST_KAFKA__TOPICS__{name.upper()}"] = value
+    return env
+
+
+class StageProcesses:
+    """One process per stage, each killable and restartable; logs under `log_dir`."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self._env = env
+        self._log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.starts: dict[str, int] = defaultdict(int)
+
+    def start(self, stage: str) -> None:
+        self.starts[stage] += 1
+        log = (self._log_dir / f"{stage}-{self.starts[stage]}.log").open("wb")
+        self.procs[stage] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", "--stage", stage], cwd=ROOT,
+            env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, stage: str) -> None:
+        proc = self.procs[stage]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs.values())
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _outcome(db: AsyncConnectionPool, settings: Settings, tenant: str,
+                   expected: set[str]) -> tuple[set[str], set[str]]:
+    """(alert ids with a verdict, alert ids with a dead letter that gives a reason)."""
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT alert_id FROM verdicts WHERE tenant_id = %s",
+                                 (tenant,))
+        verdicted = {row[0] for row in await cur.fetchall()} & expected
+    letters = await read_topic(settings, settings.kafka.topics.dlq, until=10**9, timeout_s=2)
+    dead = {_letter_alert_id(letter, tenant) for letter in letters
+            if letter.get("reason") and letter.get("tenant_id") in (tenant, None)}
+    return verdicted, dead & expected
+
+
+def _letter_alert_id(letter: dict[str, Any], tenant: str) -> str:
+    """The alert a dead letter is about: later stages dead-letter their own message (which
+    holds the normalized alert); normalize dead-letters the raw alert."""
+    if letter.get("original_encoding") != "utf-8":
+        return ""
+    try:
+        original = json.loads(letter["original"])
+    except ValueError:
+        return ""
+    if isinstance(original, dict) and isinstance(original.get("alert"), dict):
+        return str(original["alert"].get("alert_id", ""))
+    if isinstance(original, dict) and "alert_id" in original:
+        return str(original["alert_id"])
+    try:
+        return normalize(letter["original"].encode(), tenant_id=tenant).alert_id
+    except NormalizationError:
+        return ""
+
+
+async def test_random_kills_lose_nothing_and_duplicate_nothing(
+        settings: Settings, tenant: str, db: AsyncConnectionPool, tmp_path: Path) -> None:
+    alerts_n, kills_wanted = full_size(16, 120), full_size(3, 12)
+    rng = random.Random(20261201)
+    await load_runbooks(settings, ROOT / "runbooks")
+    lines = varied_alerts(alerts_n, seed=rng.randrange(10**6))
+    expected = set(expected_alert_ids(lines, tenant))
+    procs = StageProcesses(stage_env(settings), tmp_path)
+    for stage in STAGES:
+        procs.start(stage)
+    kills = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + full_size(1500, 3000)
+    try:
+        assert await publish_lines(settings, lines, tenant_id=tenant) == alerts_n
+        while loop.time() < deadline:
+            verdicted, dead = await _outcome(db, settings, tenant, expected)
+            if verdicted | dead >= expected and kills >= kills_wanted:
+                break
+            assert procs.alive(), "a stage process died by itself (see its log in tmp_path)"
+            if kills < kills_wanted and len(verdicted) < len(expected):
+                # A random moment: the stages are mid-batch most of the time.
+                await asyncio.sleep(rng.uniform(3, 12))
+                victim = rng.choice(STAGES)
+                procs.kill(victim)
+                kills += 1
+                await asyncio.sleep(rng.uniform(0, 2))
+                procs.start(victim)
+            else:
+                await asyncio.sleep(2)
+        verdicted, dead = await _outcome(db, settings, tenant, expected)
+    finally:
+        procs.stop_all()
+
+    lost = expected - verdicted - dead
+    published = await read_topic(settings, settings.kafka.topics.verdicts, until=10**9,
+                                 timeout_s=3)
+    shown: dict[str, set[str]] = defaultdict(set)
+    for message in published:
+        if message.get("tenant_id") == tenant:
+            shown[message["alert_id"]].add(_verdict_identity(message))
+    duplicated = sorted(a for a, versions in shown.items() if len(versions) > 1)
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            """SELECT count(*) - count(DISTINCT request_id) FROM llm_usage_events
+               WHERE tenant_id = %s""", (tenant,))
+        row = await cur.fetchone()
+    usage_twice = int(row[0]) if row else -1
+    outcome = {"alerts in": alerts_n, "kills survived": kills, "verdicted": len(verdicted),
+               "dead-lettered": len(dead - verdicted), "lost": len(lost),
+               "duplicated": len(duplicated), "usage rows recorded twice": usage_twice}
+    report_row("crash consistency (random SIGKILL of stage processes)", outcome)
+    report_figure("reliability.kills_survived", kills, goal="≥ 10 in one run")
+    report_figure("reliability.alerts_lost", len(lost), goal="0")
+    report_figure("reliability.verdicts_duplicated", len(duplicated), goal="0")
+    assert kills >= kills_wanted
+    assert not lost, f"{len(lost)} alerts have neither a verdict nor a dead letter: {lost}"
+    assert not duplicated, f"alerts with two different verdicts published: {duplicated}"
+    assert usage_twice == 0
+
+
+def _verdict_identity(message: dict[str, Any]) -> str:
+    """What makes two published verdicts of one alert different verdicts (a second LLM
+    answer), as opposed to the same stored verdict published again on redelivery."""
+    return json.dumps([message.get("summary"), message.get("input_tokens"),
+                       message.get("latency_ms"), message.get("created_at")], default=str)
