@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -44,16 +44,22 @@ def sink() -> FakeSink:
     return FakeSink()
 
 
-@pytest.fixture
-def client(sink: FakeSink) -> Iterator[TestClient]:
+@contextmanager
+def ingest_client(sink: FakeSink, limits: IngestSettings) -> Iterator[TestClient]:
+    """The ingest app with the fake key checker and `sink`, under `limits`."""
     @asynccontextmanager
     async def resources(_: Settings) -> AsyncIterator[IngestResources]:
         yield IngestResources(auth=FakeAuth(), sink=sink)
 
-    settings = Settings(ingest=IngestSettings(max_body_bytes=20_000,
-                                              max_decompressed_bytes=50_000,
-                                              max_alerts_per_request=5))
-    with TestClient(create_ingest_app(settings, resources)) as test_client:
+    with TestClient(create_ingest_app(Settings(ingest=limits), resources)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(sink: FakeSink) -> Iterator[TestClient]:
+    with ingest_client(sink, IngestSettings(max_body_bytes=20_000,
+                                            max_decompressed_bytes=50_000,
+                                            max_alerts_per_request=5)) as test_client:
         yield test_client
 
 

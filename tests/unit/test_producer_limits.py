@@ -8,19 +8,17 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.alert_guard import LETTER_HEAD_BYTES, AlertRefused, refused_letter, screen_alert
-from pipeline.config import IngestSettings, Settings
+from pipeline.config import IngestSettings
 from pipeline.ingest import IngestReport, numbered_lines, send_lines
 from pipeline.safe_json import JSONRejected, iter_array, loads_bounded
-from pipeline.web.ingest import IngestResources, create_ingest_app
 from tests.unit.recording_sink import RecordingSink
-from tests.unit.test_ingest_endpoint import HEADERS, FakeAuth, FakeSink
+from tests.unit.test_ingest_endpoint import HEADERS, FakeSink, ingest_client
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
 
@@ -32,14 +30,9 @@ def sink() -> FakeSink:
 
 @pytest.fixture
 def client(sink: FakeSink) -> Iterator[TestClient]:
-    @asynccontextmanager
-    async def resources(_: Settings) -> AsyncIterator[IngestResources]:
-        yield IngestResources(auth=FakeAuth(), sink=sink)
-
-    settings = Settings(ingest=IngestSettings(max_body_bytes=100_000,
-                                              max_decompressed_bytes=100_000,
-                                              max_alert_bytes=8192))
-    with TestClient(create_ingest_app(settings, resources)) as test_client:
+    with ingest_client(sink, IngestSettings(max_body_bytes=100_000,
+                                            max_decompressed_bytes=100_000,
+                                            max_alert_bytes=8192)) as test_client:
         yield test_client
 
 
