@@ -3,24 +3,43 @@
 Accepts the shapes Wazuh writes in the wild: analysisd's alerts.json (4.x), indexer
 documents (`_source`, `@timestamp`), active-response messages (`parameters.alert`),
 wazuh-logtest output, and 3.x layouts with decoded fields at the top level.
+
+Alert content is attacker-controlled. Decoding is bounded (size, nesting, numbers:
+pipeline/safe_json.py), so a hostile alert is a NormalizationError with a reason (a dead
+letter), never a library error. What PostgreSQL cannot store is made storable (NUL
+removed, lone UTF-16 surrogates replaced by U+FFFD); such an alert is flagged
+`text_sanitized` and keeps its original bytes (base64) in `original_b64`. An unparseable
+timestamp is flagged `timestamp_invalid` and logged, not silently dropped.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from pipeline.entities import extract_entities, fingerprint, incident_key
+from pipeline.safe_json import JSONRejected, loads_bounded
 from schemas.entities import Entities
 from schemas.messages import NormalizedAlert, Priority
 from schemas.wazuh import RawWazuhAlert
 
+log = structlog.get_logger(__name__)
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What PostgreSQL's text and jsonb refuse: NUL, and UTF-16 surrogates (JSON's "\ud800"
+# decodes to a lone one; a valid pair has already been joined by the decoder).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The broker's default message size: nothing larger can come from Kafka, and nothing
+# larger is decoded.
+MAX_ALERT_BYTES = 1024 * 1024
 # Fields 3.x managers decoded at the top level instead of under `data`.
 _TOP_LEVEL_DECODED = ("srcip", "dstip", "srcport", "dstport", "srcuser", "dstuser", "user",
                       "url", "protocol", "action", "id", "status", "system_name", "command")
@@ -44,8 +63,33 @@ def clean_text(value: str | None, limit: int = 4000) -> str | None:
     return text if len(text) <= limit else text[:limit] + " …[truncated]"
 
 
+def storable(value: Any) -> tuple[Any, int]:
+    """`value` without NUL (removed, as clean_text does) and with lone surrogates replaced
+    by U+FFFD, in every string and key, and how many strings changed. Recursive: call it
+    on bounded-depth values only."""
+    changed = 0
+
+    def text(item: str) -> str:
+        nonlocal changed
+        if _UNSTORABLE.search(item) is None:
+            return item
+        changed += 1
+        return _SURROGATE.sub("\ufffd", item.replace("\x00", ""))
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return text(item)
+        if isinstance(item, dict):
+            return {text(k): walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value), changed
+
+
 def parse_timestamp(value: str | None) -> datetime | None:
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     text = value.strip().replace("Z", "+0000")
     for fmt in _TIME_FORMATS:
@@ -98,12 +142,17 @@ def _clean_entities(entities: Entities) -> Entities:
 
 
 def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> NormalizedAlert:
+    if len(value) > MAX_ALERT_BYTES:
+        raise NormalizationError(f"the alert is {len(value):,} bytes, over the "
+                                 f"{MAX_ALERT_BYTES:,}-byte limit")
     try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NormalizationError(f"not valid JSON: {exc}") from exc
+        document = loads_bounded(value)
+    except JSONRejected as exc:
+        raise NormalizationError(exc.message) from exc
     if not isinstance(document, dict):
         raise NormalizationError(f"expected a JSON object, got {type(document).__name__}")
+    document, sanitized = storable(document)
+    flags = ["text_sanitized"] if sanitized else []
     document = _unwrap(document)
     try:
         raw = RawWazuhAlert.model_validate(document)
@@ -116,10 +165,16 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
     agent = raw.agent
     full_log = clean_text(raw.full_log)
     entities = _clean_entities(extract_entities({**document, "data": data}, full_log))
-    timestamp = parse_timestamp(raw.timestamp or document.get("@timestamp"))
+    stated_time = raw.timestamp or document.get("@timestamp")
+    timestamp = parse_timestamp(stated_time)
+    alert_id = alert_id_for(document, raw)
+    if stated_time not in (None, "") and timestamp is None:
+        flags.append("timestamp_invalid")
+        log.warning("alert_timestamp_invalid", tenant_id=tenant_id, alert_id=alert_id,
+                    timestamp=clean_text(str(stated_time), 100))
     return NormalizedAlert(
         tenant_id=tenant_id,
-        alert_id=alert_id_for(document, raw),
+        alert_id=alert_id,
         priority=priority,
         fingerprint=fingerprint(raw.rule.id, agent.name if agent else None, raw.rule.groups,
                                 entities),
@@ -140,6 +195,8 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         full_log=full_log,
         data=data,
         raw=document,
+        flags=flags,
+        original_b64=base64.b64encode(value).decode() if sanitized else None,
     )
 
 

@@ -1,3 +1,4 @@
+import base64
 import json
 from pathlib import Path
 
@@ -80,7 +81,12 @@ def test_control_characters_are_stripped() -> None:
     (b'{"agent": {"id": "001"}}', "field 'rule'"),
     (b'{"rule": {"level": "high", "id": "1"}}', "field 'rule.level'"),
     (b"{}", "field 'rule'"),
-    (b"\xff\xfe", "not valid JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b'"just a string"', "expected a JSON object"),
+    (b'{"a":' * 900 + b"1" + b"}" * 900, "nested deeper than 64"),
+    (b"[" * 10_000 + b"]" * 10_000, "nested deeper than 64"),
+    (b'{"rule": {"level": 5, "id": "1"}, "n": ' + b"9" * 5000 + b"}", "digits"),
+    (b'{"rule": {"level": 5, "id": "1"}, "n": 1e400}', "beyond the range"),
 ])
 def test_malformed_alerts_raise_a_reason(line: bytes, reason: str) -> None:
     with pytest.raises(NormalizationError) as caught:
@@ -110,3 +116,34 @@ def test_bundled_samples_all_normalize_with_unique_ids() -> None:
                                   "2017 Jan 05 14:11:21"])
 def test_timestamps_parse(text: str) -> None:
     assert parse_timestamp(text) is not None
+
+
+def test_what_postgresql_cannot_store_is_replaced_and_flagged_with_the_original_kept() -> None:
+    line = (b'{"rule": {"level": 5, "id": "5710", "description": "x\\ud800y"}, '
+            b'"agent": {"name": "web\\u0000-01"}, "data": {"k\\udfff": ["\\ud83d"]}}')
+    alert = normalize(line, tenant_id="t")
+    assert alert.rule_description == "x\ufffdy" and alert.agent_name == "web-01"
+    assert alert.data == {"k\ufffd": ["\ufffd"]}
+    assert alert.flags == ["text_sanitized"]
+    assert alert.original_b64 is not None and base64.b64decode(alert.original_b64) == line
+    alert.model_dump_json().encode("utf-8")  # serializable: no surrogate left anywhere
+    # A valid surrogate pair is a real character, kept as it is.
+    emoji = normalize(b'{"rule": {"level": 5, "id": "1", "description": "\\ud83d\\ude00"}}',
+                      tenant_id="t")
+    assert emoji.rule_description == "\U0001f600" and not emoji.flags
+
+
+def test_an_unreadable_timestamp_is_flagged_not_silently_dropped() -> None:
+    alert = normalize(encode({**SSH, "timestamp": "yesterday-ish"}), tenant_id="t")
+    assert alert.timestamp is None and alert.flags == ["timestamp_invalid"]
+    assert not normalize(encode(SSH), tenant_id="t").flags
+    no_time = {k: v for k, v in SSH.items() if k != "timestamp"}
+    assert not normalize(encode(no_time), tenant_id="t").flags  # absent is not invalid
+    numeric = normalize(encode({**no_time, "@timestamp": 12345}), tenant_id="t")
+    assert numeric.timestamp is None and numeric.flags == ["timestamp_invalid"]
+
+
+def test_an_alert_over_the_size_bound_is_refused_with_its_size() -> None:
+    huge = encode({**SSH, "full_log": "x" * (1024 * 1024)})
+    with pytest.raises(NormalizationError, match="over the 1,048,576-byte limit"):
+        normalize(huge, tenant_id="t")
