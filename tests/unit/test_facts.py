@@ -1,0 +1,53 @@
+"""The facts block is built without the model and is right for every real alert."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.facts import build_facts
+from pipeline.severity import band_for_level
+from tests.unit.verdict_alerts import SAMPLES, SHARED, load, sample
+
+ALL = load(SAMPLES) + load(SHARED)
+
+
+def test_every_real_alert_gets_a_sentence_of_only_its_own_values() -> None:
+    assert len(ALL) >= 39
+    for alert in ALL:
+        facts = build_facts(alert)
+        assert facts.sentence.startswith(f"Wazuh rule {alert.rule_id} ")
+        description = " ".join(alert.rule_description.split()).rstrip(". ")
+        assert description in facts.sentence
+        assert facts.band == band_for_level(alert.rule_level)
+        assert facts.attack_ids == [t.upper() for t in alert.wazuh_mitre_ids]
+        for value in (facts.src_ip, facts.agent, facts.user, facts.file):
+            if value:
+                assert value in facts.sentence
+        if facts.src_ip:
+            assert facts.src_ip in alert.raw.__repr__()
+
+
+def test_storm_counter_from_the_composite_rule() -> None:
+    brute = build_facts(sample("5712"))
+    assert brute.count == 8 and "8 events" in brute.sentence
+    assert brute.first_seen is None and brute.last_seen == "2026-11-20T08:14:19Z"
+    single = build_facts(sample("5710"))
+    assert single.count == 1 and "events" not in single.sentence
+    assert single.first_seen == single.last_seen
+
+
+@pytest.mark.parametrize(("rule_id", "expected"), [
+    ("5710", ("203.0.113.45", "oracle", "bastion-01.example.com", "52814")),
+    ("550", ("/home/deploy/.ssh/authorized_keys", "deploy", "/usr/bin/bash")),
+    ("4151", ("10.0.50.142", "10.0.20.15", "5900", "18 events")),
+    ("23506", ("CVE-2024-3094", "xz-utils", "ci-runner-07.example.com")),
+])
+def test_who_what_where(rule_id: str, expected: tuple[str, ...]) -> None:
+    sentence = build_facts(sample(rule_id)).sentence
+    for value in expected:
+        assert value in sentence
+
+
+def test_hash_prefers_sha256() -> None:
+    facts = build_facts(sample("550"))
+    assert facts.hash == sample("550").entities.hashes["sha256"]
