@@ -8,6 +8,7 @@ behind the worker's `LaneGate` (pipeline/lanes.py), so backfill never delays liv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -33,6 +34,31 @@ def raw_records(msg: StreamMessage[Any]) -> Any:
     the one that fails (pipeline/decoding.py)."""
     raw = msg.raw_message
     return raw if isinstance(raw, tuple) else (raw,)
+
+
+def with_utf8_headers(records: Any) -> Any:
+    """The records with every header value valid UTF-8 (others replaced by U+FFFD, a null
+    one empty). FastStream decodes header values strictly while it parses a batch: one
+    bad header from any producer would fail the whole batch before the stage sees it."""
+    def fixed(record: Any) -> Any:
+        headers = record.headers or ()
+        try:
+            for _, value in headers:
+                value.decode("utf-8")
+        except (UnicodeDecodeError, AttributeError):
+            return dataclasses.replace(record, headers=[
+                (k, v.decode("utf-8", "replace").encode() if isinstance(v, bytes) else b"")
+                for k, v in headers])
+        return record
+
+    return tuple(fixed(r) for r in records) if isinstance(records, tuple) else fixed(records)
+
+
+async def tolerant_parser(records: Any,
+                          original: Callable[[Any], Awaitable[StreamMessage[Any]]]
+                          ) -> StreamMessage[Any]:
+    """The subscriber's parser: FastStream's own, after with_utf8_headers."""
+    return await original(with_utf8_headers(records))
 
 
 def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics: list[str],
