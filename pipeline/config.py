@@ -329,6 +329,10 @@ class ConsoleSettings(_Frozen):
 class DevStackSettings(_Frozen):
     postgres_port: int = 54329
     kafka_port: int = 19092
+    # The embedded broker's storage: "s3" (SeaweedFS on local disk, durable across
+    # restarts) or "memory" (~2x faster produce, a restart loses everything).
+    kafka_storage: Literal["memory", "s3"] = "s3"
+    seaweedfs_port: int = 18330  # the first of the eight consecutive ports it uses
     vllm_port: int = 18000
     vllm_kv_cache_gib: int = 1
     vllm_max_model_len: int = 4096

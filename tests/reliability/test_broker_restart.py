@@ -1,0 +1,246 @@
+"""The embedded broker keeps what it acknowledged (issue 10, item 5).
+
+Private instances only (free ports, a temp dir): the shared broker on 19092 is never
+touched. On S3 storage (SeaweedFS), alerts acknowledged through the ingest path's producer
+survive a SIGKILL of the broker, the same producer goes on publishing without a restart of
+its own, and a consumer group resumes at its committed offset. On memory storage (a broker
+that lost its log) a consumer whose committed offset is past the log's end starts over
+from the beginning instead of waiting there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from pipeline.alert_sink import KafkaAlertSink, alert_producer
+from pipeline.config import DevStackSettings, Settings
+from pipeline.devstack.kafka import TansuBroker
+from pipeline.devstack.processes import ServiceFiles, pid_alive
+from pipeline.devstack.seaweedfs import PORTS_USED, SeaweedS3
+from pipeline.kafka_admin import ensure_topics
+from pipeline.log_end_guard import LogEndGuard
+from tests.reliability.conftest import full_size
+from tests.reliability.report import report_figure, report_row
+
+GROUP = "restart-check"
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports nobody listens on (nor may bind)."""
+    for first in range(21000, 60000, count + 7):
+        socks = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+def kill(files: ServiceFiles) -> None:
+    """SIGKILL a service's process group: the hardest stop, and SeaweedFS's SIGTERM takes
+    ~15 s (its data is a temp dir thrown away afterwards)."""
+    pid = files.recorded_pid()
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    files.pid_file.unlink(missing_ok=True)
+
+
+def private_settings(state_dir: Path, storage: Literal["memory", "s3"]) -> Settings:
+    first = free_port_run(PORTS_USED + 1)
+    return Settings(state_dir=state_dir, dev=DevStackSettings(
+        kafka_port=first + PORTS_USED, seaweedfs_port=first, kafka_storage=storage))
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[tuple[Settings, TansuBroker]]:
+    settings = private_settings(tmp_path, "s3")
+    storage = SeaweedS3(tmp_path, settings.dev.seaweedfs_port)
+    broker = TansuBroker(tmp_path, settings.dev.kafka_port, storage)
+    started = time.monotonic()
+    storage.start()
+    broker.start()
+    print(f"durable broker up in {time.monotonic() - started:.1f} s")
+    try:
+        yield settings, broker
+    finally:
+        kill(broker.files)
+        kill(storage.files)
+
+
+@pytest.fixture
+def memory_broker(tmp_path: Path) -> Iterator[tuple[Settings, TansuBroker]]:
+    settings = private_settings(tmp_path, "memory")
+    broker = TansuBroker(tmp_path, settings.dev.kafka_port)
+    broker.start()
+    try:
+        yield settings, broker
+    finally:
+        kill(broker.files)
+
+
+async def read_all(settings: Settings, topic: str, *, expect: int,
+                   timeout_s: float = 60) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(values) < expect and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def consume_group(settings: Settings, topic: str, *, at_most: int,
+                        timeout_s: float = 30) -> tuple[list[bytes], dict[int, int | None]]:
+    """Consume up to `at_most` records in GROUP, commit, and return them with the
+    offsets the group held when it started."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=GROUP, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        held = {tp.partition: await consumer.committed(tp) for tp in consumer.assignment()}
+        while len(values) < at_most and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=at_most - len(values))
+            for records in batches.values():
+                values.extend(r.value for r in records if r.value is not None)
+        await consumer.commit()
+    finally:
+        await consumer.stop()
+    return values, held
+
+
+def alert(i: int) -> bytes:
+    return json.dumps({"id": f"restart-{i}", "rule": {"level": 5}, "pad": "x" * 400}).encode()
+
+
+async def test_acknowledged_alerts_survive_a_broker_kill(
+        durable_broker: tuple[Settings, TansuBroker]) -> None:
+    settings, broker = durable_broker
+    topic = settings.kafka.topics.raw
+    total = full_size(ci=300, full=3000)
+    first_half = total // 2
+    await ensure_topics(settings)
+    # The ingest endpoint's producer path: acks=all, awaited per request.
+    producer = alert_producer(settings.kafka_bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    sink = KafkaAlertSink(producer, topic, timeout_s=30)
+    try:
+        for start in range(0, first_half, 50):
+            await sink.publish("tenant-a", [alert(i) for i in range(start,
+                                                                   min(start + 50, first_half))])
+        consumed_before, _ = await consume_group(settings, topic, at_most=first_half // 3)
+        _, committed_before = await consume_group(settings, topic, at_most=0)
+
+        kill(broker.files)  # SIGKILL: no chance to flush anything more
+        broker.start()  # same port, same storage
+
+        # The same producer, not restarted, publishes the second half once the broker is
+        # back (a request during the gap may fail: the endpoint answers 503 then).
+        published = first_half
+        deadline = time.monotonic() + 60
+        while published < total and time.monotonic() < deadline:
+            chunk = [alert(i) for i in range(published, min(published + 50, total))]
+            try:
+                await sink.publish("tenant-a", chunk)
+                published += len(chunk)
+            except Exception:  # retried, as a client does after a 503
+                await asyncio.sleep(0.5)
+        assert published == total, f"the producer did not recover: {published}/{total} sent"
+    finally:
+        await producer.stop()
+
+    stored = await read_all(settings, topic, expect=total)
+    expected = {alert(i) for i in range(total)}
+    lost = len(expected - set(stored))
+    consumed_after, committed_after = await consume_group(
+        settings, topic, at_most=total - len(consumed_before))
+    overlap = len(set(consumed_before) & set(consumed_after))
+    report_row("broker restart (S3 storage, SIGKILL)", {
+        "alerts acknowledged": total, "lost": lost,
+        "group resumed at committed offset": committed_after == committed_before,
+        "redelivered to the group": overlap})
+    report_figure("reliability.broker_restart_alerts_lost", lost,
+                  goal="0 acknowledged alerts lost across a broker restart")
+    assert lost == 0, f"{lost} of {total} acknowledged alerts lost across the restart"
+    assert committed_after == committed_before, "the group's committed offsets were lost"
+    assert sum(v or 0 for v in committed_before.values()) == len(consumed_before)
+    assert overlap == 0 and len(consumed_before) + len(consumed_after) == total
+
+
+async def test_committed_offset_past_the_log_end_starts_from_earliest(
+        memory_broker: tuple[Settings, TansuBroker]) -> None:
+    """A broker that lost its log: the group's offset (500) is beyond the new log (10)."""
+    settings, _ = memory_broker
+    topic = settings.kafka.topics.raw
+    await ensure_topics(settings)
+    producer = alert_producer(settings.kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await KafkaAlertSink(producer, topic).publish("tenant-a", [alert(i) for i in range(30)])
+        await producer.send_and_wait(topic, alert(30), partition=0)  # partition 0 not empty
+    finally:
+        await producer.stop()
+    setter = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=GROUP,
+                              enable_auto_commit=False)
+    await setter.start()
+    partitions = [TopicPartition(topic, p) for p in range(settings.kafka.topics.partitions)]
+    setter.assign(partitions)
+    await setter.commit({tp: 500 for tp in partitions})
+    await setter.stop()
+
+    # As consumers/subscription.py subscribes a stage: FastStream, manual commit, guard.
+    app = KafkaBroker(settings.kafka_bootstrap)
+    received: list[bytes] = []
+    guard = LogEndGuard(lambda: subscriber.consumer, interval_s=0.5)
+    subscriber = app.subscriber(topic, group_id=GROUP, batch=True, auto_offset_reset="earliest",
+                                listener=guard)
+
+    @subscriber
+    async def handle(body: Any, msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        received.extend(r.value for r in (raw if isinstance(raw, tuple) else (raw,)))
+
+    await app.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) < 31 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+    finally:
+        await app.stop()
+    assert len(set(received)) == 31, f"started past the end: {len(received)} of 31 read"
