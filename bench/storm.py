@@ -7,7 +7,12 @@ with de-duplication, and — measured on 50 storm alerts with de-duplication swi
 without it; plus alerts/s of normalize → embed → retrieve on the storm next to the
 embedding model's own texts/s on the same texts.
 
-Run: .venv/bin/python -m bench.storm [--storm 5000] [--distinct 50]
+Near-storm (issue #10): one scanner against 30 agents, one alert each — 30 fingerprints of
+one incident, explained concurrently. Single-flight makes them wait for the first call and
+reuse its verdict; recorded as `storm.near_storm_llm_calls` (goal ≤ 2).
+
+Run: .venv/bin/python -m bench.storm [--storm 5000] [--distinct 50] [--near-storm 30]
+     .venv/bin/python -m bench.storm --near-storm-only
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from bench.common import (
     storm_alerts,
     varied_alerts,
 )
+from bench.record import record
 from pipeline.config import Settings, StormSettings
 from pipeline.embedding import Embedder, alert_text
 from pipeline.ingest import publish_lines
@@ -112,14 +118,36 @@ def model_rate(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+NEAR_STORM_COMMAND = ".venv/bin/python -m bench.storm --near-storm-only"
+
+
+def near_storm(agents: int) -> None:
+    run_id = new_run_id("bn")
+    result = asyncio.run(_run(isolated_settings(run_id), near_storm_alerts(agents),
+                              f"bench-{run_id}", 1800))
+    print(f"# near-storm — {stamp()} — {machine()}")
+    print(f"one scanner, {agents} agents (one alert each, {agents} fingerprints, one "
+          f"incident): {result['verdicts']} verdict rows, {result['reused']} reused, "
+          f"{result['llm_calls']} LLM calls (goal ≤ 2) in {result['seconds']:.0f}s")
+    record("storm.near_storm_llm_calls", int(result["llm_calls"]), goal="≤ 2",
+           command=NEAR_STORM_COMMAND)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storm", type=int, default=5000)
     parser.add_argument("--distinct", type=int, default=50)
     parser.add_argument("--baseline", type=int, default=50,
                         help="storm alerts explained with de-duplication off")
+    parser.add_argument("--near-storm", type=int, default=30,
+                        help="agents hit by one scanner, one alert each")
+    parser.add_argument("--near-storm-only", action="store_true",
+                        help="run only the near-storm case")
     args = parser.parse_args()
     configure_logging("WARNING", "console")
+    if args.near_storm_only:
+        near_storm(args.near_storm)
+        return
 
     run_id = new_run_id("bs")
     storm = storm_alerts(args.storm, seed=int(time.time()))
@@ -150,6 +178,7 @@ def main() -> None:
           f"alerts/s vs the embedding model alone {raw_rate:.1f} texts/s "
           f"({on['enrich_rate'] / raw_rate:.1f}x: the embed stage never embeds one "
           f"incident twice)")
+    near_storm(args.near_storm)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,14 @@ from pipeline.circuit import (
     State,
     Ticket,
 )
+from pipeline.router import (
+    ContextTooLong,
+    NoHealthyReplica,
+    RequestOverQuota,
+    Saturated,
+    UpstreamError,
+)
+from pipeline.stages.explain import outage_hold_s
 
 
 class FakeClock:
@@ -157,3 +165,16 @@ async def test_gate_gives_up_at_the_deadline() -> None:
         await gate.call(down, outage, deadline=clock.now + 100)
     assert isinstance(raised.value.__cause__, Down)  # the batch runner sees the outage
     assert clock.now <= 1000.0 + 100  # never slept past the deadline
+
+
+def test_explain_counts_only_unreachable_servers_as_outages() -> None:
+    """An outage opens the circuit (and never dead-letters); a request's own error is the
+    request's (dead letter)."""
+    assert outage_hold_s(NoHealthyReplica("none left")) == 0.0
+    assert outage_hold_s(Saturated(4.5)) == 4.5
+    assert outage_hold_s(UpstreamError("stream interrupted")) == 0.0
+    assert outage_hold_s(UpstreamError("bad gateway", upstream_status=502)) == 0.0
+    assert outage_hold_s(UpstreamError("rate limited", upstream_status=429)) == 0.0
+    assert outage_hold_s(UpstreamError("bad request", upstream_status=400)) is None
+    assert outage_hold_s(ContextTooLong(9000, 8192)) is None
+    assert outage_hold_s(RequestOverQuota("acme", 9000, 2500)) is None
