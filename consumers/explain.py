@@ -19,7 +19,8 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
     assert runtime.router is not None, "runtime opened without the explain stage"
     options = ExplainOptions(max_tokens=s.llm.max_output_tokens, temperature=s.llm.temperature,
                              concurrency=s.llm.concurrency, extra_body=dict(s.llm.extra_body),
-                             retrieval=s.retrieval, storm=s.storm)
+                             retrieval=s.retrieval, storm=s.storm,
+                             task_size=s.llm.task_size)
     stage = ExplainStage(publisher=publisher, pool=runtime.pool, router=runtime.router,
                          output_topic=topics.verdicts, dlq_topic=topics.dlq, options=options)
     # A batch of LLM calls can take minutes on CPU: allow it between polls. The batch

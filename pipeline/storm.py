@@ -26,6 +26,7 @@ import numpy as np
 from psycopg import AsyncConnection
 
 from pipeline.config import StormSettings
+from pipeline.facts import build_facts
 from pipeline.store.verdicts import nearest_original, recent_original
 from schemas.messages import NormalizedAlert
 from schemas.verdict import Verdict
@@ -54,7 +55,12 @@ async def find_reusable(conn: AsyncConnection, alert: NormalizedAlert,
 
 
 def reuse_verdict(alert: NormalizedAlert, original: Verdict, match: str) -> Verdict:
+    # The facts are this alert's own (its user, source, time), never the original's.
+    facts = build_facts(alert)
+    shown = (facts.sentence if original.provenance.get("summary") != "model"
+             else original.summary)
     return original.model_copy(update={
+        "facts": facts, "summary": shown,
         "alert_id": alert.alert_id, "rule_level": alert.rule_level,
         "fingerprint": alert.fingerprint, "incident_key": alert.incident_key,
         "status": "reused", "reused_from": original.alert_id,

@@ -28,17 +28,24 @@ MAX_EVENT_BYTES = 60_000
 def writeback_event(verdict: dict[str, Any]) -> bytes:
     """The queue message for one verdict (the JSON of the verdicts topic)."""
     attack = [t.get("id") for t in verdict.get("attack", []) if isinstance(t, dict)]
+    facts = verdict.get("facts")
+    facts = facts if isinstance(facts, dict) else {}
+    rejected = [f"{c.get('name')}: {c.get('reason')}" for c in verdict.get("checks") or []
+                if isinstance(c, dict) and not c.get("passed", True)]
     fields: dict[str, Any] = {
+        # Facts first: built without the model, true whatever it said.
+        "facts": str(facts.get("sentence") or "")[:MAX_SUMMARY],
         "tenant_id": verdict.get("tenant_id"), "alert_id": verdict.get("alert_id"),
         "rule_id": verdict.get("rule_id"), "rule_level": verdict.get("rule_level"),
         "severity": verdict.get("severity"), "status": verdict.get("status"),
         "summary": str(verdict.get("summary", ""))[:MAX_SUMMARY],
         "attack": attack, "review_reason": verdict.get("review_reason"),
+        "rejected_claims": rejected[:8],
         "next_steps": list(verdict.get("next_steps", []))[:5]}
     body = {"integration": "secanalyst", "secanalyst": fields}
     message = f"1:{LOCATION}:{json.dumps(body, separators=(',', ':'))}".encode()
     if len(message) > MAX_EVENT_BYTES:
-        fields["next_steps"] = []
+        fields["next_steps"], fields["rejected_claims"] = [], []
         message = f"1:{LOCATION}:{json.dumps(body, separators=(',', ':'))}".encode()
     return message
 

@@ -34,6 +34,7 @@ from pipeline.circuit import CircuitGate
 from pipeline.config import RetrievalSettings, StormSettings
 from pipeline.explain import explain
 from pipeline.messaging import Publisher, Record
+from pipeline.prompt import TaskSize
 from pipeline.router import (
     ContextTooLong,
     NoHealthyReplica,
@@ -60,6 +61,7 @@ class ExplainOptions:
     extra_body: dict[str, object]
     retrieval: RetrievalSettings
     storm: StormSettings
+    task_size: TaskSize = "small"
     # Longest wait for the model server within one batch: under the consumer's
     # max_poll_interval (30 min), or the group would drop the consumer mid-batch.
     max_pause_s: float = 25 * 60
@@ -181,7 +183,8 @@ class ExplainStage:
                                      temperature=options.temperature,
                                      extra_body=options.extra_body,
                                      context_budget=options.retrieval.token_budget,
-                                     alert_budget=options.retrieval.alert_token_budget)
+                                     alert_budget=options.retrieval.alert_token_budget,
+                                     task_size=options.task_size)
             except QuotaExceeded as exc:  # this tenant's, not the server's: wait alone
                 log.info("explain_paused", reason=type(exc).__name__,
                          retry_after=exc.retry_after, alert_id=enriched.alert.alert_id)

@@ -17,7 +17,7 @@ _COLUMNS = ("tenant_id", "alert_id", "rule_id", "rule_level", "severity", "sever
             "summary", "attack", "next_steps", "cited_chunks", "retrieval_ids", "status",
             "review_reason", "model_name", "prompt_version", "input_tokens", "output_tokens",
             "latency_ms", "fingerprint", "incident_key", "reused_from", "provenance",
-            "confidence", "attack_dropped", "embedding")
+            "confidence", "attack_dropped", "embedding", "facts", "checks", "explanation")
 
 
 async def insert_verdict(conn: AsyncConnection, verdict: Verdict,
@@ -27,6 +27,8 @@ async def insert_verdict(conn: AsyncConnection, verdict: Verdict,
     values["attack"] = Jsonb([t.model_dump() for t in verdict.attack])
     values["next_steps"] = Jsonb(verdict.next_steps)
     values["provenance"] = Jsonb(verdict.provenance)
+    values["facts"] = Jsonb(verdict.facts.model_dump()) if verdict.facts else None
+    values["checks"] = Jsonb([c.model_dump() for c in verdict.checks])
     values["embedding"] = embedding
     placeholders = ", ".join(f"%({c})s" for c in _COLUMNS)
     cur = await conn.execute(

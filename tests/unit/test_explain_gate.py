@@ -12,6 +12,7 @@ import pytest
 from pipeline.explain import confidence, explain
 from pipeline.prompt import PROMPT_VERSION, TaskSize
 from pipeline.router import ChatRequest, Completion
+from pipeline.storm import reuse_verdict
 from schemas.messages import EnrichedAlert, NormalizedAlert
 from schemas.verdict import Verdict
 from tests.unit.verdict_alerts import sample
@@ -128,3 +129,11 @@ async def test_alert_content_cannot_close_its_block(payload: str) -> None:
     assert json.loads(block)["full_log"] == payload  # still the same data, as JSON
     system = router.requests[0].messages[0]["content"]
     assert not any(f"T{n}" in system + user.split("<alert>")[0] for n in range(1000, 2000))
+
+
+async def test_a_reused_verdict_carries_the_new_alerts_facts() -> None:
+    first, second = sample("5712", 0), sample("5712", 1)
+    original, _ = await verdict_for(first, {"summary": "[insert here]", "steps": []})
+    reused = reuse_verdict(second, original, "fingerprint")
+    assert reused.facts is not None and reused.facts.user == "admin"
+    assert reused.summary == reused.facts.sentence != original.summary
