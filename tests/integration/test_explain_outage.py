@@ -33,10 +33,9 @@ from pipeline.stages.common import headers_for, message_key
 from pipeline.stages.explain import ExplainOptions, ExplainStage
 from pipeline.worker import BrokerPublisher, build_broker
 from schemas.messages import EnrichedAlert
-from schemas.usage import UsageEvent
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_helpers import read_topic
-from tests.integration.test_router_simulator import free_port
+from tests.integration.test_router_simulator import ListSink, free_port
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -70,14 +69,6 @@ class SimProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(5)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[UsageEvent] = []
-
-    def record(self, event: UsageEvent) -> None:
-        self.events.append(event)
 
 
 @pytest.fixture
