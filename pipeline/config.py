@@ -108,10 +108,6 @@ class LLMSettings(_Frozen):
     # Named pools of OpenAI-compatible vLLM base URLs (".../v1"); empty = embedded vLLM.
     pools: dict[str, LLMPool] = Field(default_factory=dict)
     max_output_tokens: int = 320
-    # What the model is asked (pipeline/prompt.py): "small" (a ~135M model: a short
-    # narrative and a choice among the grounded steps) or "large" (7–8B: also a severity
-    # with the alert fact behind it, and ATT&CK ids named in the cited passages).
-    task_size: Literal["small", "large"] = "small"
     temperature: float = 0.0
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
@@ -330,6 +326,14 @@ class ConsoleSettings(_Frozen):
     oidc: OIDCSettings | None = None
 
 
+class WorkerSettings(_Frozen):
+    """`secanalyst run`: /livez and /readyz (pipeline/worker_health.py) on this address.
+    None: off (several workers may share a host); 0: any free port, logged at start."""
+
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+
+
 class DevStackSettings(_Frozen):
     postgres_port: int = 54329
     kafka_port: int = 19092
@@ -368,6 +372,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     console: ConsoleSettings = ConsoleSettings()
     ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
     dev: DevStackSettings = DevStackSettings()
 
     @field_validator("log_level")

@@ -13,6 +13,7 @@ from pipeline.config import Settings
 from pipeline.kafka_admin import ensure_topics
 from pipeline.runtime import Runtime
 from pipeline.shutdown import stop_on_signals
+from pipeline.worker_health import HealthServer, WorkerHealth
 
 log = structlog.get_logger(__name__)
 
@@ -45,11 +46,18 @@ async def run_worker(settings: Settings, stages: Collection[str],
     broker = build_broker(settings)
     register_stages(broker, runtime, stages, BrokerPublisher(broker))
     stop = stop_on_signals(stop)
+    health = None
     try:
+        if settings.worker.health_port is not None:  # up before the consumers join
+            health = HealthServer(WorkerHealth(broker, runtime.pool),
+                                  settings.worker.health_host, settings.worker.health_port)
+            await health.start()
         await broker.start()
         log.info("worker_started", stages=sorted(stages), kafka=settings.kafka_bootstrap)
         await stop.wait()
     finally:
         log.info("worker_stopping")
+        if health is not None:
+            await health.stop()
         await broker.stop()
         await runtime.close()
