@@ -108,6 +108,10 @@ class LLMSettings(_Frozen):
     # Named pools of OpenAI-compatible vLLM base URLs (".../v1"); empty = embedded vLLM.
     pools: dict[str, LLMPool] = Field(default_factory=dict)
     max_output_tokens: int = 320
+    # What the model is asked (pipeline/prompt.py): "small" (a ~135M model: a short
+    # narrative and a choice among the grounded steps) or "large" (7–8B: also a severity
+    # with the alert fact behind it, and ATT&CK ids named in the cited passages).
+    task_size: Literal["small", "large"] = "small"
     temperature: float = 0.0
     request_timeout_s: float = 120.0
     connect_timeout_s: float = 5.0
