@@ -233,6 +233,10 @@ class IngestSettings(_Frozen):
     max_body_bytes: int = Field(default=10_000_000, ge=1024)
     max_decompressed_bytes: int = Field(default=10_000_000, ge=1024)
     max_alerts_per_request: int = Field(default=10_000, ge=1)
+    # One alert's bytes, checked before producing on every path (ingest endpoint: 413;
+    # `ingest`, tail, backfill: the line goes to alerts.dlq): below the producer's
+    # 1 MiB request limit and the broker's message size, so no send can fail on size.
+    max_alert_bytes: int = Field(default=900 * 1024, ge=1024, le=1_000_000)
     produce_timeout_s: float = Field(default=30.0, gt=0)
     # Backfill: alerts per second published to alerts.backfill (0 = unlimited), alerts
     # per acknowledged chunk (the checkpoint granularity), and the estimate's defaults.
