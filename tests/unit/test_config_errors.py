@@ -5,6 +5,7 @@ unknown keys, invalid values)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,14 @@ def test_debug_shows_the_traceback(case: Case, tmp_path: Path) -> None:
     assert outcome.returncode != 0
     assert outcome.traceback
     assert case.must_name in outcome.lines[-1]  # the sentence still comes last
+
+
+def test_debug_from_the_environment(tmp_path: Path) -> None:
+    case = replace(CASES[1], env={**CASES[1].env, "SECANALYST_DEBUG": "1"})
+    outcome = run_case(case, tmp_path)
+    assert outcome.returncode != 0
+    assert outcome.traceback
+    assert case.must_name in outcome.lines[-1]
 
 
 def test_mask_secrets_hides_only_the_password() -> None:
