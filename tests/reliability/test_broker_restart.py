@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pipeline.alert_sink import KafkaAlertSink, alert_producer
 from pipeline.config import DevStackSettings, Settings
 from pipeline.devstack.kafka import TansuBroker
-from pipeline.devstack.processes import ServiceFiles, pid_alive
+from pipeline.devstack.private import free_port_run, kill_service
 from pipeline.devstack.seaweedfs import PORTS_USED, SeaweedS3
 from pipeline.kafka_admin import ensure_topics
 from pipeline.log_end_guard import LogEndGuard
@@ -36,40 +33,6 @@ from tests.reliability.conftest import full_size
 from tests.reliability.report import report_figure, report_row
 
 GROUP = "restart-check"
-
-
-def free_port_run(count: int) -> int:
-    """The first of `count` consecutive ports nobody listens on (nor may bind)."""
-    for first in range(21000, 60000, count + 7):
-        socks = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no run of free ports")
-
-
-def kill(files: ServiceFiles) -> None:
-    """SIGKILL a service's process group: the hardest stop, and SeaweedFS's SIGTERM takes
-    ~15 s (its data is a temp dir thrown away afterwards)."""
-    pid = files.recorded_pid()
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    files.pid_file.unlink(missing_ok=True)
 
 
 def private_settings(state_dir: Path, storage: Literal["memory", "s3"]) -> Settings:
@@ -90,8 +53,8 @@ def durable_broker(tmp_path: Path) -> Iterator[tuple[Settings, TansuBroker]]:
     try:
         yield settings, broker
     finally:
-        kill(broker.files)
-        kill(storage.files)
+        kill_service(broker.files)
+        kill_service(storage.files)
 
 
 @pytest.fixture
@@ -102,7 +65,7 @@ def memory_broker(tmp_path: Path) -> Iterator[tuple[Settings, TansuBroker]]:
     try:
         yield settings, broker
     finally:
-        kill(broker.files)
+        kill_service(broker.files)
 
 
 async def read_all(settings: Settings, topic: str, *, expect: int,
@@ -167,7 +130,7 @@ async def test_acknowledged_alerts_survive_a_broker_kill(
         consumed_before, _ = await consume_group(settings, topic, at_most=first_half // 3)
         _, committed_before = await consume_group(settings, topic, at_most=0)
 
-        kill(broker.files)  # SIGKILL: no chance to flush anything more
+        kill_service(broker.files)  # SIGKILL: no chance to flush anything more
         broker.start()  # same port, same storage
 
         # The same producer, not restarted, publishes the second half once the broker is
