@@ -172,6 +172,26 @@ def test_malformed_bodies_are_400_naming_the_problem(ingest: Ingest) -> None:
     assert ok["id"] not in found and bad["id"] not in found  # all or nothing
 
 
+def test_oversized_deep_or_huge_number_alert_refuses_the_request_and_publishes_nothing(
+        ingest: Ingest) -> None:
+    before, after = alert(), alert()
+    big = {**alert(), "full_log": "A" * 1_200_000}  # over the producer's 1 MiB request
+    headers = {**bearer(ingest.key), "Content-Type": "application/json"}
+    oversized = httpx.post(ingest.url, json=[before, big, after], headers=headers, timeout=30)
+    assert oversized.status_code == 413, oversized.text  # not a retryable 503
+    assert oversized.json()["error"]["param"] == "item 1"
+    deep = httpx.post(ingest.url, content=b"[" * 10_000 + b"]" * 10_000, headers=headers)
+    assert deep.status_code == 400 and "nested deeper" in deep.json()["error"]["message"]
+    number = httpx.post(ingest.url, headers=headers, content=b"[" + json.dumps(before).encode()
+                        + b', {"rule": {"level": ' + b"1" * 5000 + b"}}]")
+    assert number.status_code == 400
+    assert number.json()["error"]["message"].startswith("item 1: a number has more digits")
+    sentinel = alert()
+    assert httpx.post(ingest.url, json=sentinel, headers=headers).status_code == 202
+    found = on_topic(ingest, sentinel["id"])
+    assert not {before["id"], big["id"], after["id"]} & found.keys()  # all or nothing
+
+
 def test_50_mb_body_is_413_before_it_is_read(ingest: Ingest) -> None:
     host, port = ingest.url.split("//")[1].split("/")[0].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
