@@ -38,19 +38,22 @@ class NormalizeStage:
 
     async def handle(self, records: list[Record]) -> None:
         good: list[NormalizedAlert] = []
-        sends = []
+        rejected: list[tuple[Record, str]] = []
         for record in records:
             try:
                 good.append(self._normalize(record))
             except NormalizationError as exc:
                 log.warning("alert_rejected", reason=exc.reason, topic=record.topic,
                             offset=record.offset)
-                sends.append(send_to_dlq(self._publisher, self._dlq, self.name, record,
-                                         exc.reason))
+                rejected.append((record, exc.reason))
         if good:
             async with self._pool.connection() as conn, conn.transaction():
                 for alert in good:
                     await upsert_alert(conn, alert)
+        # After the write: if it fails, the batch runner bisects and this runs again for
+        # the sub-batch that succeeds, so each dead letter goes out once.
+        sends = [send_to_dlq(self._publisher, self._dlq, self.name, record, reason)
+                 for record, reason in rejected]
         sends.extend(self._publisher.publish(self._output.for_alert(a),
                                              a.model_dump_json().encode(),
                                              key=message_key(a), headers=headers_for(a))
