@@ -145,6 +145,8 @@ def backfill(
         raise typer.Exit(130)
     if any(f.problem for f in report.files):
         raise typer.Exit(1)
+    if report.total("dead_lettered") and not report.total("published"):
+        raise typer.Exit(1)  # every line was refused: nothing could be sent
 
 
 def tail(path: Annotated[Path, typer.Argument(

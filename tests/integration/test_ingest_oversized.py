@@ -45,6 +45,17 @@ async def records_of(settings: Settings, topic: str, tenant: str, *, until: int,
     return found
 
 
+def ingest_command(settings: Settings, path: Path, tenant: str,
+                   ) -> subprocess.CompletedProcess[str]:
+    """`secanalyst ingest PATH --tenant TENANT` on the session's broker and topics."""
+    env = {**os.environ, "SECANALYST_KAFKA__BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+           "SECANALYST_KAFKA__TOPICS__RAW": settings.kafka.topics.raw,
+           "SECANALYST_KAFKA__TOPICS__DLQ": settings.kafka.topics.dlq}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(path),
+                           "--tenant", tenant], cwd=path.parent, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
 def test_ingest_dead_letters_a_2mb_alert_and_sends_every_other_line(
         settings: Settings, tenant: str, tmp_path: Path) -> None:
     asyncio.run(ensure_topics(settings))
@@ -55,12 +66,7 @@ def test_ingest_dead_letters_a_2mb_alert_and_sends_every_other_line(
                for i, alert in enumerate(lines)]
     path = tmp_path / "alerts.jsonl"
     path.write_bytes(b"\n".join([*encoded[:10], big, *encoded[10:]]) + b"\n")
-    env = {**os.environ, "SECANALYST_KAFKA__BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-           "SECANALYST_KAFKA__TOPICS__RAW": settings.kafka.topics.raw,
-           "SECANALYST_KAFKA__TOPICS__DLQ": settings.kafka.topics.dlq}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(path),
-                           "--tenant", who], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=180)
+    done = ingest_command(settings, path, who)
     assert done.returncode == 0, done.stdout + done.stderr
     output = " ".join((done.stdout + done.stderr).split())
     assert "published 20 alerts" in output and "1 lines refused" in output
@@ -76,3 +82,14 @@ def test_ingest_dead_letters_a_2mb_alert_and_sends_every_other_line(
     assert letter["original_truncated"] and letter["original_size"] == len(big)
     assert letter["original_sha256"] == hashlib.sha256(big).hexdigest()
     assert big.startswith(letter["original"].encode())
+
+
+def test_ingest_exits_1_when_every_line_is_refused(settings: Settings, tenant: str,
+                                                   tmp_path: Path) -> None:
+    asyncio.run(ensure_topics(settings))
+    path = tmp_path / "refused.jsonl"
+    path.write_bytes(b"[" * 5000 + b"]" * 5000 + b"\n\xff\xfe\n")
+    done = ingest_command(settings, path, f"{tenant}-refused")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "published 0 alerts" in done.stdout and "2 lines refused" in done.stdout
+    assert "Traceback" not in done.stderr
