@@ -23,7 +23,7 @@ _INSTRUCTION = re.compile(
     r"\b(ignore (all |any |the )?(previous|prior|above)|you (must|should|can now|are)"
     r"|as an ai|language model|rate (this|it)|set (the )?severity|mark (this|it) as"
     r"|reply with|respond with|explain this alert|json|system prompt|instructions?"
-    r"|assistant|try to guess|awesome|please|do not|don't|summary of the alert"
+    r"|assistant|try to guess|awesome|please|summary of the alert"
     r"|up to (four|4) |investigation steps\.)", re.I)
 _PLACEHOLDER = re.compile(
     r"\[[^\]]*(insert|your|placeholder|here|summary|message|todo|name|date)[^\]]*\]"
