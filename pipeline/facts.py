@@ -95,8 +95,20 @@ def fact_sentence(alert: NormalizedAlert, facts: VerdictFacts) -> str:
     if facts.last_seen:
         parts.append(f"at {facts.last_seen}")
     description = " ".join(facts.rule_description.split()).rstrip(". ")
+    detail = _rootcheck_detail(alert)
+    if detail:
+        description += f" ({detail})"
     head = f"Wazuh rule {facts.rule_id} (level {facts.level}, {facts.band}): {description}"
     return head + (" — " + ", ".join(parts) if parts else "") + "."
+
+
+def _rootcheck_detail(alert: NormalizedAlert) -> str | None:
+    """Rootcheck rules are generic ("Host-based anomaly detection event"); what was found is
+    in the message the agent's rootcheck module wrote (or its title)."""
+    if "rootcheck" not in alert.rule_groups and alert.decoder != "rootcheck":
+        return None
+    text = alert.full_log or alert.data.get("title")
+    return _short(" ".join(str(text).split()).rstrip(". "), 200) if text else None
 
 
 def _short(value: str | None, limit: int = 120) -> str | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bench.verdict_scoring import LABELS_DIR, contradiction, key_facts_missing, load_labels
 from pipeline.facts import build_facts
+from pipeline.normalize import normalize
 from pipeline.severity import band_for_level
 from tests.unit.verdict_alerts import SAMPLES, SHARED, load, sample
 
@@ -51,3 +55,22 @@ def test_who_what_where(rule_id: str, expected: tuple[str, ...]) -> None:
 def test_hash_prefers_sha256() -> None:
     facts = build_facts(sample("550"))
     assert facts.hash == sample("550").entities.hashes["sha256"]
+
+
+@pytest.mark.parametrize(("corpus", "labels"), [
+    (SAMPLES, "samples.jsonl"), (SHARED, "dev-alerts.jsonl")])
+def test_facts_state_every_key_fact_of_the_analyst_labels(corpus: Path, labels: str) -> None:
+    """The eval engineer's labels (bench/verdict_labels), written by reading each alert."""
+    if not corpus.exists():
+        pytest.skip(f"{corpus} not present")
+    lines = corpus.read_bytes().splitlines()
+    wrong = []
+    for label in load_labels(LABELS_DIR / labels):
+        sentence = build_facts(normalize(lines[label.line - 1], tenant_id="t")).sentence
+        if key_facts_missing(sentence, label) or contradiction(sentence, label):
+            wrong.append((label.line, sentence))
+    assert wrong == []
+
+
+def test_rootcheck_facts_say_what_was_found() -> None:
+    assert "Trojaned version of file '/bin/ps'" in build_facts(sample("510")).sentence
