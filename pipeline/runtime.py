@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +18,7 @@ from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import counter_for
 from pipeline.router.usage import BatchingUsageWriter, UsageSink
 from pipeline.store.database import open_pool
-from pipeline.store.usage import copy_usage_events
-from schemas.usage import UsageEvent
+from pipeline.store.usage import PostgresUsageStore
 
 STAGES = ("normalize", "embed", "retrieve", "explain")
 
@@ -50,15 +49,11 @@ class Runtime:
                 Embedder, settings.embedding.model_path,
                 batch_size=settings.embedding.batch_size)
         if "explain" in stages:
-            runtime.usage_writer = BatchingUsageWriter(runtime._write_usage)
+            runtime.usage_writer = usage_writer_for(settings, pool)
             runtime.usage_writer.start()
             runtime.router = await asyncio.to_thread(build_router, settings,
                                                      runtime.usage_writer)
         return runtime
-
-    async def _write_usage(self, events: Sequence[UsageEvent]) -> int:
-        async with self.pool.connection() as conn, conn.transaction():
-            return await copy_usage_events(conn, events)
 
     async def close(self) -> None:
         if self._closed:
@@ -69,6 +64,14 @@ class Runtime:
         if self.usage_writer:
             await self.usage_writer.close()
         await self.pool.close()
+
+
+def usage_writer_for(settings: Settings, pool: AsyncConnectionPool) -> BatchingUsageWriter:
+    """The usage writer on the database; at its start it settles the rows earlier
+    processes left in flight (killed mid-call) once no request can still be running:
+    older than the request timeout (a later final event would still correct one)."""
+    return BatchingUsageWriter(PostgresUsageStore(pool),
+                               abandoned_after_s=settings.llm.request_timeout_s)
 
 
 def build_router(settings: Settings, usage: UsageSink) -> Router:

@@ -1,4 +1,18 @@
-"""One row of llm_usage_events: what a single LLM request cost and how fast it was."""
+"""One row of llm_usage_events: what a single LLM request cost and how fast it was.
+
+A row exists for every request dispatched to a replica (never for a refusal before one,
+see pipeline/router/router.py). Its life: written as `in_flight` (estimated prompt tokens)
+before the request is sent, then settled in place (same id and created_at) with what the
+replica processed. Settled states, by `error_kind`:
+
+- None (status 200): completed; the replica's own token counts.
+- `client_disconnect` (status 499): the caller went away or cancelled; prompt + the output
+  streamed up to the cut, charged, never refunded.
+- `upstream_error` (502) / the replica's 4xx: failed at the replica; what it processed.
+- `abandoned` (no status): the process that sent it died; a later start settles the row
+  with its prompt tokens (the replica did the prefill; the output is unknown).
+- `in_flight` (no status): sent and not settled yet.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +20,14 @@ import uuid
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
+
+IN_FLIGHT = "in_flight"
+CLIENT_DISCONNECT = "client_disconnect"
+ABANDONED = "abandoned"
+CLIENT_CLOSED_STATUS = 499  # nginx's "client closed request"
+# The rows whose tokens a model server processed (as a SQL condition on a row).
+BILLED_SQL = ("(status_code = 200 OR error_kind IN "
+              f"('{CLIENT_DISCONNECT}', '{ABANDONED}', '{IN_FLIGHT}', 'upstream_error'))")
 
 
 class UsageEvent(BaseModel):
@@ -21,9 +43,12 @@ class UsageEvent(BaseModel):
     output_tokens: int
     ttft_ms: int | None = None
     total_latency_ms: int | None = None
-    status_code: int
+    status_code: int | None
     error_kind: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # False: refused before reaching any replica (quota, saturation, no healthy replica,
+    # context): counted in metrics, never stored as a usage row.
+    dispatched: bool = True
 
     @property
     def total_tokens(self) -> int:

@@ -136,9 +136,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.get("stream"):
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options") or {}
         return await _stream(request, engine, words, max_tokens, priority, model, rid,
-                             created, include_usage)
+                             created, bool(options.get("include_usage")),
+                             bool(options.get("continuous_usage_stats")))
     tokens = [t async for t in engine.generate(words, max_tokens, priority)]
     finish = "length" if len(tokens) >= max_tokens else "stop"
     return web.json_response({
@@ -150,7 +151,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, engine: Engine, words: list[str], max_tokens: int,
                   priority: int, model: str, rid: str, created: int,
-                  include_usage: bool) -> web.StreamResponse:
+                  include_usage: bool, continuous_usage: bool = False) -> web.StreamResponse:
+    """As vLLM: with `continuous_usage_stats` every chunk carries the running usage."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -163,6 +165,8 @@ async def _stream(request: web.Request, engine: Engine, words: list[str], max_to
                                            "finish_reason": finish}]}
         if usage:
             payload["usage"] = usage
+        elif continuous_usage:
+            payload["usage"] = _usage(len(words), generated)
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     generated = 0

@@ -57,6 +57,21 @@ class ReplicaStreamError(ReplicaError):
     """An error event inside the stream (after a 200)."""
 
 
+@dataclass
+class StreamProgress:
+    """What a replica has processed of one request so far, as the stream shows it: read
+    when the request is cut (cancelled, killed stream) to meter the work done. With
+    `continuous_usage_stats` vLLM puts its own running counts in every chunk; `chunks`
+    (pieces of text received) is the fallback for a server that does not."""
+
+    chunks: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def output_tokens(self) -> int:
+        return max(self.completion_tokens or 0, self.chunks)
+
+
 @dataclass(frozen=True)
 class Upstream:
     text: str
@@ -95,20 +110,24 @@ class ReplicaClient:
         return self._session
 
     async def chat(self, body: dict[str, Any], on_delta: DeltaCallback | None = None,
-                   on_first_token: Callable[[], None] | None = None) -> Upstream:
+                   on_first_token: Callable[[], None] | None = None,
+                   progress: StreamProgress | None = None) -> Upstream:
         """Stream one completion; `on_delta` sees each text piece, `on_first_token` is
         called once when the first piece arrives (prefill done). A failure after a piece
         was passed on cannot be retried elsewhere (the caller already has it): it is
         raised as UpstreamError instead of the client's own error.
 
         `body` is the request of the chat completions API; its `extra_body` (if any) is
-        merged into it, as the openai SDK does."""
+        merged into it, as the openai SDK does. `progress` is kept up to date as chunks
+        arrive (read it if this call is cancelled)."""
         started = time.perf_counter()
+        progress = progress if progress is not None else StreamProgress()
         first_token_at: float | None = None
         parts: list[str] = []
         usage: dict[str, Any] | None = None
         finish_reason = None
-        payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        payload = {**body, "stream": True,
+                   "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
         payload.update(payload.pop("extra_body", None) or {})
         data = json.dumps(payload)
         try:
@@ -118,6 +137,8 @@ class ReplicaClient:
                 async for chunk in _events(response.content):
                     if chunk.get("usage") is not None:
                         usage = chunk["usage"]
+                        progress.prompt_tokens = usage.get("prompt_tokens")
+                        progress.completion_tokens = usage.get("completion_tokens")
                     for choice in chunk.get("choices") or ():
                         content = (choice.get("delta") or {}).get("content")
                         if content:
@@ -126,6 +147,7 @@ class ReplicaClient:
                                 if on_first_token is not None:
                                     on_first_token()
                             parts.append(content)
+                            progress.chunks += 1
                             if on_delta is not None:
                                 on_delta(content)
                         if choice.get("finish_reason"):
@@ -140,7 +162,8 @@ class ReplicaClient:
         return Upstream(
             text="".join(parts),
             prompt_tokens=usage.get("prompt_tokens") if usage else None,
-            completion_tokens=usage.get("completion_tokens") if usage else None,
+            completion_tokens=(usage.get("completion_tokens") if usage
+                               else progress.chunks if parts else None),
             ttft_ms=None if first_token_at is None else round((first_token_at - started) * 1000),
             latency_ms=round((ended - started) * 1000),
             finish_reason=finish_reason,
@@ -155,6 +178,18 @@ class ReplicaClient:
             if isinstance(exc, aiohttp.ClientConnectorError):  # a new connection failed
                 raise
             return await self._open().post(self.url, data=data)
+
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the replica's /health answers 2xx, else why not (for readiness)."""
+        url = self.url.removesuffix("/chat/completions").removesuffix("/v1") + "/health"
+        try:
+            async with self._open().get(url, timeout=aiohttp.ClientTimeout(
+                    total=timeout_s)) as response:
+                if response.status < 300:
+                    return None
+                return f"/health answered {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _describe(exc)
 
     async def close(self) -> None:
         if self._session is not None:

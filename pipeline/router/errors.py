@@ -8,6 +8,12 @@ class RouterError(Exception):
     status_code = 500
     kind = "router_error"
 
+    @property
+    def outage(self) -> bool:
+        """True when the model servers cannot be reached or are failing (a caller should
+        wait and retry later, not give up on the request)."""
+        return False
+
 
 class QuotaExceeded(RouterError):
     status_code = 429
@@ -60,8 +66,15 @@ class RequestOverQuota(RouterError):
 
 
 class NoHealthyReplica(RouterError):
+    """No replica of the pool could be tried: every circuit open, or every replica
+    failed to connect, reset, timed out or answered 5xx. Nothing was processed."""
+
     status_code = 503
     kind = "no_healthy_replica"
+
+    @property
+    def outage(self) -> bool:
+        return True
 
 
 class UpstreamError(RouterError):
@@ -70,4 +83,9 @@ class UpstreamError(RouterError):
 
     def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
         super().__init__(message)
+        # None: the connection or the stream broke (after text was passed on).
         self.upstream_status = upstream_status
+
+    @property
+    def outage(self) -> bool:
+        return self.upstream_status is None or self.upstream_status >= 500

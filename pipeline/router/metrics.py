@@ -1,8 +1,9 @@
 """Prometheus metrics of the router, fed by one wrapper around the usage sink.
 
-Every request the router finishes or refuses yields exactly one UsageEvent, so observing
-the events (`MeteredUsageSink`) counts requests, tokens, TTFT and rejections without
-touching the router's flow. Queue wait and replica scores are not in the event: the
+Every request the router finishes or refuses yields exactly one final UsageEvent, so
+observing the events (`MeteredUsageSink`) counts requests, tokens, TTFT and rejections
+without touching the router's flow. Refusals (not dispatched) are counted here only: the
+usage table holds no row for them. Queue wait and replica scores are not in the event: the
 admission queue and the scorers call `observe_queue_wait` and `set_replica_score`.
 """
 
@@ -11,13 +12,11 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import REGISTRY
 
-from pipeline.router.usage import UsageSink
+from pipeline.router.usage import ReservingUsageSink, UsageSink
 from schemas.usage import UsageEvent
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, 120.0)
-# Status codes that mean "refused by the router" rather than "failed upstream".
-_REJECTED = frozenset({413, 429, 503})
 
 
 class RouterMetrics:
@@ -28,7 +27,8 @@ class RouterMetrics:
             "secanalyst_llm_requests", "LLM requests by outcome.",
             ["tenant", "model", "pool", "status"], registry=registry)
         self.tokens = Counter(
-            "secanalyst_llm_tokens", "Tokens of successful LLM requests (kind: input|output).",
+            "secanalyst_llm_tokens", "Tokens processed for dispatched LLM requests, as "
+            "charged (kind: input|output).",
             ["tenant", "model", "pool", "kind"], registry=registry)
         self.ttft = Histogram(
             "secanalyst_llm_ttft_seconds", "Time to first token, as the router measured it.",
@@ -50,18 +50,19 @@ class RouterMetrics:
     def observe_event(self, event: UsageEvent) -> None:
         status = str(event.status_code)
         self.requests.labels(event.tenant_id, event.model_name, event.pool, status).inc()
+        if not event.dispatched:
+            self.rejections.labels(event.error_kind or status).inc()
+            return
+        self.tokens.labels(event.tenant_id, event.model_name, event.pool,
+                           "input").inc(event.input_tokens)
+        self.tokens.labels(event.tenant_id, event.model_name, event.pool,
+                           "output").inc(event.output_tokens)
         if event.status_code == 200:
-            self.tokens.labels(event.tenant_id, event.model_name, event.pool,
-                               "input").inc(event.input_tokens)
-            self.tokens.labels(event.tenant_id, event.model_name, event.pool,
-                               "output").inc(event.output_tokens)
             if event.ttft_ms is not None:
                 self.ttft.labels(event.model_name, event.pool).observe(event.ttft_ms / 1000)
             if event.total_latency_ms is not None:
                 self.latency.labels(event.model_name, event.pool).observe(
                     event.total_latency_ms / 1000)
-        elif event.status_code in _REJECTED:
-            self.rejections.labels(event.error_kind or status).inc()
 
 
 _default: RouterMetrics | None = None
@@ -101,3 +102,8 @@ class MeteredUsageSink:
     def record(self, event: UsageEvent) -> None:
         self._metrics.observe_event(event)
         self._inner.record(event)
+
+    async def reserve(self, event: UsageEvent) -> None:
+        """Passed on (not observed: the final event of the request will be)."""
+        if isinstance(self._inner, ReservingUsageSink):
+            await self._inner.reserve(event)

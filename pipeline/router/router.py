@@ -1,12 +1,36 @@
 """Router: count → choose pool → reserve quota → admission → choose replica → dispatch
-(retry elsewhere) → settle quota → record."""
+(retry elsewhere) → settle quota → record.
+
+Metering (what the usage table and the quota are charged):
+
+- A request dispatched to a replica gets one usage row, whatever happens after: reserved
+  (`in_flight`, estimated prompt) before it is sent, settled in place when it ends —
+  completed, failed at the replica, or cut by its caller (cancelled coroutine, stream
+  closed, client disconnected: `client_disconnect`). The tokens are those the replica
+  processed up to the end or the cut: its prompt and the output streamed so far (vLLM's
+  running counts in each chunk); the quota is settled with the same, never refunded. A
+  process killed mid-call leaves the row in flight; the next start of a usage writer
+  settles it as `abandoned` with its prompt tokens (router/usage.py).
+- A request refused before reaching any replica — quota (429), admission saturated (503),
+  context or quota too small (413), no healthy replica (503: circuit open, or every
+  replica failed to connect / answered 5xx) — gets no usage row: it is counted in the
+  `secanalyst_llm_rejections{reason}` metric, and its quota reservation is given back
+  (nothing was processed). A consumer retrying through an outage thus writes no row per
+  retry.
+
+Outage, for callers that should wait rather than give up (`RouterError.outage`):
+`NoHealthyReplica` (no replica reachable or healthy) and `UpstreamError` whose
+`upstream_status` is None (connection or stream broken mid-way) or ≥ 500.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -18,7 +42,9 @@ from pipeline.router.dispatch import (
     ReplicaClient,
     ReplicaServerError,
     ReplicaStatusError,
+    ReplicaStreamError,
     ReplicaUnavailable,
+    StreamProgress,
     Upstream,
 )
 from pipeline.router.errors import (
@@ -42,8 +68,8 @@ from pipeline.router.scoring import ReplicaPicker, build_picker
 from pipeline.router.streaming import stream_completion
 from pipeline.router.tokens import Message, TokenCounter
 from pipeline.router.tracing import dispatch_span
-from pipeline.router.usage import UsageSink
-from schemas.usage import UsageEvent
+from pipeline.router.usage import ReservingUsageSink, UsageSink
+from schemas.usage import CLIENT_CLOSED_STATUS, CLIENT_DISCONNECT, IN_FLIGHT, UsageEvent
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +128,48 @@ class _PendingPrefill:
             self._tokens = 0
         if self._on_done is not None:
             self._on_done()
+
+
+@dataclass
+class _Meter:
+    """One request's row and the work replicas did for it so far: enough to settle it
+    however it ends (completed, failed, cut by the caller)."""
+
+    row_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_at: datetime | None = None  # set when the row is reserved
+    replica: str = "-"
+    progress: StreamProgress | None = None  # the attempt under way
+    spent_input: int = 0  # earlier attempts that failed after doing some work
+    spent_output: int = 0
+
+    @property
+    def sent(self) -> bool:
+        return self.progress is not None or self.spent_input > 0
+
+    def attempt(self, replica: str) -> StreamProgress:
+        self.replica = replica
+        self.progress = StreamProgress()
+        return self.progress
+
+    def attempt_failed(self, estimated: int) -> None:
+        """A replica that failed after its first token had prefilled the prompt and
+        generated what it streamed; one that failed before is taken to have done nothing
+        (it is retried elsewhere)."""
+        progress, self.progress = self.progress, None
+        if progress is not None and progress.chunks:
+            self.spent_input += (progress.prompt_tokens if progress.prompt_tokens is not None
+                                 else estimated)
+            self.spent_output += progress.output_tokens()
+
+    def processed(self, estimated: int) -> tuple[int, int]:
+        """(prompt, output) tokens processed so far; the current attempt's prompt counts
+        from the moment it was sent (the replica may have prefilled it)."""
+        prompt, output = self.spent_input, self.spent_output
+        if self.progress is not None:
+            prompt += (self.progress.prompt_tokens if self.progress.prompt_tokens is not None
+                       else estimated)
+            output += self.progress.output_tokens()
+        return prompt, output
 
 
 def smallest_request_tokens(counter: TokenCounter) -> int:
@@ -184,7 +252,9 @@ class Router:
                        on_delta: DeltaCallback | None = None) -> Completion:
         """count → pool → reserve quota → admission slot → replica → dispatch → settle.
 
-        `on_delta` receives the text as it is generated (see `stream`)."""
+        `on_delta` receives the text as it is generated (see `stream`). Cancelling this
+        coroutine after the request was sent settles its row and quota with what the
+        replica processed up to then (see the module's docstring)."""
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
@@ -213,23 +283,32 @@ class Router:
             self._record_failure(request, request_id, prompt_tokens, started, exc,
                                  pool.name, "-")
             raise
-        used_tokens = 0  # settled with the real usage; 0 releases it all on failure
+        meter = _Meter()
+        used_tokens = 0  # settled with what was processed; 0 releases it all
         try:
             async with self._admission.slot(pool, request.priority, request.tenant_id,
                                             deadline) as slot:
                 completion = await self._dispatch(request, request_id, started, prompt_tokens,
-                                                  needed, pool, on_delta, slot)
+                                                  needed, pool, on_delta, slot, meter)
             used_tokens = completion.input_tokens + completion.output_tokens
             return completion
         except Saturated as exc:  # refused by admission: the queue is full or too slow
             self._record_failure(request, request_id, prompt_tokens, started, exc,
                                  pool.name, "-")
             raise
+        except RouterError:  # recorded by _dispatch with what the replicas processed
+            used_tokens = sum(meter.processed(prompt_tokens))
+            raise
+        except asyncio.CancelledError:  # the caller went away: charge what was done
+            used_tokens = self._record_cut(request, request_id, prompt_tokens, started,
+                                           pool.name, meter)
+            raise
         finally:
-            await self._settle(reservation, used_tokens)
+            # Shielded: a second cancellation must not lose the settlement.
+            await asyncio.shield(self._settle(reservation, used_tokens))
 
     async def _settle(self, reservation: Reservation, used_tokens: int) -> None:
-        try:  # runs in complete()'s finally, so a cancelled request gives its tokens back
+        try:
             await self._quota.settle(reservation, used_tokens)
             if used_tokens < reservation.tokens:
                 self._blocks.lift(reservation.tenant_id)  # the refund may fit a request
@@ -239,7 +318,7 @@ class Router:
     async def _dispatch(self, request: ChatRequest, request_id: str, started: float,
                         prompt_tokens: int, needed: int, pool: Pool,
                         on_delta: DeltaCallback | None,
-                        slot: SlotHandle | None = None) -> Completion:
+                        slot: SlotHandle | None, meter: _Meter) -> Completion:
         """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
         body = self._body(request)
@@ -251,10 +330,13 @@ class Router:
                                              prompt_tokens=prompt_tokens,
                                              messages=request.messages, exclude=tried)
             except NoHealthyReplica as exc:
-                self._record_failure(request, request_id, prompt_tokens, started, exc,
-                                     pool.name, "-")
+                self._record_unserved(request, request_id, prompt_tokens, started, exc,
+                                      pool.name, meter)
                 raise
             replica = choice.replica
+            if meter.created_at is None:  # the row exists before anything is sent
+                await self._reserve(request, request_id, prompt_tokens, pool.name,
+                                    replica.url, meter)
             tried.add(replica.url)
             replica.in_flight_requests += 1
             replica.in_flight_tokens += needed
@@ -263,32 +345,57 @@ class Router:
                                       None if slot is None else slot.prefilled)
             if slot is not None:
                 slot.dispatched()
+            progress = meter.attempt(replica.url)
             try:
                 with dispatch_span(model=self.model_name, pool=pool.name,
                                    replica=replica.url, tenant=request.tenant_id,
                                    request_id=request_id, attempt=len(tried)):
                     upstream = await self._clients[replica.url].chat(body, on_delta,
-                                                                     prefill.done)
-            except (ReplicaUnavailable, ReplicaServerError) as exc:
+                                                                     prefill.done, progress)
+            except (ReplicaUnavailable, ReplicaServerError, ReplicaStreamError) as exc:
                 replica.circuit.failure(time.monotonic())
+                meter.attempt_failed(prompt_tokens)
                 log.warning("replica_failed", replica=replica.url, error=str(exc))
                 continue
             except UpstreamError as exc:  # a stream broken after text was passed on
                 replica.circuit.failure(time.monotonic())
                 self._record_failure(request, request_id, prompt_tokens, started, exc,
-                                     pool.name, replica.url)
+                                     pool.name, replica.url, meter)
                 raise
-            except ReplicaStatusError as exc:
+            except ReplicaStatusError as exc:  # refused by the replica: nothing processed
+                meter.attempt_failed(prompt_tokens)
                 error = UpstreamError(str(exc), upstream_status=exc.status_code)
                 self._record_failure(request, request_id, prompt_tokens, started, error,
-                                     pool.name, replica.url)
+                                     pool.name, replica.url, meter)
                 raise error from exc
             finally:
                 replica.in_flight_requests -= 1
                 replica.in_flight_tokens -= needed
                 prefill.release()
             replica.circuit.success()
-            return self._finish(request, request_id, prompt_tokens, pool, replica, upstream)
+            return self._finish(request, request_id, prompt_tokens, pool, replica, upstream,
+                                meter)
+
+    async def _reserve(self, request: ChatRequest, request_id: str, estimated: int,
+                       pool: str, replica: str, meter: _Meter) -> None:
+        meter.created_at = datetime.now(UTC)
+        meter.replica = replica
+        if isinstance(self._usage, ReservingUsageSink):
+            await self._usage.reserve(self._event(
+                request, request_id, pool, meter, input_tokens=estimated, output_tokens=0,
+                status_code=None, error_kind=IN_FLIGHT))
+
+    def _event(self, request: ChatRequest, request_id: str, pool: str, meter: _Meter | None,
+               **values: Any) -> UsageEvent:
+        """An event of this request; with a meter, for its reserved row."""
+        if meter is not None:
+            values.setdefault("replica", meter.replica)
+            values["id"] = meter.row_id
+            if meter.created_at is not None:
+                values["created_at"] = meter.created_at
+        return UsageEvent(tenant_id=request.tenant_id, model_name=self.model_name, pool=pool,
+                          priority=request.priority, request_id=request_id,
+                          alert_id=request.alert_id, **values)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model_name, "messages": request.messages,
@@ -303,31 +410,91 @@ class Router:
         return body
 
     def _finish(self, request: ChatRequest, request_id: str, estimated: int, pool: Pool,
-                replica: Replica, upstream: Upstream) -> Completion:
+                replica: Replica, upstream: Upstream, meter: _Meter) -> Completion:
         input_tokens = upstream.prompt_tokens if upstream.prompt_tokens is not None else estimated
         output_tokens = upstream.completion_tokens or 0
         if upstream.prompt_tokens is not None and upstream.prompt_tokens != estimated:
             log.warning("token_estimate_mismatch", estimated=estimated,
                         reported=upstream.prompt_tokens)
-        self._usage.record(UsageEvent(
-            tenant_id=request.tenant_id, model_name=self.model_name, pool=pool.name,
-            replica=replica.url, priority=request.priority, request_id=request_id,
-            alert_id=request.alert_id, input_tokens=input_tokens, output_tokens=output_tokens,
+        # Earlier attempts that broke after their first token are charged too.
+        self._usage.record(self._event(
+            request, request_id, pool.name, meter, replica=replica.url,
+            input_tokens=input_tokens + meter.spent_input,
+            output_tokens=output_tokens + meter.spent_output,
             ttft_ms=upstream.ttft_ms, total_latency_ms=upstream.latency_ms, status_code=200))
-        return Completion(request_id=request_id, text=upstream.text, input_tokens=input_tokens,
-                          output_tokens=output_tokens, estimated_input_tokens=estimated,
+        return Completion(request_id=request_id, text=upstream.text,
+                          input_tokens=input_tokens + meter.spent_input,
+                          output_tokens=output_tokens + meter.spent_output,
+                          estimated_input_tokens=estimated,
                           ttft_ms=upstream.ttft_ms, latency_ms=upstream.latency_ms,
                           pool=pool.name, replica=replica.url,
                           finish_reason=upstream.finish_reason)
 
     def _record_failure(self, request: ChatRequest, request_id: str, estimated: int,
-                        started: float, error: RouterError, pool: str, replica: str) -> None:
-        self._usage.record(UsageEvent(
-            tenant_id=request.tenant_id, model_name=self.model_name, pool=pool,
-            replica=replica, priority=request.priority, request_id=request_id,
-            alert_id=request.alert_id, input_tokens=estimated, output_tokens=0,
+                        started: float, error: RouterError, pool: str, replica: str,
+                        meter: _Meter | None = None) -> None:
+        """Without a meter: a refusal before any replica (metrics only, no row). With one:
+        the request's row, settled with what the replicas processed."""
+        input_tokens, output_tokens = (estimated, 0) if meter is None \
+            else meter.processed(estimated)
+        self._usage.record(self._event(
+            request, request_id, pool, meter, replica=replica, input_tokens=input_tokens,
+            output_tokens=output_tokens,
             total_latency_ms=round((time.perf_counter() - started) * 1000),
-            status_code=error.status_code, error_kind=error.kind))
+            status_code=error.status_code, error_kind=error.kind,
+            dispatched=meter is not None))
+
+    def _record_unserved(self, request: ChatRequest, request_id: str, estimated: int,
+                         started: float, error: NoHealthyReplica, pool: str,
+                         meter: _Meter) -> None:
+        """No replica (left) to try. If none did any work, it is a refusal: the row
+        reserved for it, if any, is deleted; else the work done is charged."""
+        if meter.spent_input or meter.spent_output:
+            self._record_failure(request, request_id, estimated, started, error, pool,
+                                 meter.replica, meter)
+            return
+        self._usage.record(self._event(
+            request, request_id, pool, meter, input_tokens=estimated, output_tokens=0,
+            total_latency_ms=round((time.perf_counter() - started) * 1000),
+            status_code=error.status_code, error_kind=error.kind, dispatched=False))
+
+    def _record_cut(self, request: ChatRequest, request_id: str, estimated: int,
+                    started: float, pool: str, meter: _Meter) -> int:
+        """The caller cancelled: the tokens processed up to the cut, charged."""
+        if meter.created_at is None:
+            return 0  # still in the admission queue: nothing was sent
+        input_tokens, output_tokens = meter.processed(estimated)
+        if not meter.sent:  # cancelled while its row was being reserved
+            self._usage.record(self._event(
+                request, request_id, pool, meter, input_tokens=0, output_tokens=0,
+                status_code=CLIENT_CLOSED_STATUS, error_kind=CLIENT_DISCONNECT,
+                dispatched=False))
+            return 0
+        self._usage.record(self._event(
+            request, request_id, pool, meter, input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_latency_ms=round((time.perf_counter() - started) * 1000),
+            status_code=CLIENT_CLOSED_STATUS, error_kind=CLIENT_DISCONNECT))
+        log.info("request_cut_by_caller", request_id=request_id, tenant_id=request.tenant_id,
+                 input_tokens=input_tokens, output_tokens=output_tokens)
+        return input_tokens + output_tokens
+
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, why): ready while some replica of some pool can take a request — its
+        circuit closed (not failing requests) and its /health answering 2xx now."""
+        now = time.monotonic()
+        replicas = [r for pool in self._pools for r in pool.replicas]
+        open_circuits = {r.url for r in replicas if not r.circuit.allows(now)}
+        probed = [r for r in replicas if r.url not in open_circuits]
+        answers = await asyncio.gather(*(self._clients[r.url].probe() for r in probed))
+        problems = {r.url: f"circuit open after {r.circuit.failures} failures"
+                    for r in replicas if r.url in open_circuits}
+        for replica, problem in zip(probed, answers, strict=True):
+            if problem is None:
+                return True, f"replica {replica.url} of pool {replica.pool!r} is healthy"
+            problems[replica.url] = problem
+        return False, "no healthy replica: " + "; ".join(
+            f"{url}: {why}" for url, why in problems.items())
 
     def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         """The text pieces as they are generated, then the Completion (with its usage)."""

@@ -1,11 +1,25 @@
-"""Usage events leave the request path at once: a bounded queue drained in batches."""
+"""Usage events leave the request path at once: a bounded queue drained in batches.
+
+Every request dispatched to a replica is metered twice over one row: a reservation
+(`in_flight`, estimated prompt tokens) written *before* the request is sent — so a process
+killed mid-call leaves a row that the next start settles as `abandoned` — and the final
+event, which settles that row in place (same id and created_at; an upsert). Reservations
+are group-committed: `reserve` waits (at most `reserve_wait_s`) for the batch holding it,
+and a batch is written as soon as a reservation is queued, so concurrent requests share
+one round trip. Final events wait for the next `interval_s` tick. A reservation and its
+final event in one batch collapse into one row write.
+
+Refusals (`dispatched=False`) are not stored: metrics count them (router/metrics.py). One
+that follows a reservation (every replica failed to connect) deletes the reserved row.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -18,35 +32,98 @@ class UsageSink(Protocol):
     def record(self, event: UsageEvent) -> None: ...
 
 
-class BatchingUsageWriter:
-    """Collects events and hands them to `write_batch` (e.g. a COPY) every `interval_s` or
-    every `batch_size` events. `record` never blocks."""
+@runtime_checkable
+class ReservingUsageSink(Protocol):
+    """A sink that can make a row durable before the request it meters is sent."""
 
-    def __init__(self, write_batch: Callable[[Sequence[UsageEvent]], Awaitable[int]], *,
-                 batch_size: int = 500, interval_s: float = 0.5,
-                 max_pending: int = 100_000) -> None:
-        self._write_batch = write_batch
-        self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(max_pending)
+    def record(self, event: UsageEvent) -> None: ...
+
+    async def reserve(self, event: UsageEvent) -> None: ...
+
+
+@dataclass
+class UsageBatch:
+    """One write: rows to insert-or-settle (by id and created_at), rows to delete."""
+
+    upserts: list[UsageEvent] = field(default_factory=list)
+    deletes: list[UsageEvent] = field(default_factory=list)
+
+    @property
+    def only_reservations(self) -> bool:
+        return not self.deletes and all(e.status_code is None for e in self.upserts)
+
+
+class UsageStore(Protocol):
+    async def write(self, batch: UsageBatch) -> None: ...
+
+    async def settle_abandoned(self, older_than_s: float) -> int:
+        """Settle in-flight rows older than this as abandoned; the number settled."""
+        ...
+
+
+@dataclass
+class _Item:
+    event: UsageEvent
+    done: asyncio.Future[None] | None = None  # a reservation's waiter
+
+
+class BatchingUsageWriter:
+    """Collects events and writes them to `store` in batches of at most `batch_size`:
+    final events every `interval_s`, reservations at once. `record` never blocks;
+    `reserve` blocks at most `reserve_wait_s` (metering must not stop serving when the
+    database is slow: the row stays queued and is written later)."""
+
+    def __init__(self, store: UsageStore, *, batch_size: int = 500,
+                 interval_s: float = 0.5, max_pending: int = 100_000,
+                 reserve_wait_s: float = 2.0,
+                 abandoned_after_s: float | None = None) -> None:
+        self._store = store
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
         self._batch_size = batch_size
         self._interval_s = interval_s
+        self._reserve_wait_s = reserve_wait_s
+        self._abandoned_after_s = abandoned_after_s
+        self._wake = asyncio.Event()
+        self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.abandoned_settled = 0
 
     def record(self, event: UsageEvent) -> None:
+        if not event.dispatched and event.id not in self._reserved:
+            return  # a refusal: metrics only
+        self._put(_Item(event))
+
+    async def reserve(self, event: UsageEvent) -> None:
+        done = asyncio.get_running_loop().create_future()
+        if not self._put(_Item(event, done)):
+            return
+        self._reserved.add(event.id)
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), self._reserve_wait_s)
+            return
+        log.warning("usage_reservation_slow", request_id=event.request_id,
+                    waited_s=self._reserve_wait_s)
+
+    def _put(self, item: _Item) -> bool:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
+            return True
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("usage_event_dropped", tenant_id=event.tenant_id, reason="queue full")
+            log.error("usage_event_dropped", tenant_id=item.event.tenant_id,
+                      reason="queue full")
+            return False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def flush(self) -> None:
         while not self._queue.empty():
-            batch = [self._queue.get_nowait()
+            items = [self._queue.get_nowait()
                      for _ in range(min(self._batch_size, self._queue.qsize()))]
-            await self._write_with_retry(batch)
+            await self._write_with_retry(items)
 
     async def close(self) -> None:
         if self._task:
@@ -56,16 +133,55 @@ class BatchingUsageWriter:
         await self.flush()
 
     async def _run(self) -> None:
+        if self._abandoned_after_s is not None:
+            await self._settle_abandoned(self._abandoned_after_s)
         while True:
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
             await self.flush()
 
-    async def _write_with_retry(self, batch: list[UsageEvent]) -> None:
-        for attempt in range(3):
-            try:
-                await self._write_batch(batch)
-                return
-            except Exception:
-                log.exception("usage_write_failed", events=len(batch), attempt=attempt + 1)
-                await asyncio.sleep(0.5 * (attempt + 1))
-        self.dropped += len(batch)
+    async def _settle_abandoned(self, older_than_s: float) -> None:
+        """Rows left in flight by earlier processes (killed mid-call)."""
+        try:
+            self.abandoned_settled = await self._store.settle_abandoned(older_than_s)
+        except Exception:
+            log.exception("usage_abandoned_settle_failed")
+            return
+        if self.abandoned_settled:
+            log.warning("usage_abandoned_settled", rows=self.abandoned_settled)
+
+    def _batch(self, items: list[_Item]) -> UsageBatch:
+        """The latest event per row wins (a final over its reservation); a refusal after
+        a reservation deletes the row, or cancels it if the row is not written yet."""
+        latest: dict[uuid.UUID, UsageEvent] = {}
+        deletes: list[UsageEvent] = []
+        for item in items:
+            event = item.event
+            if event.dispatched:
+                latest[event.id] = event
+                if event.status_code is not None:  # settled: no longer reserved
+                    self._reserved.discard(event.id)
+                continue
+            self._reserved.discard(event.id)
+            if latest.pop(event.id, None) is None:
+                deletes.append(event)
+        return UsageBatch(upserts=list(latest.values()), deletes=deletes)
+
+    async def _write_with_retry(self, items: list[_Item]) -> None:
+        batch = self._batch(items)
+        try:
+            for attempt in range(3):
+                try:
+                    await self._store.write(batch)
+                    return
+                except Exception:
+                    log.exception("usage_write_failed", events=len(items),
+                                  attempt=attempt + 1)
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            self.dropped += len(items)
+        finally:
+            for item in items:
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(None)
+

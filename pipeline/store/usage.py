@@ -1,25 +1,91 @@
-"""llm_usage_events: written in batches with COPY, off the request path."""
+"""llm_usage_events: written in batches off the request path (router/usage.py).
+
+A batch is one transaction: one upsert of every row (a reservation inserts its row, a
+final event settles it in place: the key is (id, created_at), so the row stays in its
+monthly partition) and one delete of rows reserved for requests that reached no replica.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
-from schemas.usage import UsageEvent
+from pipeline.router.usage import UsageBatch
+from schemas.usage import ABANDONED, IN_FLIGHT, UsageEvent
 
 _COLUMNS = ("id", "tenant_id", "model_name", "pool", "replica", "priority", "request_id",
             "alert_id", "input_tokens", "output_tokens", "total_tokens", "ttft_ms",
             "total_latency_ms", "status_code", "error_kind", "created_at")
+_TYPES = ("uuid", "text", "text", "text", "text", "text", "text", "text", "int4", "int4",
+          "int4", "int4", "int4", "int4", "text", "timestamptz")
+# What a final event settles; the rest was right at reservation.
+_SETTLED = ("replica", "input_tokens", "output_tokens", "total_tokens", "ttft_ms",
+            "total_latency_ms", "status_code", "error_kind")
+
+_UPSERT = (
+    f"INSERT INTO llm_usage_events ({', '.join(_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}) "
+    "ON CONFLICT (id, created_at) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SETTLED))
+
+_DELETE = """DELETE FROM llm_usage_events e
+             USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, created_at)
+             WHERE e.id = d.id AND e.created_at = d.created_at"""
+
+# Rows whose process died mid-call: the replica had the prompt (it prefilled it), the
+# output is unknown (never more than what the request reserved, at most max_tokens).
+_SETTLE_ABANDONED = f"""
+UPDATE llm_usage_events SET error_kind = '{ABANDONED}'
+WHERE error_kind = '{IN_FLIGHT}' AND created_at < now() - make_interval(secs => %s)"""
+
+
+def _row(e: UsageEvent) -> tuple[object, ...]:
+    return (e.id, e.tenant_id, e.model_name, e.pool, e.replica, e.priority, e.request_id,
+            e.alert_id, e.input_tokens, e.output_tokens, e.total_tokens, e.ttft_ms,
+            e.total_latency_ms, e.status_code, e.error_kind, e.created_at)
 
 
 async def copy_usage_events(conn: AsyncConnection, events: Sequence[UsageEvent]) -> int:
+    """Insert settled rows in bulk (COPY); for loading and tests."""
     async with conn.cursor() as cur, cur.copy(
         f"COPY llm_usage_events ({', '.join(_COLUMNS)}) FROM STDIN"
     ) as copy:
         for e in events:
-            await copy.write_row((
-                e.id, e.tenant_id, e.model_name, e.pool, e.replica, e.priority, e.request_id,
-                e.alert_id, e.input_tokens, e.output_tokens, e.total_tokens, e.ttft_ms,
-                e.total_latency_ms, e.status_code, e.error_kind, e.created_at))
+            await copy.write_row(_row(e))
     return len(events)
+
+
+async def write_usage_batch(conn: AsyncConnection, batch: UsageBatch) -> None:
+    """Call inside a transaction."""
+    if batch.only_reservations:
+        # Reservations guard against a crash of *this* process, not of the database:
+        # no need to wait for the WAL flush (the request waits for this commit).
+        await conn.execute("SET LOCAL synchronous_commit = off")
+    if batch.upserts:
+        columns = list(zip(*(_row(e) for e in batch.upserts), strict=True))
+        await conn.execute(_UPSERT, [list(c) for c in columns])
+    if batch.deletes:
+        await conn.execute(_DELETE, ([e.id for e in batch.deletes],
+                                     [e.created_at for e in batch.deletes]))
+
+
+async def settle_abandoned(conn: AsyncConnection, older_than_s: float) -> int:
+    cur = await conn.execute(_SETTLE_ABANDONED, (older_than_s,))
+    return cur.rowcount
+
+
+class PostgresUsageStore:
+    """The usage writer's store on a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def write(self, batch: UsageBatch) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await write_usage_batch(conn, batch)
+
+    async def settle_abandoned(self, older_than_s: float) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            return await settle_abandoned(conn, older_than_s)

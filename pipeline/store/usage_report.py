@@ -1,8 +1,11 @@
 """Usage per tenant and model over a period, aggregated in SQL (one GROUP BY).
 
-Tokens and cost count successful requests only (status 200): a rejected request never
-reached a GPU. Cost = tokens × the model's price per million (usage.pricing; "default"
-for models not listed).
+Tokens and cost count what the model servers processed: completed requests (status 200)
+and those cut by their caller, failed at the replica, abandoned by a killed process or
+still in flight (schemas/usage.py `BILLED_SQL`). Refusals before any replica are no
+longer rows (they are metrics); rows of refusals written by earlier versions are counted
+as requests and rejections, never as tokens. Cost = tokens × the model's price per
+million (usage.pricing; "default" for models not listed).
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ from typing import Any
 import psycopg
 
 from pipeline.config import ModelPrice
+from schemas.usage import BILLED_SQL
 
-_REPORT = """
+_REPORT = f"""
 WITH prices (model_name, input_per_million, output_per_million) AS (
     SELECT * FROM unnest(%(models)s::text[], %(inputs)s::float8[], %(outputs)s::float8[])
 ), usage AS (
     SELECT tenant_id, model_name,
            count(*) AS requests,
            count(*) FILTER (WHERE status_code = 200) AS succeeded,
-           COALESCE(sum(input_tokens) FILTER (WHERE status_code = 200), 0) AS input_tokens,
-           COALESCE(sum(output_tokens) FILTER (WHERE status_code = 200), 0) AS output_tokens,
+           COALESCE(sum(input_tokens) FILTER (WHERE {BILLED_SQL}), 0) AS input_tokens,
+           COALESCE(sum(output_tokens) FILTER (WHERE {BILLED_SQL}), 0) AS output_tokens,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ms)
                FILTER (WHERE status_code = 200) AS ttft_p50_ms,
            percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms)

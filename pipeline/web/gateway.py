@@ -1,5 +1,7 @@
 """The OpenAI-compatible LLM gateway: /v1/chat/completions (streaming or not) and
-/v1/models for other internal tools, behind per-tenant API keys; /metrics and /healthz.
+/v1/models for other internal tools, behind per-tenant API keys; /metrics; /healthz (or
+/livez: the process answers) and /readyz (it can serve: some model server replica is
+healthy; 503 with the reason otherwise).
 
 Everything that can refuse a request raises; `errors.install_error_handlers` turns it into
 the HTTP answer, in one place.
@@ -24,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -77,6 +80,21 @@ class BodySizeLimit:
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body iterator however the response ends — a client disconnect included —
+    so the router request behind it is cancelled, metered and settled at once (with the
+    tokens processed up to the cut), not whenever the generator is garbage-collected."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
 
 def create_gateway_app(settings: Settings,
@@ -143,8 +161,20 @@ def create_gateway_app(settings: Settings,
     Tenant = Annotated[str, Depends(tenant)]
 
     @app.get("/healthz")
+    @app.get("/livez")
     async def healthz(res: Resources) -> dict[str, str]:
+        """Liveness: the process is up and its resources are open. Says nothing about the
+        model servers (a restart would not bring them back): see /readyz."""
         return {"status": "ok", "model": res.router.model_name}
+
+    @app.get("/readyz")
+    async def readyz(res: Resources) -> JSONResponse:
+        """Readiness: some replica of some pool is healthy (circuit closed, /health 2xx),
+        else 503 with the reason of each replica."""
+        ready, reason = await res.router.readiness()
+        return JSONResponse({"status": "ready" if ready else "not_ready",
+                             "model": res.router.model_name, "reason": reason},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -179,7 +209,7 @@ def create_gateway_app(settings: Settings,
         # HTTP status, not an error inside a 200 stream.
         first = await anext(stream)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
+        return ClosingStreamingResponse(
             _events(stream, first, res.router.model_name, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -4,7 +4,7 @@ stop: the database pool, the usage writer (metered), the router and the key chec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,13 +12,10 @@ from typing import Protocol
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, Completion, QuotaExceeded, Saturated
 from pipeline.router.metrics import MeteredUsageSink
-from pipeline.router.usage import BatchingUsageWriter
-from pipeline.runtime import build_router
+from pipeline.runtime import build_router, usage_writer_for
 from pipeline.store.apikeys import load_pepper
 from pipeline.store.database import open_pool
-from pipeline.store.usage import copy_usage_events
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
-from schemas.usage import UsageEvent
 
 
 class ChatRouter(Protocol):
@@ -27,6 +24,8 @@ class ChatRouter(Protocol):
     async def complete(self, request: ChatRequest) -> Completion: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]: ...
+
+    async def readiness(self) -> tuple[bool, str]: ...
 
 
 class LoadShedder(Protocol):
@@ -46,12 +45,7 @@ class GatewayResources:
 @asynccontextmanager
 async def open_gateway_resources(settings: Settings) -> AsyncIterator[GatewayResources]:
     pool = await open_pool(settings)
-
-    async def write_usage(events: Sequence[UsageEvent]) -> int:
-        async with pool.connection() as conn, conn.transaction():
-            return await copy_usage_events(conn, events)
-
-    writer = BatchingUsageWriter(write_usage)
+    writer = usage_writer_for(settings, pool)
     writer.start()
     try:
         router = await asyncio.to_thread(build_router, settings, MeteredUsageSink(writer))

@@ -4,78 +4,33 @@ real OpenAI client as caller."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
 import psycopg
 import pytest
 
-from pipeline.cli_usage import create_api_key, maintain_partitions, revoke_api_key
-from pipeline.config import DatabaseSettings, Settings
-from pipeline.devstack.postgres import EmbeddedPostgres
-from pipeline.store.migrate import migrate
+from pipeline.cli_usage import create_api_key, revoke_api_key
 from pipeline.store.usage_partitions import month_start, partition_name
-from tests.servers import free_port, stop, wait_http
+from tests.integration.gateway_stack import MODEL, GatewayStack, gateway_stack
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).parents[2]
-MODEL = "smollm2-135m-instruct"
 TINY_QUOTA = 300  # tokens per minute of the tenant "tiny"
 
 
-@dataclass(frozen=True)
-class Gateway:
-    url: str
-    settings: Settings
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    state = tmp_path_factory.mktemp("gateway")
-    postgres = EmbeddedPostgres(state_dir=state, port=free_port())
-    postgres.start()
-    sim_port, gw_port = free_port(), free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "bench.vllm_sim", "--port", str(sim_port),
-                            "--model", MODEL, "--output-tokens", "8", "--itl-ms", "2",
-                            "--prefill-ms-per-token", "0.05"], cwd=ROOT)
-    gw: subprocess.Popen[bytes] | None = None
-    try:
-        settings = Settings(state_dir=state,
-                            database=DatabaseSettings(url=postgres.address()))  # type: ignore[arg-type]
-        migrate(settings.database_url)
-        maintain_partitions(settings)
-        env = {**os.environ,
-               "SECANALYST_STATE_DIR": str(state),
-               "SECANALYST_DATABASE__URL": postgres.address(),
-               "SECANALYST_LLM__POOLS": json.dumps({"default": {
-                   "endpoints": [f"http://127.0.0.1:{sim_port}/v1"],
-                   "max_context_tokens": 512}}),
-               "SECANALYST_GATEWAY__API_KEY_CACHE_S": "0",
-               "SECANALYST_TENANTS__OVERRIDES": json.dumps(
-                   {"tiny": {"tokens_per_minute": TINY_QUOTA}}),
-               "SECANALYST_LOG_FORMAT": "json"}
-        wait_http(f"http://127.0.0.1:{sim_port}/health", sim)
-        gw = subprocess.Popen([str(ROOT / ".venv/bin/secanalyst"), "gateway", "--port",
-                               str(gw_port)], cwd=state, env=env)
-        wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw)
-        yield Gateway(f"http://127.0.0.1:{gw_port}", settings)
-    finally:
-        if gw is not None:
-            stop(gw)
-        stop(sim)
-        postgres.stop()
+def gateway() -> Iterator[GatewayStack]:
+    with gateway_stack("gateway", ["--output-tokens", "8", "--itl-ms", "2",
+                                   "--prefill-ms-per-token", "0.05"],
+                       max_context_tokens=512,
+                       tenants={"tiny": {"tokens_per_minute": TINY_QUOTA}}) as stack:
+        yield stack
 
 
-def client(gateway: Gateway, key: str) -> openai.OpenAI:
+def client(gateway: GatewayStack, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
 
 
@@ -84,7 +39,7 @@ def ask(text: str = "Is 4625 a failed logon?", max_tokens: int = 16) -> dict[str
             "max_tokens": max_tokens}
 
 
-def test_missing_unknown_and_revoked_keys_get_the_same_401(gateway: Gateway) -> None:
+def test_missing_unknown_and_revoked_keys_get_the_same_401(gateway: GatewayStack) -> None:
     key_id, key = create_api_key(gateway.settings, "acme", "ci")
     url = f"{gateway.url}/v1/chat/completions"
     answers = [httpx.post(url, json=ask(), headers=h) for h in
@@ -97,7 +52,7 @@ def test_missing_unknown_and_revoked_keys_get_the_same_401(gateway: Gateway) -> 
     assert len({a.text for a in answers}) == 1  # nothing tells them apart
 
 
-def usage_rows(gateway: Gateway, tenant: str, count: int,
+def usage_rows(gateway: GatewayStack, tenant: str, count: int,
                timeout_s: float = 10) -> list[tuple[object, ...]]:
     deadline = time.monotonic() + timeout_s
     rows: list[tuple[object, ...]] = []
@@ -106,6 +61,7 @@ def usage_rows(gateway: Gateway, tenant: str, count: int,
             rows = conn.execute(
                 """SELECT tableoid::regclass::text, status_code, input_tokens, output_tokens,
                           error_kind FROM llm_usage_events WHERE tenant_id = %s
+                          AND error_kind IS DISTINCT FROM 'in_flight'  -- settled rows
                    ORDER BY created_at""", (tenant,)).fetchall()
             conn.commit()
             if len(rows) >= count:
@@ -114,7 +70,7 @@ def usage_rows(gateway: Gateway, tenant: str, count: int,
     return rows
 
 
-def test_completion_lands_a_usage_row_in_this_months_partition(gateway: Gateway) -> None:
+def test_completion_lands_a_usage_row_in_this_months_partition(gateway: GatewayStack) -> None:
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     _, key = create_api_key(gateway.settings, tenant)
     reply = client(gateway, key).chat.completions.create(
@@ -128,7 +84,7 @@ def test_completion_lands_a_usage_row_in_this_months_partition(gateway: Gateway)
     assert row[1:4] == (200, reply.usage.prompt_tokens, reply.usage.completion_tokens)
 
 
-def test_streaming_passes_the_text_through(gateway: Gateway) -> None:
+def test_streaming_passes_the_text_through(gateway: GatewayStack) -> None:
     _, key = create_api_key(gateway.settings, "streamer")
     stream = client(gateway, key).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "stream please"}], max_tokens=8,
@@ -141,7 +97,7 @@ def test_streaming_passes_the_text_through(gateway: Gateway) -> None:
     assert usage is not None and usage.completion_tokens == 8
 
 
-def test_too_long_prompt_is_413(gateway: Gateway) -> None:
+def test_too_long_prompt_is_413(gateway: GatewayStack) -> None:
     tenant = f"long-{uuid.uuid4().hex[:6]}"
     _, key = create_api_key(gateway.settings, tenant)
     answer = httpx.post(f"{gateway.url}/v1/chat/completions",
@@ -149,11 +105,13 @@ def test_too_long_prompt_is_413(gateway: Gateway) -> None:
                         headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert answer.status_code == 413
     assert "512" in answer.json()["error"]["message"]
-    [row] = usage_rows(gateway, tenant, 1)
-    assert (row[1], row[4]) == (413, "context_too_long")
+    # Refused before any replica: a metric, not a usage row (router/router.py).
+    assert usage_rows(gateway, tenant, 1, timeout_s=1) == []
+    assert 'secanalyst_llm_rejections_total{reason="context_too_long"}' in httpx.get(
+        f"{gateway.url}/metrics").text
 
 
-def test_quota_exhausted_is_429_with_retry_after(gateway: Gateway) -> None:
+def test_quota_exhausted_is_429_with_retry_after(gateway: GatewayStack) -> None:
     _, key = create_api_key(gateway.settings, "tiny")
     headers = {"Authorization": f"Bearer {key}"}
     url = f"{gateway.url}/v1/chat/completions"
@@ -168,7 +126,7 @@ def test_quota_exhausted_is_429_with_retry_after(gateway: Gateway) -> None:
     assert second.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_metrics_show_requests_and_rejections(gateway: Gateway) -> None:
+def test_metrics_show_requests_and_rejections(gateway: GatewayStack) -> None:
     text = httpx.get(f"{gateway.url}/metrics").text
     assert 'secanalyst_llm_requests_total{' in text
     assert 'reason="quota_exceeded"' in text or 'reason="authentication_error"' in text

@@ -57,6 +57,9 @@ class FakeRouter:
             yield piece
         yield completion("".join(self.pieces))
 
+    async def readiness(self) -> tuple[bool, str]:
+        return self.error is None, "fake"
+
 
 class FakeAuth:
     async def tenant_for(self, key: str) -> str | None:

@@ -20,10 +20,11 @@ from pipeline.router.tracing import dispatch_span
 from schemas.usage import UsageEvent
 
 
-def event(status: int, kind: str | None = None) -> UsageEvent:
+def event(status: int, kind: str | None = None, dispatched: bool = True) -> UsageEvent:
     return UsageEvent(tenant_id="acme", model_name="m", pool="default", replica="r",
                       request_id="x", input_tokens=100, output_tokens=20, ttft_ms=150,
-                      total_latency_ms=900, status_code=status, error_kind=kind)
+                      total_latency_ms=900, status_code=status, error_kind=kind,
+                      dispatched=dispatched)
 
 
 class ListSink:
@@ -38,8 +39,8 @@ def test_metered_sink_counts_every_event_and_passes_it_on() -> None:
     registry = CollectorRegistry()
     inner = ListSink()
     sink = MeteredUsageSink(inner, RouterMetrics(registry))
-    for e in (event(200), event(200), event(429, "quota_exceeded"), event(503, "saturated"),
-              event(502, "upstream_error")):
+    for e in (event(200), event(200), event(429, "quota_exceeded", dispatched=False),
+              event(503, "saturated", dispatched=False), event(502, "upstream_error")):
         sink.record(e)
     assert len(inner.events) == 5
 
@@ -49,9 +50,9 @@ def test_metered_sink_counts_every_event_and_passes_it_on() -> None:
     base = {"tenant": "acme", "model": "m", "pool": "default"}
     assert value("secanalyst_llm_requests_total", **base, status="200") == 2
     assert value("secanalyst_llm_requests_total", **base, status="429") == 1
-    # tokens only for requests that ran
-    assert value("secanalyst_llm_tokens_total", **base, kind="input") == 200
-    assert value("secanalyst_llm_tokens_total", **base, kind="output") == 40
+    # tokens for every request a replica processed (a failed one too), none for refusals
+    assert value("secanalyst_llm_tokens_total", **base, kind="input") == 300
+    assert value("secanalyst_llm_tokens_total", **base, kind="output") == 60
     assert value("secanalyst_llm_ttft_seconds_count", model="m", pool="default") == 2
     assert value("secanalyst_llm_ttft_seconds_sum", model="m", pool="default") == \
         pytest.approx(0.3)

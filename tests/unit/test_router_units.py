@@ -1,12 +1,11 @@
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 
 from pipeline.router.errors import ContextTooLong, NoHealthyReplica
 from pipeline.router.replicas import CircuitBreaker, Pool, Replica, choose_pool, choose_replica
-from pipeline.router.usage import BatchingUsageWriter
-from schemas.usage import UsageEvent
+from pipeline.router.usage import BatchingUsageWriter, UsageBatch
+from schemas.usage import IN_FLIGHT, UsageEvent
 
 
 def pools() -> list[Pool]:
@@ -48,20 +47,68 @@ def event(n: int) -> UsageEvent:
                       request_id=str(n), input_tokens=n, output_tokens=1, status_code=200)
 
 
+class ListStore:
+    """Records the batches the writer hands over (the SQL is tested on PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.batches: list[UsageBatch] = []
+
+    async def write(self, batch: UsageBatch) -> None:
+        self.batches.append(batch)
+
+    async def settle_abandoned(self, older_than_s: float) -> int:
+        return 0
+
+
 async def test_usage_writer_batches_and_flushes_on_close() -> None:
-    batches: list[int] = []
-
-    async def write(events: Sequence[UsageEvent]) -> int:
-        batches.append(len(events))
-        return len(events)
-
-    writer = BatchingUsageWriter(write, batch_size=4, interval_s=0.05)
+    store = ListStore()
+    writer = BatchingUsageWriter(store, batch_size=4, interval_s=0.05)
     writer.start()
     for n in range(10):
         writer.record(event(n))  # never awaits: off the request path
     await asyncio.sleep(0.2)
     await writer.close()
-    assert sum(batches) == 10 and max(batches) <= 4
+    sizes = [len(b.upserts) for b in store.batches]
+    assert sum(sizes) == 10 and max(sizes) <= 4
+
+
+async def test_a_reservation_is_written_at_once_and_settled_by_its_final_event() -> None:
+    store = ListStore()
+    writer = BatchingUsageWriter(store, interval_s=60)  # finals would wait a minute
+    writer.start()
+    reserved = event(1).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    await asyncio.wait_for(writer.reserve(reserved), 1)  # returns once written
+    assert [[e.error_kind for e in b.upserts] for b in store.batches] == [[IN_FLIGHT]]
+    assert store.batches[0].only_reservations
+    final = reserved.model_copy(update={"status_code": 200, "error_kind": None})
+    writer.record(final)
+    await writer.close()
+    assert store.batches[-1].upserts == [final]  # same id: the row settled in place
+
+
+async def test_a_reservation_and_its_final_event_in_one_batch_are_one_row_write() -> None:
+    store = ListStore()
+    writer = BatchingUsageWriter(store, reserve_wait_s=0.01)  # not started: queued only
+    reserved = event(1).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    await writer.reserve(reserved)
+    writer.record(reserved.model_copy(update={"status_code": 200, "error_kind": None}))
+    await writer.flush()
+    assert [len(b.upserts) for b in store.batches] == [1]
+    assert store.batches[0].upserts[0].status_code == 200
+
+
+async def test_refusals_are_not_rows_and_delete_a_reserved_row() -> None:
+    store = ListStore()
+    writer = BatchingUsageWriter(store, reserve_wait_s=0.01)
+    writer.record(event(1).model_copy(update={"status_code": 429, "dispatched": False}))
+    await writer.flush()
+    assert store.batches == []  # a refusal before any replica: metrics only
+    reserved = event(2).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    await writer.reserve(reserved)
+    await writer.flush()
+    writer.record(reserved.model_copy(update={"status_code": 503, "dispatched": False}))
+    await writer.flush()
+    assert store.batches[-1].deletes[0].id == reserved.id and not store.batches[-1].upserts
 
 
 def test_the_smallest_request_is_the_shortest_single_message_the_template_renders() -> None:
