@@ -82,13 +82,14 @@ _PLACEHOLDERS = (
 )
 
 # Text that instructs instead of describing: leaked prompt sentences, injected commands,
-# chat role markers, and the model talking about itself.
+# chat role markers, and the model talking about itself or its answer.
 INSTRUCTION_PHRASES = (
     "ignore previous", "ignore all previous", "ignore the system prompt", "disregard",
     "new instructions", "you are now", "you must", "you can now", "set severity",
     "rate this", "reply with", "json object", "explain this alert", "up to four short",
     "two plain sentences", "as an ai", "i cannot", "<|im_start|>", "<|im_end|>",
     "system:", "assistant:", "maintenance mode", "system override",
+    "in this answer", "i will provide",
 )
 
 
@@ -120,7 +121,8 @@ def foreign_entities(text: str, alert_text: str) -> list[str]:
     found = []
     for kind, pattern in _ENTITY_PATTERNS.items():
         for match in pattern.findall(text):
-            value = match.rstrip(".,;:")
+            # A value the text shortened ("https://…/detection/f-e3b0…") counts by its prefix.
+            value = match.rstrip(".,;:").removesuffix("…").removesuffix("...")
             if _norm(value) not in haystack:
                 found.append(f"{kind} {value}")
     return found
@@ -156,15 +158,9 @@ def unvalidated_ids(verdict: Verdict, wazuh_ids: Iterable[str]) -> list[str]:
     replaced = {t.replaces for t in verdict.attack if t.replaces}
     for raw in wazuh_ids:
         tid = raw.strip().upper()
-        if _is_revoked(tid) and tid not in replaced:
+        if attack.status(tid)[0] == "revoked" and tid not in replaced:
             problems.append(f"{tid} (revoked, not mapped)")
     return sorted(set(problems))
-
-
-def _is_revoked(technique_id: str) -> bool:
-    # attack.technique() hides revoked ids; ask the catalog itself.
-    found = attack._lookup().technique(technique_id)
-    return bool(found and found.get("revoked"))
 
 
 def next_steps_sources(verdict: Verdict) -> list[str]:
