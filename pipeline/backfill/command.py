@@ -42,7 +42,8 @@ def estimate_files(settings: Settings, files: list[Path], alert_filter: AlertFil
     from pipeline.backfill.estimate import default_tokens
 
     estimate = Estimate()
-    count_alerts(_lines(files, estimate.problems), alert_filter, estimate, tenant_id)
+    count_alerts(_lines(files, estimate.problems), alert_filter, estimate, tenant_id,
+                 max_alert_bytes=settings.ingest.max_alert_bytes)
     per_verdict = measured_tokens(settings) if use_database else default_tokens(settings)
     price(settings, estimate, per_verdict)
     return estimate

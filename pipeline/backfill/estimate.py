@@ -38,10 +38,10 @@ class Estimate:
 
 
 def count_alerts(lines: Iterable[bytes], alert_filter: AlertFilter, estimate: Estimate,
-                 tenant_id: str) -> None:
+                 tenant_id: str, *, max_alert_bytes: int = 1_000_000) -> None:
     for data in lines:
         estimate.lines += 1
-        parsed = parse_line(data)
+        parsed = parse_line(data, max_bytes=max_alert_bytes)
         if parsed.document is not None and not alert_filter.matches(parsed.document):
             estimate.filtered_out += 1
             continue
