@@ -9,11 +9,14 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from fastapi.testclient import TestClient
 
 from pipeline.alert_guard import LETTER_HEAD_BYTES, AlertRefused, refused_letter, screen_alert
+from pipeline.alert_sink import KafkaAlertSink
 from pipeline.config import IngestSettings
 from pipeline.ingest import IngestReport, numbered_lines, send_lines
 from pipeline.safe_json import JSONRejected, iter_array, loads_bounded
@@ -141,3 +144,37 @@ def test_lone_surrogates_and_control_characters_are_accepted_as_valid_json(
     assert answer.status_code == 202, answer.text
     published = sink.published[0][1][0]
     assert json.loads(published)["full_log"] == "a\ud800b\x00c\x1b"
+
+
+class _Producer:
+    """Records sends; each future is already acknowledged."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        self.sent.append((topic, value, headers))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def test_kafka_sink_checks_every_size_before_sending_any_and_letters_go_to_the_dlq() -> None:
+    producer = _Producer()
+    sink = KafkaAlertSink(cast(AIOKafkaProducer, producer), "raw", dlq_topic="dlq",
+                          max_alert_bytes=2048)
+
+    async def run() -> None:
+        with pytest.raises(AlertRefused, match="item 1: the alert is 3,000 bytes"):
+            await sink.publish("acme", [b"{}", b"x" * 3000, b"{}"])
+        assert producer.sent == []  # nothing of a refused batch is produced
+        await sink.publish("acme", [b"{}"])
+        letter = refused_letter("tail", b"x" * 3000, AlertRefused("too_large", "big"),
+                                tenant_id="acme", topic="raw", line=3)
+        await sink.dead_letter(letter)
+
+    asyncio.run(run())
+    assert [(topic, dict(headers)["tenant_id"]) for topic, _, headers in producer.sent] == [
+        ("raw", b"acme"), ("dlq", b"acme")]
+    assert json.loads(producer.sent[1][1])["reason"] == "line 3: big"
