@@ -229,7 +229,7 @@ class Router:
         now, else None — QuotaExceeded while the tenant's quota fits no request at all
         (quota/blocks.py), Saturated when admission would refuse it in every pool (queue
         full, or the expected wait over `wait_budget_s`). Cheap: no tokenization, no quota
-        call. A refusal is recorded as a usage event like any other."""
+        call. A refusal is counted in the rejection metric (no usage row), like any other."""
         limits = resolve_limits(self._tenants, tenant_id)
         priority = effective_priority(limits.priority, "standard")
         refusal: QuotaExceeded | Saturated | None = self._blocked(tenant_id)

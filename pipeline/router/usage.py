@@ -6,8 +6,9 @@ killed mid-call leaves a row that the next start settles as `abandoned` — and 
 event, which settles that row in place (same id and created_at; an upsert). Reservations
 are group-committed: `reserve` waits (at most `reserve_wait_s`) for the batch holding it,
 and a batch is written as soon as a reservation is queued, so concurrent requests share
-one round trip. Final events wait for the next `interval_s` tick. A reservation and its
-final event in one batch collapse into one row write.
+one round trip, without waiting for the WAL flush. Final events wait for the next
+`interval_s` tick. A reservation and its final event in one batch collapse into one row
+write.
 
 Refusals (`dispatched=False`) are not stored: metrics count them (router/metrics.py). One
 that follows a reservation (every replica failed to connect) deletes the reserved row.
@@ -78,6 +79,11 @@ class BatchingUsageWriter:
                  reserve_wait_s: float = 2.0,
                  abandoned_after_s: float | None = None) -> None:
         self._store = store
+        # Reservations apart: a request waits for its own, so they are written as soon
+        # as they come, alone (no fsync: see pipeline/store/usage.py); final events wait
+        # for the next tick, with any reservations then queued (a final's reservation is
+        # never written after it).
+        self._reservations: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
         self._batch_size = batch_size
         self._interval_s = interval_s
@@ -96,7 +102,7 @@ class BatchingUsageWriter:
 
     async def reserve(self, event: UsageEvent) -> None:
         done = asyncio.get_running_loop().create_future()
-        if not self._put(_Item(event, done)):
+        if not self._put(_Item(event, done), self._reservations):
             return
         self._reserved.add(event.id)
         self._wake.set()
@@ -106,9 +112,9 @@ class BatchingUsageWriter:
         log.warning("usage_reservation_slow", request_id=event.request_id,
                     waited_s=self._reserve_wait_s)
 
-    def _put(self, item: _Item) -> bool:
+    def _put(self, item: _Item, queue: asyncio.Queue[_Item] | None = None) -> bool:
         try:
-            self._queue.put_nowait(item)
+            (self._queue if queue is None else queue).put_nowait(item)
             return True
         except asyncio.QueueFull:
             self.dropped += 1
@@ -120,9 +126,19 @@ class BatchingUsageWriter:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def flush(self) -> None:
-        while not self._queue.empty():
-            items = [self._queue.get_nowait()
-                     for _ in range(min(self._batch_size, self._queue.qsize()))]
+        """Write everything queued, reservations first (a final event and its
+        reservation in one batch collapse into one row write)."""
+        while not (self._reservations.empty() and self._queue.empty()):
+            items = [self._reservations.get_nowait() for _ in range(
+                min(self._batch_size, self._reservations.qsize()))]
+            items += [self._queue.get_nowait() for _ in range(
+                min(self._batch_size - len(items), self._queue.qsize()))]
+            await self._write_with_retry(items)
+
+    async def _flush_reservations(self) -> None:
+        while not self._reservations.empty():
+            items = [self._reservations.get_nowait()
+                     for _ in range(min(self._batch_size, self._reservations.qsize()))]
             await self._write_with_retry(items)
 
     async def close(self) -> None:
@@ -135,11 +151,17 @@ class BatchingUsageWriter:
     async def _run(self) -> None:
         if self._abandoned_after_s is not None:
             await self._settle_abandoned(self._abandoned_after_s)
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._interval_s
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
             self._wake.clear()
-            await self.flush()
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self._interval_s
+                await self.flush()
+            else:
+                await self._flush_reservations()
 
     async def _settle_abandoned(self, older_than_s: float) -> None:
         """Rows left in flight by earlier processes (killed mid-call)."""

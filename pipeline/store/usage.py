@@ -28,7 +28,9 @@ _UPSERT = (
     f"INSERT INTO llm_usage_events ({', '.join(_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}) "
     "ON CONFLICT (id, created_at) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SETTLED))
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SETTLED)
+    # A reservation never overwrites a row (its request's final event may be written).
+    + f" WHERE EXCLUDED.error_kind IS DISTINCT FROM '{IN_FLIGHT}'")
 
 _DELETE = """DELETE FROM llm_usage_events e
              USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, created_at)
@@ -83,7 +85,8 @@ class PostgresUsageStore:
         self._pool = pool
 
     async def write(self, batch: UsageBatch) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        # Pipeline mode: the batch's statements and its commit in one round trip.
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             await write_usage_batch(conn, batch)
 
     async def settle_abandoned(self, older_than_s: float) -> int:

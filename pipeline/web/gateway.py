@@ -190,7 +190,7 @@ def create_gateway_app(settings: Settings,
                                clock: Clock) -> Response:
         if res.shedder is not None:
             refusal = res.shedder.shed(tenant_id, clock.remaining(time.monotonic()))
-            if refusal is not None:  # (the router recorded it: usage event + metrics)
+            if refusal is not None:  # (the router counted it: rejections metric)
                 raise refusal
         body = _parse_body(await http.body())
         remaining = clock.remaining(time.monotonic())

@@ -317,6 +317,8 @@ async def test_the_store_settles_rows_in_place_deletes_and_abandons(
                                              "input_tokens": 31, "output_tokens": 9})],
             deletes=[unserved]))
         assert await store.settle_abandoned(older_than_s=60) >= 1
+        # A reservation never overwrites a settled row.
+        await store.write(UsageBatch(upserts=[done]))
     finally:
         await pool.close()
     rows = {r["request_id"]: r for r in fetch_rows(stack.settings, tenant)}
