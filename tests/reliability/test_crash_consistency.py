@@ -9,11 +9,8 @@ CI size: 16 alerts, 3 kills; `make reliability`: 120 alerts, 12 kills."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -22,11 +19,11 @@ from bench.common import varied_alerts
 from pipeline.config import Settings
 from pipeline.demo import expected_alert_ids
 from pipeline.ingest import publish_lines
-from pipeline.normalize import NormalizationError, normalize
 from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
 from tests.integration.kafka_helpers import read_topic
 from tests.reliability.conftest import full_size
+from tests.reliability.outcome import letter_alert_id, twice_verdicted
 from tests.reliability.report import report_figure, report_row
 from tests.reliability.stages import StageProcesses, settings_env
 
@@ -42,28 +39,9 @@ async def _outcome(db: AsyncConnectionPool, settings: Settings, tenant: str,
                                  (tenant,))
         verdicted = {row[0] for row in await cur.fetchall()} & expected
     letters = await read_topic(settings, settings.kafka.topics.dlq, until=10**9, timeout_s=2)
-    dead = {_letter_alert_id(letter, tenant) for letter in letters
+    dead = {letter_alert_id(letter, tenant) for letter in letters
             if letter.get("reason") and letter.get("tenant_id") in (tenant, None)}
     return verdicted, dead & expected
-
-
-def _letter_alert_id(letter: dict[str, Any], tenant: str) -> str:
-    """The alert a dead letter is about: later stages dead-letter their own message (which
-    holds the normalized alert); normalize dead-letters the raw alert."""
-    if letter.get("original_encoding") != "utf-8":
-        return ""
-    try:
-        original = json.loads(letter["original"])
-    except ValueError:
-        return ""
-    if isinstance(original, dict) and isinstance(original.get("alert"), dict):
-        return str(original["alert"].get("alert_id", ""))
-    if isinstance(original, dict) and "alert_id" in original:
-        return str(original["alert_id"])
-    try:
-        return normalize(letter["original"].encode(), tenant_id=tenant).alert_id
-    except NormalizationError:
-        return ""
 
 
 async def test_random_kills_lose_nothing_and_duplicate_nothing(
@@ -103,11 +81,7 @@ async def test_random_kills_lose_nothing_and_duplicate_nothing(
     lost = expected - verdicted - dead
     published = await read_topic(settings, settings.kafka.topics.verdicts, until=10**9,
                                  timeout_s=3)
-    shown: dict[str, set[str]] = defaultdict(set)
-    for message in published:
-        if message.get("tenant_id") == tenant:
-            shown[message["alert_id"]].add(_verdict_identity(message))
-    duplicated = sorted(a for a, versions in shown.items() if len(versions) > 1)
+    duplicated = twice_verdicted(published, tenant)
     async with db.connection() as conn:
         cur = await conn.execute(
             """SELECT count(*) - count(DISTINCT request_id) FROM llm_usage_events
@@ -126,9 +100,3 @@ async def test_random_kills_lose_nothing_and_duplicate_nothing(
     assert not duplicated, f"alerts with two different verdicts published: {duplicated}"
     assert usage_twice == 0
 
-
-def _verdict_identity(message: dict[str, Any]) -> str:
-    """What makes two published verdicts of one alert different verdicts (a second LLM
-    answer), as opposed to the same stored verdict published again on redelivery."""
-    return json.dumps([message.get("summary"), message.get("input_tokens"),
-                       message.get("latency_ms"), message.get("created_at")], default=str)

@@ -44,6 +44,7 @@ from pipeline.store.migrate import migrate
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.test_explain_outage import SimProcess
 from tests.reliability.conftest import full_size
+from tests.reliability.outcome import letter_alert_id, twice_verdicted
 from tests.reliability.report import report_figure, report_row
 from tests.reliability.stages import StageProcesses, settings_env
 from tests.servers import free_port
@@ -220,16 +221,11 @@ async def test_broker_database_and_model_outages_lose_nothing(
         server.wait(30)
 
     letters = await read_topic(settings, settings.kafka.topics.dlq, until=10**9, timeout_s=3)
-    dead = {json.loads(m["original"])["alert"]["alert_id"] for m in letters
-            if m.get("original_encoding") == "utf-8" and '"alert"' in m["original"]}
+    dead = {letter_alert_id(m, tenant) for m in letters if m.get("reason")}
     lost = expected - verdicted - dead
     published = await read_topic(settings, settings.kafka.topics.verdicts, until=10**9,
                                  timeout_s=5)
-    versions: dict[str, set[str]] = defaultdict(set)
-    for message in published:
-        versions[message["alert_id"]].add(json.dumps(
-            [message.get("summary"), message.get("input_tokens"), message.get("created_at")]))
-    duplicated = sorted(a for a, v in versions.items() if len(v) > 1)
+    duplicated = twice_verdicted(published, tenant)
     answers = {phase: dict(counts) for phase, counts in hook.answers.items()}
     outcome = {"outage": f"{outage_s} s each", "accepted": len(expected),
                "verdicted": len(verdicted), "dead-lettered": len(dead & expected),
