@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tenacity import AsyncRetrying, stop_after_delay, wait_fixed
 
 from pipeline.config import Settings
+
+log = structlog.get_logger(__name__)
 
 
 async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> list[str]:
@@ -24,3 +29,18 @@ async def ensure_topics(settings: Settings, *, wait_s: float = 30.0) -> list[str
         return missing
     finally:
         await admin.close()
+
+
+async def keep_topics(settings: Settings, *, interval_s: float = 10.0) -> None:
+    """Recreate missing topics every `interval_s` for as long as the process runs: a
+    broker on memory storage comes back from a restart with none, and consumers would
+    fail on UnknownTopicOrPartition until someone created them again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            created = await ensure_topics(settings, wait_s=interval_s)
+        except Exception as exc:  # broker down: the next round tries again
+            log.warning("topic_check_failed", error=repr(exc))
+            continue
+        if created:
+            log.warning("topics_recreated", topics=created)

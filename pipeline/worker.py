@@ -10,7 +10,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from pipeline.config import Settings
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka_admin import ensure_topics, keep_topics
 from pipeline.runtime import Runtime
 from pipeline.shutdown import stop_on_signals
 from pipeline.worker_health import HealthServer, WorkerHealth
@@ -46,6 +46,7 @@ async def run_worker(settings: Settings, stages: Collection[str],
     broker = build_broker(settings)
     register_stages(broker, runtime, stages, BrokerPublisher(broker))
     stop = stop_on_signals(stop)
+    topics = asyncio.create_task(keep_topics(settings))  # after a memory broker's restart
     health = None
     try:
         if settings.worker.health_port is not None:  # up before the consumers join
@@ -57,6 +58,7 @@ async def run_worker(settings: Settings, stages: Collection[str],
         await stop.wait()
     finally:
         log.info("worker_stopping")
+        topics.cancel()
         if health is not None:
             await health.stop()
         await broker.stop()
