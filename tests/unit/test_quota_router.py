@@ -18,6 +18,7 @@ from pipeline.router.admission import Admission
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.quota import MemoryQuotaStore, QuotaLimits
 from pipeline.router.quota.blocks import QuotaBlocks
+from pipeline.router.usage import BatchingUsageWriter, UsageBatch
 from schemas.usage import UsageEvent
 
 PROMPT_TOKENS = 40  # what the fake counter and the backend both report
@@ -35,6 +36,17 @@ class ListSink:
 
     def record(self, event: UsageEvent) -> None:
         self.events.append(event)
+
+
+class RecordingStore:
+    def __init__(self) -> None:
+        self.batches: list[UsageBatch] = []
+
+    async def write(self, batch: UsageBatch) -> None:
+        self.batches.append(batch)
+
+    async def settle_abandoned(self, older_than_s: float) -> int:
+        return 0
 
 
 def _chunk(**fields: object) -> bytes:
@@ -123,11 +135,54 @@ async def test_over_quota_is_refused_before_dispatch_and_recorded(backend: str) 
 async def test_failure_releases_the_whole_reservation() -> None:
     store, sink = MemoryQuotaStore(), ListSink()
     router = make_router(closed_port_url(), store, sink)
-    with pytest.raises(NoHealthyReplica):
+    with pytest.raises(NoHealthyReplica) as caught:
         await router.complete(request(max_tokens=500))
+    assert caught.value.outage  # every replica unreachable: wait, do not give up
     assert store.tokens_in_window("t") == (0, 0)
     assert sink.events[-1].status_code == 503
+    assert not sink.events[-1].dispatched  # a refusal: a metric, not a usage row
     await router.close()
+
+
+async def test_unreachable_replicas_leave_no_usage_row_through_the_writer() -> None:
+    """The row reserved before the send is deleted when no replica could be reached."""
+    store = RecordingStore()
+    writer = BatchingUsageWriter(store, interval_s=0.05)
+    writer.start()
+    router = make_router(closed_port_url(), MemoryQuotaStore(), writer)  # type: ignore[arg-type]
+    for _ in range(3):  # a consumer retrying through the outage
+        with pytest.raises(NoHealthyReplica):
+            await router.complete(request(max_tokens=100))
+    await writer.close()
+    await router.close()
+    reserved = [e.id for b in store.batches for e in b.upserts]
+    deleted = [e.id for b in store.batches for e in b.deletes]
+    assert sorted(reserved) == sorted(deleted)  # every reserved row deleted: none left
+
+
+async def test_a_cancelled_call_is_charged_its_prompt_and_keeps_it_in_the_quota(
+        ) -> None:
+    started = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        started.set()
+        await asyncio.sleep(30)  # prefilling forever
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    store, sink = MemoryQuotaStore(), ListSink()
+    router = make_router(url, store, sink)
+    task = asyncio.create_task(router.complete(request(max_tokens=300)))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(e.status_code, e.error_kind, e.input_tokens, e.output_tokens)
+            for e in sink.events] == [(499, "client_disconnect", PROMPT_TOKENS, 0)]
+    assert store.tokens_in_window("t") == (PROMPT_TOKENS, PROMPT_TOKENS)  # not refunded
+    await router.close()
+    server.close()
 
 
 async def test_saturated_is_recorded_and_releases_quota(backend: str) -> None:
