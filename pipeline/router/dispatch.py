@@ -216,7 +216,10 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]
         data = []
         if raw.startswith(b"[DONE]"):
             return
-        event = json.loads(raw)
+        try:
+            event = json.loads(raw)
+        except ValueError as exc:  # a broken server, not a reason to escape as ValueError
+            raise ReplicaStreamError(f"malformed event in stream: {exc}") from exc
         if isinstance(event, dict) and event.get("error") is not None:
             raise ReplicaStreamError(f"error in stream: {event['error']}")
         yield event

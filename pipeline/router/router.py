@@ -303,6 +303,13 @@ class Router:
             used_tokens = self._record_cut(request, request_id, prompt_tokens, started,
                                            pool.name, meter)
             raise
+        except Exception as exc:  # a bug or an unforeseen error: the row is still settled
+            if meter.created_at is not None:
+                used_tokens = sum(meter.processed(prompt_tokens))
+                self._record_failure(request, request_id, prompt_tokens, started,
+                                     UpstreamError(f"unexpected: {exc!r}"), pool.name,
+                                     meter.replica, meter)
+            raise
         finally:
             # Shielded: a second cancellation must not lose the settlement.
             await asyncio.shield(self._settle(reservation, used_tokens))
