@@ -86,7 +86,7 @@ async def read_all(settings: Settings, topic: str, *, expect: int,
 
 
 async def consume_group(settings: Settings, topic: str, *, at_most: int,
-                        timeout_s: float = 30) -> tuple[list[bytes], dict[int, int | None]]:
+                        timeout_s: float = 60) -> tuple[list[bytes], dict[int, int | None]]:
     """Consume up to `at_most` records in GROUP, commit, and return them with the
     offsets the group held when it started."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
