@@ -174,6 +174,30 @@ def test_gpu_workloads_tolerate_the_taint_and_have_startup_and_readiness_probes(
     assert gpu_pods == 2, "one vLLM Deployment per pool (default, long-context)"
 
 
+
+def test_each_vllm_pool_serves_what_the_router_is_configured_for(overlay: Any) -> None:
+    """The model name and context length of each pool's vLLM match secanalyst.toml's pool
+    (a router sending longer prompts than --max-model-len would get errors)."""
+    _, docs = overlay
+    settings = _configured_settings(docs)
+    served = {}
+    for deployment in _of_kind(docs, "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        if container["name"] != "vllm":
+            continue
+        args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
+        pool = deployment["metadata"]["labels"]["secanalyst.io/pool"]
+        served[pool] = (args["served-model-name"], int(args["max-model-len"]))
+        service = next(s for s in _of_kind(docs, "Service")
+                       if s["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+                       and _selects({"matchLabels": s["spec"]["selector"]},
+                                    deployment["spec"]["template"]["metadata"]["labels"]))
+        assert service["spec"]["clusterIP"] == "None", f"{_name(service)} is not headless"
+        host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+        assert any(host in e for e in settings.llm.pools[pool].endpoints), (pool, host)
+    assert served == {name: (settings.llm.model_name, p.max_context_tokens)
+                      for name, p in settings.llm.pools.items()}
+
 def test_every_image_is_pinned_and_from_an_approved_registry(overlay: Any) -> None:
     _, docs = overlay
     policy = next(p for p in _of_kind(docs, "ClusterPolicy")
