@@ -12,12 +12,18 @@ claim checked before it is shown.
 
 Quality gate: `needs_review` when a check failed, the model failed, or no runbook matched.
 
-Confidence (0–1) comes from the checks that passed:
-    model failed (no valid reply in two tries) → 0.1
-    otherwise 0.1 + 0.9 × (0.5·summary + 0.2·next_steps + 0.15·severity + 0.15·attack)
-    where a claim scores 1 when all its checks passed (or the model made no such claim:
-    the fact stands) and 0 when one failed; × 0.8 when the first reply was invalid;
-    × 0.7 when no runbook matched the rule (the steps are generic).
+Confidence (0–1) is the trust in what the verdict shows, from the checks that passed:
+    0.5·S + 0.2·N + 0.15·V + 0.15·A
+    S  summary: 1 when the facts sentence is shown (true by construction); for a model
+       narrative that passed every check, 0.2 + 0.6·g, g = min(1, distinct alert entities
+       it names / 2) — a narrative is never proven right, one that restates more of the
+       alert is less likely to be wrong; × 0.75 when another claim of the model was
+       rejected (the model was wrong about this alert once already)
+    N  next steps: 1 from the runbook written for the rule, 0.6 generic
+    V  severity: 1 the Wazuh band, 0.8 moved by the model with a fact
+    A  ATT&CK: 1 Wazuh and runbook ids only, 0.8 when a model id is shown
+The model's failures show in `status` (needs_review) and `checks`, not here: a verdict
+whose claims were all rejected shows only facts and steps, and those are right.
 """
 
 from __future__ import annotations
@@ -47,7 +53,6 @@ log = structlog.get_logger(__name__)
 
 RUNBOOK_CITATION_MIN_SCORE = 0.35
 OFFERED_STEPS = {"small": 6, "large": 8}
-CLAIM_WEIGHTS = {"summary": 0.5, "next_steps": 0.2, "severity": 0.15, "attack": 0.15}
 __all__ = ["GENERIC_GROUPS", "confidence", "explain", "merge_attack", "runbook_matches"]
 
 
@@ -88,15 +93,23 @@ def runbook_matches(citation: RunbookCitation, rule_id: str, groups: list[str]) 
         set(citation.wazuh_groups) & (set(groups) - GENERIC_GROUPS))
 
 
-def confidence(claims: dict[str, bool], *, model_failed: bool = False,
-               retried: bool = False, runbook_matched: bool = True) -> float:
-    """The formula in the module docstring; `claims` maps claim → all its checks passed."""
-    if model_failed:
-        return 0.1
-    score = 0.1 + 0.9 * sum(weight * claims.get(claim, True)
-                            for claim, weight in CLAIM_WEIGHTS.items())
-    score *= (0.8 if retried else 1.0) * (1.0 if runbook_matched else 0.7)
-    return round(min(score, 1.0), 2)
+def confidence(*, grounding: float | None, other_claim_rejected: bool = False,
+               generic_steps: bool = False, severity_moved: bool = False,
+               model_attack_shown: bool = False) -> float:
+    """The formula in the module docstring; `grounding` None = the facts sentence shown."""
+    summary = 1.0 if grounding is None else (
+        (0.2 + 0.6 * min(grounding, 1.0)) * (0.75 if other_claim_rejected else 1.0))
+    score = (0.5 * summary + 0.2 * (0.6 if generic_steps else 1.0)
+             + 0.15 * (0.8 if severity_moved else 1.0)
+             + 0.15 * (0.8 if model_attack_shown else 1.0))
+    return round(score, 2)
+
+
+def grounding(ctx: CheckContext, narrative: str) -> float:
+    """How much of the alert a narrative restates: distinct entity values named / 2."""
+    lowered = narrative.lower()
+    named = {v.lower() for v in ctx.entity_values() if v.lower() in lowered}
+    return min(1.0, len(named) / 2)
 
 
 def _parse(completion: Completion) -> LLMVerdict:
@@ -244,8 +257,10 @@ def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_n
         "next_steps": [s.text for s in chosen],
         "status": "needs_review" if reasons else "explained",
         "review_reason": "; ".join(reasons) or None,
-        "confidence": confidence(claims, model_failed=parsed is None,
-                                 retried=len(completions) > 1,
-                                 runbook_matched=bool(runbooks)),
+        "confidence": confidence(
+            grounding=grounding(ctx, explanation) if explanation else None,
+            other_claim_rejected=any(not ok for c, ok in claims.items() if c != "summary"),
+            generic_steps=not runbooks, severity_moved=severity != facts.band,
+            model_attack_shown=bool(model_attack)),
         "facts": facts, "checks": checks, "provenance": provenance,
     })

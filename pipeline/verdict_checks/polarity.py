@@ -28,6 +28,9 @@ AXES: dict[str, tuple[tuple[str, re.Pattern[str]], tuple[str, re.Pattern[str]]]]
         ("blocked", re.compile(r"\b(drop(ped|s)?|block(ed|s)?|denied|deny|reject(ed)?"
                                r"|prevented|quarantined|protect you)\b", re.I)),
         ("allowed", re.compile(r"\b(allow(ed|s)?|permitted|returned (code )?200)\b", re.I))),
+    "state": (  # a paused container is not a stopped one
+        ("paused", re.compile(r"\b(paused|unpaused|resumed)\b", re.I)),
+        ("stopped", re.compile(r"\b(stopped|shut down|killed|exited|terminated)\b", re.I))),
     "change": (
         ("added", re.compile(r"\b(added|created|launched|started|installed)\b", re.I)),
         ("removed", re.compile(r"\b(deleted|removed|stopped|shut down|uninstalled"

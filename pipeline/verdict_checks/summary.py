@@ -29,6 +29,19 @@ _PLACEHOLDER = re.compile(
     r"\[[^\]]*(insert|your|placeholder|here|summary|message|todo|name|date)[^\]]*\]"
     r"|\{\{[^}]*\}\}|\{[a-z_.]+\}|<[a-z_ ]{3,}>|\bTODO\b|\bTBD\b|lorem ipsum|\bN/A\b|\bxxx+\b",
     re.I)
+_VAGUE = re.compile(
+    r"\b(in this (answer|response|report|summary)|i will|i'll|i am|here is|as follows"
+    r"|step[- ]by[- ]step|detailed explanation|achievements?:"
+    r"|this (alert|report|event) (contains|provides|highlights|includes|is about)"
+    r" (information|details|an important|critical aspects))", re.I)
+_NAME = re.compile(r"\b[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*\b|\b[A-Z][a-z]{2,}\b")
+_COMMON_NAMES = frozenset({
+    "ssh", "ip", "ips", "http", "https", "sql", "xss", "url", "cve", "dns", "tcp", "udp",
+    "rdp", "api", "os", "id", "pid", "uid", "fim", "ids", "mitre", "wazuh", "linux",
+    "windows", "unix", "the", "this", "that", "these", "an", "a", "it", "its", "they",
+    "someone", "if", "no", "one", "two", "several", "multiple", "repeated", "failed",
+    "successful", "unknown", "possible", "suspicious", "critical", "high", "medium", "low",
+    "alert", "attacker", "user", "root", "admin", "file", "host", "server", "system"})
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 _URL = re.compile(r"\b(?:https?|ftp)://[^\s\"'<>)]+", re.I)
 _HASH = re.compile(r"\b[0-9a-f]{32}\b|\b[0-9a-f]{40}\b|\b[0-9a-f]{64}\b", re.I)
@@ -39,7 +52,8 @@ _GENERIC_USER_WORDS = frozenset({"account", "accounts", "name", "names", "that",
                                  "from", "was", "is", "has", "attempted", "tried", "who",
                                  "does", "did", "not", "the", "a", "an", "and", "on", "to",
                                  "of", "in", "for", "failed", "failures", "attempts",
-                                 "activity", "session", "login", "logins", "credentials"})
+                                 "activity", "session", "login", "logins", "credentials",
+                                 "using", "attempt", "which", "without", "by", "as"})
 
 
 def rule_subject(ctx: CheckContext) -> list[str]:
@@ -50,12 +64,39 @@ def rule_subject(ctx: CheckContext) -> list[str]:
 
 
 def names_an_entity(ctx: CheckContext, text: str) -> str | None:
+    """An alert that carries entities must be described by one of them (a narrative that
+    only repeats the rule's subject says nothing the facts do not); an alert without any
+    entity by the rule's subject."""
     lowered = text.lower()
-    if any(value.lower() in lowered for value in ctx.entity_values()):
+    values = ctx.entity_values()
+    if any(value.lower() in lowered for value in values):
         return None
-    if any(re.search(rf"\b{re.escape(word)}", lowered) for word in rule_subject(ctx)):
+    if not values and any(re.search(rf"\b{re.escape(word)}", lowered)
+                          for word in rule_subject(ctx)):
         return None
-    return "names no entity of the alert and not the rule's subject"
+    if values:
+        return "names no entity of the alert (source, user, file, host, ...)"
+    return "names nothing of the alert, not even the rule's subject"
+
+
+def not_vague(ctx: CheckContext, text: str) -> str | None:
+    match = _VAGUE.search(text)
+    return f"talks about itself instead of the alert: {match.group(0)!r}" if match else None
+
+
+def no_foreign_names(ctx: CheckContext, text: str) -> str | None:
+    """Names (capitalised or acronyms, not opening a sentence) the alert never mentions —
+    "AWS Lambda" on a Docker event, "Surikatana" — are invented."""
+    known = ctx.alert_text
+    for match in _NAME.finditer(text):
+        word = match.group(0)
+        start = match.start()
+        opening = start == 0 or re.search(r"[.!?:]\s*$", text[:start]) is not None
+        if (opening and not word.isupper()) or word.lower() in _COMMON_NAMES:
+            continue
+        if word.lower() not in known:
+            return f"name {word!r} is not in the alert"
+    return None
 
 
 def no_contradiction(ctx: CheckContext, text: str) -> str | None:
@@ -117,6 +158,8 @@ CHECKS: tuple[tuple[str, SummaryCheck], ...] = (
     ("summary.names_entity", names_an_entity),
     ("summary.no_contradiction", no_contradiction),
     ("summary.no_instruction", no_instruction_text),
+    ("summary.not_vague", not_vague),
+    ("summary.no_foreign_names", no_foreign_names),
     ("summary.no_placeholder", no_placeholder),
     ("summary.no_foreign_values", no_foreign_values),
     ("summary.no_verbatim_copy", no_verbatim_copy),

@@ -60,7 +60,7 @@ async def test_true_narrative_shown_steps_from_the_runbook() -> None:
     assert f"1. {verdict.next_steps[1]}" in user and f"2. {verdict.next_steps[0]}" in user
     assert verdict.severity == "medium" and verdict.prompt_version == PROMPT_VERSION
     assert {t.id for t in verdict.attack} == {"T1110", "T1110.001"}
-    assert verdict.confidence == 1.0
+    assert verdict.confidence == 0.9  # a narrative naming two entities: 0.5·0.8 + 0.5
 
 
 async def test_wrong_narrative_not_shown_facts_stand_and_review() -> None:
@@ -75,7 +75,7 @@ async def test_wrong_narrative_not_shown_facts_stand_and_review() -> None:
     assert verdict.status == "needs_review" and "no_contradiction" in (
         verdict.review_reason or "")
     assert verdict.next_steps  # a rule with a runbook always has next steps
-    assert verdict.confidence is not None and verdict.confidence <= 0.55
+    assert verdict.confidence == 1.0  # what is shown is the facts and the runbook's steps
 
 
 async def test_rate_this_low_does_not_move_the_band() -> None:
@@ -95,7 +95,7 @@ async def test_model_failure_and_no_runbook() -> None:
     alert = sample("5712").model_copy(update={"rule_id": "999999", "rule_groups": ["local"],
                                               "decoder": "json"})
     verdict, router = await verdict_for(alert, "not json")
-    assert len(router.requests) == 2 and verdict.confidence == 0.1
+    assert len(router.requests) == 2 and verdict.confidence == 0.92  # generic steps
     assert verdict.summary == verdict.facts.sentence  # type: ignore[union-attr]
     assert verdict.status == "needs_review"
     assert "no runbook" in (verdict.review_reason or "")
@@ -104,11 +104,13 @@ async def test_model_failure_and_no_runbook() -> None:
 
 
 def test_confidence_formula() -> None:
-    assert confidence({}) == 1.0
-    assert confidence({"summary": False}) == 0.55
-    assert confidence({}, runbook_matched=False) == 0.7
-    assert confidence({}, model_failed=True) == 0.1
-    assert confidence({"summary": True}, retried=True) == 0.8
+    assert confidence(grounding=None) == 1.0
+    assert confidence(grounding=1.0) == 0.9
+    assert confidence(grounding=0.5) == 0.75
+    assert confidence(grounding=0.0) == 0.6
+    assert confidence(grounding=1.0, other_claim_rejected=True) == 0.8
+    assert confidence(grounding=None, generic_steps=True, severity_moved=True,
+                      model_attack_shown=True) == 0.86
 
 
 @pytest.mark.parametrize("payload", [

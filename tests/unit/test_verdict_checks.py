@@ -57,6 +57,13 @@ def test_a_true_narrative_passes_every_check(rule_id: str, text: str) -> None:
     ("5712", "See https://evil.example.net/x for the sshd brute force.",
      "summary.no_foreign_values"),
     ("5710", "Benign test traffic", "summary.names_entity"),
+    ("62123", "This alert contains information about a Windows Defender malware detection.",
+     "summary.names_entity"),
+    ("550", "In this answer, I will provide a detailed explanation of the change to "
+            "authorized_keys.", "summary.not_vague"),
+    ("87908", "The container payments-api was stopped by an AWS Lambda function.",
+     "summary.no_foreign_names"),
+    ("4151", "A scan from 10.0.50.142 detected by Surikatana.", "summary.no_foreign_names"),
     ("5712", "", "summary.not_empty"),
 ])
 def test_a_bad_narrative_is_rejected_with_its_reason(rule_id: str, text: str,
@@ -210,3 +217,12 @@ def test_model_step_choice_checked_and_ordered() -> None:
     assert [s.text for s in next_steps.chosen(offered, [3, 1], True)] == ["step 3", "step 1"]
     assert [s.text for s in next_steps.chosen(offered, [9], False)][:2] == ["step 1",
                                                                            "step 2"]
+
+
+def test_a_paused_container_is_not_a_stopped_one() -> None:
+    alert = shared("87905")
+    if alert is None:
+        pytest.skip(f"{SHARED} not present")
+    reasons = summary_reasons(alert, "The container apache was stopped.")
+    assert "stopped" in reasons["summary.no_contradiction"]
+    assert summary_reasons(alert, "The container apache was paused.") == {}
