@@ -85,7 +85,8 @@ def fact_sentence(alert: NormalizedAlert, facts: VerdictFacts) -> str:
                          ("command", _short(entities.command_line)),
                          ("file", facts.file), ("container", entities.container),
                          ("malware", entities.malware), ("package", entities.package),
-                         ("url", _short(entities.url))):
+                         # a long URL is left out, not cut: a cut one is in no alert
+                         ("url", entities.url if len(entities.url or "") <= 120 else None)):
         if value:
             parts.append(f"{label} {value}")
     if entities.cve and entities.cve.lower() not in facts.rule_description.lower():
