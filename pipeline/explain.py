@@ -168,13 +168,13 @@ async def explain(enriched: EnrichedAlert, router: Router, *, max_tokens: int,
             request = ChatRequest(**{**request.__dict__, "temperature": 0.3})
     ctx = CheckContext(alert=alert, facts=facts, prompt_text=prompt.instructions)
     return _verdict(enriched, ctx, prompt, router.model_name, completions, parsed, error,
-                    matched, steps)
+                    matched, steps, task_size)
 
 
 def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_name: str,
              completions: list[Completion], parsed: LLMVerdict | None, error: str,
              matched: list[tuple[Runbook, str]],
-             steps: list[step_checks.GroundedStep]) -> Verdict:
+             steps: list[step_checks.GroundedStep], task_size: TaskSize) -> Verdict:
     alert, facts = enriched.alert, ctx.facts
     runbooks = [r for r, _ in matched]
     cited = [c for c in prompt.runbooks if c.score >= RUNBOOK_CITATION_MIN_SCORE]
@@ -236,8 +236,7 @@ def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_n
         "severity": "wazuh" if severity == facts.band else "model",
         "next_steps": "runbook" if runbooks else "generic",
         "next_steps_sources": step_sources,
-        "task_size": "large" if "severity_reason" in str(prompt.response_format)
-                     else "small",
+        "task_size": task_size,
     }
     proposed = len(parsed.attack_ids) if parsed else 0
     return Verdict.model_validate({
