@@ -79,10 +79,10 @@ class BatchingUsageWriter:
                  reserve_wait_s: float = 2.0,
                  abandoned_after_s: float | None = None) -> None:
         self._store = store
-        # Reservations apart: a request waits for its own, so they are written as soon
-        # as they come, alone (no fsync: see pipeline/store/usage.py); final events wait
-        # for the next tick, with any reservations then queued (a final's reservation is
-        # never written after it).
+        # Reservations apart, by a task of their own: a request waits for its own, so they
+        # are written as soon as they come, never behind a batch of final events (and
+        # without waiting for the WAL flush: see pipeline/store/usage.py). A reservation
+        # written late never overwrites its row's final event (the store's upsert).
         self._reservations: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
         self._batch_size = batch_size
@@ -91,7 +91,7 @@ class BatchingUsageWriter:
         self._abandoned_after_s = abandoned_after_s
         self._wake = asyncio.Event()
         self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
         self.abandoned_settled = 0
 
@@ -123,7 +123,9 @@ class BatchingUsageWriter:
             return False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-writer")
+        self._tasks = [asyncio.create_task(self._run(), name="usage-writer"),
+                       asyncio.create_task(self._run_reservations(),
+                                           name="usage-reservations")]
 
     async def flush(self) -> None:
         """Write everything queued, reservations first (a final event and its
@@ -135,33 +137,36 @@ class BatchingUsageWriter:
                 min(self._batch_size - len(items), self._queue.qsize()))]
             await self._write_with_retry(items)
 
-    async def _flush_reservations(self) -> None:
-        while not self._reservations.empty():
-            items = [self._reservations.get_nowait()
-                     for _ in range(min(self._batch_size, self._reservations.qsize()))]
-            await self._write_with_retry(items)
+    @staticmethod
+    def _drain(queue: asyncio.Queue[_Item], batch_size: int) -> list[_Item]:
+        return [queue.get_nowait() for _ in range(min(batch_size, queue.qsize()))]
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
         await self.flush()
 
     async def _run(self) -> None:
+        """Final events, every `interval_s`."""
         if self._abandoned_after_s is not None:
             await self._settle_abandoned(self._abandoned_after_s)
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self._interval_s
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+            await asyncio.sleep(self._interval_s)
+            while not self._queue.empty():
+                await self._write_with_retry(self._drain(self._queue,
+                                                               self._batch_size))
+
+    async def _run_reservations(self) -> None:
+        """Reservations, as soon as they come (group commit)."""
+        while True:
+            await self._wake.wait()
             self._wake.clear()
-            if loop.time() >= next_tick:
-                next_tick = loop.time() + self._interval_s
-                await self.flush()
-            else:
-                await self._flush_reservations()
+            while not self._reservations.empty():
+                await self._write_with_retry(self._drain(self._reservations,
+                                                               self._batch_size))
 
     async def _settle_abandoned(self, older_than_s: float) -> None:
         """Rows left in flight by earlier processes (killed mid-call)."""
