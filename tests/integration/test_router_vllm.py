@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -95,3 +96,30 @@ async def test_every_class_is_sent_as_vllm_priority_and_served(settings: Setting
         await router.close()
     assert [e.priority for e in sink.events] == ["premium", "standard", "batch"]
     assert all(e.status_code == 200 for e in sink.events)
+
+
+async def test_a_call_cut_mid_stream_is_charged_what_vllm_processed(
+        settings: Settings) -> None:
+    """vLLM's own running counts (`continuous_usage_stats`) meter a call its caller
+    cancels mid-stream: the prompt as vLLM counted it and the output streamed so far."""
+    sink = ListSink()
+    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+                    counter=counter_for(tokenizer_dir(settings)), usage=sink)
+    request = ChatRequest(tenant_id="t-cut", max_tokens=200, messages=[
+        {"role": "user", "content": "Write a long story about a cat who audits logs."}])
+    pieces: list[str] = []
+    try:
+        task = asyncio.create_task(router.complete(request, on_delta=pieces.append))
+        async with asyncio.timeout(120):
+            while len(pieces) < 5:
+                assert not task.done(), "the model stopped before the cut"
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await router.close()
+    [event] = sink.events
+    assert (event.status_code, event.error_kind) == (499, "client_disconnect")
+    assert event.input_tokens == router.estimate(request)[0]  # vLLM's count, and ours
+    assert len(pieces) <= event.output_tokens < 200
