@@ -332,6 +332,9 @@ class ConsoleSettings(_Frozen):
     platform_tenant: str | None = None
     # OpenID Connect sign-in besides passwords (None: off); see OIDCSettings.
     oidc: OIDCSettings | None = None
+    # The Wazuh dashboard's page of one alert, with {alert_id} and {agent} filled in (e.g.
+    # "https://wazuh.example/app/threat-hunting#/overview/?_q=id:{alert_id}"); None: no link.
+    wazuh_dashboard_url: str | None = None
 
 
 class WorkerSettings(_Frozen):

@@ -161,6 +161,9 @@ class QueueFilter:
     status: str | None = None
     rule: str | None = None
     agent: str | None = None
+    src_ip: str | None = None  # pivots on the verdict's facts (migration 0009)
+    dst_ip: str | None = None
+    user: str | None = None
     technique: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -229,12 +232,14 @@ def queue_sql(tenant_id: str, flt: QueueFilter, limit: int) -> tuple[str, dict[s
 
 
 def searched_queue_sql(flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any]]:
-    """A page that searches (full text or ATT&CK) goes through console_queue_ids: row-level
-    security keeps @@ and @> out of index conditions (they are not leakproof), so the ids
+    """A page that searches (full text or ATT&CK) or pivots on a fact goes through
+    console_queue_ids: row-level security keeps @@, @> and ->> out of index conditions
+    (they are not leakproof), so the ids
     are found by the owner's function and the rows read back under the policies."""
     filters = {key: value for key, value in (
         ("severity", flt.severity), ("status", flt.status), ("rule", flt.rule),
-        ("agent", flt.agent), ("technique", flt.technique), ("search", flt.search),
+        ("agent", flt.agent), ("src_ip", flt.src_ip), ("dst_ip", flt.dst_ip),
+        ("user", flt.user), ("technique", flt.technique), ("search", flt.search),
         ("since", flt.since.isoformat() if flt.since else None),
         ("until", flt.until.isoformat() if flt.until else None)) if value}
     after_ts, after_id = flt.after if flt.after else (None, None)
@@ -247,7 +252,7 @@ def searched_queue_sql(flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any
 
 async def verdict_queue(conn: AsyncConnection, tenant_id: str, flt: QueueFilter,
                         limit: int) -> QueuePage:
-    if flt.search or flt.technique:
+    if flt.search or flt.technique or flt.src_ip or flt.dst_ip or flt.user:
         sql, params = searched_queue_sql(flt, limit + 1)
     else:
         sql, params = queue_sql(tenant_id, flt, limit + 1)
@@ -276,7 +281,7 @@ async def verdict_detail(conn: AsyncConnection, verdict_id: int) -> dict[str, An
     row does not exist or belongs to another tenant (the policies hide it)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT v.*, a.normalized AS alert, a.agent_name
+            """SELECT v.*, a.normalized AS alert, a.agent_name, a.raw AS original
                FROM verdicts v LEFT JOIN alerts a
                  ON a.tenant_id = v.tenant_id AND a.alert_id = v.alert_id
                WHERE v.id = %s""", (verdict_id,))

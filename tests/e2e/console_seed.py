@@ -22,6 +22,8 @@ from pipeline.store.migrate import migrate
 from tests.servers import free_port
 
 PASSWORD = "correct horse battery staple"
+CHUNK = "ssh-brute-force#containment-and-response"  # a real runbook's passage
+WAZUH_URL = "https://wazuh.example/app/threat-hunting#/overview/?_q=id:{alert_id}"
 XSS_SUMMARY = ('<script>alert("xss")</script> <b>bold</b> '
                '[click me](javascript:alert(1)) <img src=x onerror=alert(2)>')
 
@@ -46,7 +48,8 @@ def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
         migrate(url)
         settings = Settings(database={"url": url}, state_dir=state_dir,
                             console={"page_size": page_size, "poll_interval_s": 1.0,
-                                     "platform_tenant": "platform"})
+                                     "platform_tenant": "platform",
+                                     "wazuh_dashboard_url": WAZUH_URL})
         for tenant in ("acme", "globex"):
             add_user(settings, tenant, f"analyst@{tenant}.test", "analyst", PASSWORD)
             add_user(settings, tenant, f"admin@{tenant}.test", "admin", PASSWORD)
@@ -60,23 +63,27 @@ def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
 
 def insert_verdict(conn: psycopg.Connection, tenant: str, n: int, *, severity: str,
                    rule: str, agent: str, summary: str, created: datetime,
-                   attack: list[dict[str, object]], alert: dict[str, object]) -> int:
+                   attack: list[dict[str, object]], alert: dict[str, object],
+                   facts: dict[str, object] | None = None,
+                   original: dict[str, object] | None = None) -> int:
     alert_id = f"{tenant}-{n}"
     conn.execute(
         """INSERT INTO alerts (tenant_id, alert_id, fingerprint, rule_id, rule_level,
-                               agent_name, alert_ts, normalized)
-           VALUES (%s, %s, %s, %s, 10, %s, %s, %s)""",
-        (tenant, alert_id, f"fp-{n}", rule, agent, created, json.dumps(alert)))
+                               agent_name, alert_ts, normalized, raw)
+           VALUES (%s, %s, %s, %s, 10, %s, %s, %s, %s)""",
+        (tenant, alert_id, f"fp-{n}", rule, agent, created, json.dumps(alert),
+         json.dumps(original if original is not None else alert)))
     row = conn.execute(
         """INSERT INTO verdicts (tenant_id, alert_id, rule_id, rule_level, severity,
                severity_source, summary, attack, next_steps, cited_chunks, status,
                model_name, prompt_version, input_tokens, output_tokens, latency_ms,
-               created_at, seen_count, retrieval_ids)
+               created_at, seen_count, retrieval_ids, facts)
            VALUES (%s, %s, %s, 10, %s, 'rule level 10', %s, %s, %s, %s, 'explained',
-                   'smollm2', 'v3', 400, 80, 900, %s, %s, %s) RETURNING id""",
+                   'smollm2', 'v3', 400, 80, 900, %s, %s, %s, %s) RETURNING id""",
         (tenant, alert_id, rule, severity, summary, json.dumps(attack),
-         json.dumps(["Isolate the host", "Reset the password"]), ["rb-ssh#0"], created,
-         1 + n % 3, ["rb-ssh#0"] + ([f"verdict:{tenant}-{n - 1}"] if n else []))
+         json.dumps(["Isolate the host", "Reset the password"]), [CHUNK], created,
+         1 + n % 3, [CHUNK] + ([f"verdict:{tenant}-{n - 1}"] if n else []),
+         None if facts is None else json.dumps(facts))
     ).fetchone()
     assert row is not None
     for status in (200, 200, 429):
@@ -88,6 +95,17 @@ def insert_verdict(conn: psycopg.Connection, tenant: str, n: int, *, severity: s
             (uuid.uuid4(), tenant, alert_id, 100 + 10 * n, status,
              None if status == 200 else "quota_exceeded", created))
     return int(row[0])
+
+
+def seed_facts(tenant: str, n: int) -> dict[str, object]:
+    """Even alerts come from 10.0.0.2, odd ones from 10.0.0.1 (the pivot tests count
+    them); users alternate root / admin."""
+    return {"sentence": f"sshd: authentication failed for {tenant} {n}", "rule_id": "5710",
+            "rule_description": "sshd: Attempt to login using a non-existent user",
+            "level": 10, "band": "high", "agent": "web-01" if n < 4 else "db-01",
+            "src_ip": f"10.0.0.{2 - n % 2}", "dst_ip": "10.1.0.5", "src_port": "52814",
+            "dst_port": "22", "user": "root" if n % 2 == 0 else "admin", "count": 1 + n % 3,
+            "attack_ids": ["T1110"]}
 
 
 BRUTE = [{"id": "T1110", "name": "Brute Force", "tactics": ["Credential Access"],
@@ -102,9 +120,9 @@ def seed_verdicts(url: str) -> tuple[dict[str, list[int]], int]:
         conn.execute(
             """INSERT INTO runbook_chunks (chunk_id, runbook, title, heading, content,
                    content_sha256, embedding)
-               VALUES ('rb-ssh#0', 'ssh', 'SSH brute force', 'Containment',
+               VALUES (%s, 'ssh-brute-force', 'SSH brute force', 'Containment and response',
                        'Block the source address <at the firewall>.', 'x',
-                       array_fill(0.1::real, ARRAY[384])::vector)""")
+                       array_fill(0.1::real, ARRAY[384])::vector)""", (CHUNK,))
         for tenant in ("acme", "globex"):
             for n in range(7):
                 ids[tenant].append(insert_verdict(
@@ -114,7 +132,8 @@ def seed_verdicts(url: str) -> tuple[dict[str, list[int]], int]:
                     summary=f"{tenant} sshd brute force attempt number {n} from 10.0.0.{n}",
                     created=now - timedelta(minutes=10 * (10 - n)),
                     attack=BRUTE if n % 2 == 0 else [],
-                    alert={"rule": {"id": "5710", "description": f"sshd {tenant} {n}"}}))
+                    alert={"rule": {"id": "5710", "description": f"sshd {tenant} {n}"}},
+                    facts=seed_facts(tenant, n)))
         xss_id = insert_verdict(
             conn, "acme", 99, severity="medium", rule="31100", agent="web-02",
             summary=XSS_SUMMARY, created=now - timedelta(minutes=5), attack=[],

@@ -5,64 +5,15 @@ A screenshot of each page goes to test-artifacts/."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
 
-from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import (
-    PASSWORD,
-    Seeded,
-    console_database,
-    free_port,
-    insert_verdict,
-)
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM_ARGS
+from tests.e2e.console_seed import PASSWORD, Seeded, insert_verdict
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("no `chromium` on PATH: .ci/run installs it (apt-get install chromium)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def console_url() -> Iterator[tuple[str, Seeded]]:
-    with console_database(page_size=50) as seeded:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_console_app(seeded.settings),
-                                               host="127.0.0.1", port=port,
-                                               log_config=None, access_log=False))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        try:
-            yield base, seeded
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
 
 def test_analyst_corrects_a_severity_and_admin_sees_usage(

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.cli_console import add_user
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import PASSWORD, Seeded, console_database
+from tests.e2e.console_seed import CHUNK, PASSWORD, Seeded, console_database
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ def test_verdict_page_shows_passages_and_judged_similar_alerts(app_client: TestC
                                                                seeded: Seeded) -> None:
     sign_in(app_client, "analyst@acme.test")
     detail = app_client.get(f"/api/verdicts/{seeded.ids['acme'][1]}").json()  # acme-6
-    assert [p["chunk_id"] for p in detail["passages"]] == ["rb-ssh#0"]
+    assert [p["chunk_id"] for p in detail["passages"]] == [CHUNK]
     assert [s["alert_id"] for s in detail["similar"]] == ["acme-5"]
     page = app_client.get(f"/verdicts/{seeded.ids['acme'][1]}").text
     assert "Block the source address &lt;at the firewall&gt;." in page
@@ -195,6 +195,10 @@ def test_verdict_page_shows_passages_and_judged_similar_alerts(app_client: TestC
     ({"agent": "db-01"}, lambda n: n >= 4),
     ({"technique": "T1110"}, lambda n: n % 2 == 0),
     ({"q": "number 3"}, lambda n: n == 3),
+    ({"src_ip": "10.0.0.2"}, lambda n: n % 2 == 0),  # pivots on the verdict's facts
+    ({"user": "admin"}, lambda n: n % 2 == 1),
+    ({"src_ip": "10.0.0.1", "severity": "low"}, lambda n: n == 1),
+    ({"dst_ip": "10.9.9.9"}, lambda n: False),
 ])
 def test_queue_filters(app_client: TestClient, seeded: Seeded, params: dict[str, str],
                        expected: object) -> None:
@@ -202,6 +206,63 @@ def test_queue_filters(app_client: TestClient, seeded: Seeded, params: dict[str,
     items = app_client.get("/api/verdicts", params={**params, "limit": 100}).json()["items"]
     numbers = {int(i["alert_id"].rsplit("-", 1)[1]) for i in items}
     assert numbers == {n for n in range(7) if expected(n)}  # type: ignore[operator]
+
+
+def test_verdict_page_header_links_and_original_alert(app_client: TestClient,
+                                                     seeded: Seeded) -> None:
+    sign_in(app_client, "analyst@acme.test")
+    page = app_client.get(f"/verdicts/{seeded.ids['acme'][1]}").text  # acme-6
+    title = re.search(r"<title>(.*?)</title>", page)
+    assert title and title.group(1).startswith("sshd: Attempt to login using a non-existent")
+    assert 'href="/?src_ip=10.0.0.2"' in page and 'href="/?user=root"' in page
+    assert 'href="/?agent=db-01"' in page and "port 22" in page
+    assert 'href="https://attack.mitre.org/techniques/T1110/"' in page
+    assert "tactic <em>Credential Access</em>" in page
+    assert 'href="/runbooks/ssh-brute-force#containment-and-response"' in page
+    assert ('href="https://wazuh.example/app/threat-hunting#/overview/?_q=id:acme-6"'
+            in page)
+    assert '"description": "sshd acme 6"' in page.replace("&#34;", '"')
+
+    hostile = app_client.get(f"/verdicts/{seeded.xss_id}").text
+    original = hostile.split('id="original-alert">', 1)[1].split("</pre>", 1)[0]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in original and "<script" not in original
+
+
+def test_runbook_page_renders_markdown_without_raw_html(app_client: TestClient) -> None:
+    sign_in(app_client, "analyst@acme.test")
+    page = app_client.get("/runbooks/ssh-brute-force")
+    assert page.status_code == 200
+    assert '<h2 id="containment-and-response">' in page.text
+    assert "<title>SSH brute force against Linux hosts" in page.text
+    for bad in ("../README", "no-such-runbook", "ssh-brute-force.md", "UPPER"):
+        assert app_client.get(f"/runbooks/{bad}").status_code == 404
+
+
+def test_runbook_markdown_is_escaped(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from pipeline.web.console.render import render_runbook
+
+    folder = Path(str(tmp_path))
+    (folder / "evil.md").write_text(
+        "---\ntitle: <b>x</b>\n---\n## Steps\n<script>alert(1)</script>\n"
+        "[go](javascript:alert(2)) <img src=x onerror=alert(3)>\n")
+    found = render_runbook("evil", folder)
+    assert found is not None
+    html = str(found[1])
+    assert "<script" not in html and "<img" not in html and 'href="javascript:' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_api_docs_are_served_by_the_console(app_client: TestClient) -> None:
+    page = app_client.get("/api/docs")
+    assert page.status_code == 200
+    assert 'src="/static/swagger-ui/swagger-ui-bundle.js"' in page.text
+    assert "cdn" not in page.text.lower() and "<script>" not in page.text
+    bundle = app_client.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert app_client.get("/static/swagger-ui/swagger-ui.css").status_code == 200
+    assert "/api/verdicts" in app_client.get("/api/openapi.json").json()["paths"]
 
 
 def test_keyset_pages_cover_the_queue_once(app_client: TestClient, seeded: Seeded) -> None:
@@ -220,10 +281,25 @@ def test_keyset_pages_cover_the_queue_once(app_client: TestClient, seeded: Seede
     assert "Older" in app_client.get("/").text  # page size 3 < 8 verdicts
 
 
-def test_usage_is_for_admins_with_charts_and_csv(app_client: TestClient) -> None:
-    sign_in(app_client, "analyst@acme.test")
-    assert app_client.get("/usage").status_code == 403
-    assert app_client.get("/api/usage").status_code == 403
+def test_analysts_see_their_own_tenants_usage_read_only(app_client: TestClient,
+                                                        seeded: Seeded) -> None:
+    sign_in(app_client, "analyst@globex.test")
+    page = app_client.get("/usage")
+    assert page.status_code == 200 and page.text.count("<svg") == 6
+    table = page.text.split('id="usage-table"', 1)[1]
+    assert "globex" in table and "acme" not in table
+    assert {r["tenant_id"] for r in app_client.get("/api/usage").json()["daily"]} == {
+        "globex"}
+    assert "acme" not in app_client.get("/usage.csv").text
+    assert app_client.get("/audit").status_code == 403  # the audit log stays for admins
+    assert app_client.get("/api/audit").status_code == 403
+    # an analyst of the platform tenant does not get the platform admins' view
+    add_user(seeded.settings, "platform", "analyst@platform.test", "analyst", PASSWORD)
+    sign_in(app_client, "analyst@platform.test")
+    assert app_client.get("/api/usage").json()["daily"] == []
+
+
+def test_usage_for_admins_with_charts_and_csv(app_client: TestClient) -> None:
     sign_in(app_client, "admin@acme.test")
     page = app_client.get("/usage")
     assert page.status_code == 200 and page.text.count("<svg") == 6

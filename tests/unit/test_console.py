@@ -142,3 +142,31 @@ def test_openapi_documents_the_json_api(client: TestClient) -> None:
         paths = client.get("/api/openapi.json").json()["paths"]
     assert {"/api/verdicts", "/api/verdicts/{verdict_id}",
             "/api/verdicts/{verdict_id}/feedback", "/api/usage", "/api/audit"} <= set(paths)
+
+
+def test_attack_and_runbook_links() -> None:
+    from pipeline.web.console.render import attack_url, runbook_link
+
+    assert attack_url("T1110") == "https://attack.mitre.org/techniques/T1110/"
+    assert attack_url("t1110.001") == "https://attack.mitre.org/techniques/T1110/001/"
+    assert attack_url("T1110/../x") is None and attack_url("") is None
+    assert runbook_link("ssh-brute-force#triage") == "/runbooks/ssh-brute-force#triage"
+    assert runbook_link("../etc#x") is None and runbook_link("javascript:x#y") is None
+
+
+def test_original_alert_is_pretty_and_keeps_what_json_cannot_show() -> None:
+    from pipeline.web.console.render import pretty_original
+
+    assert pretty_original('{"b": "<x>", "a": "é"}') == '{\n  "b": "<x>",\n  "a": "é"\n}'
+    assert pretty_original('{"s": "\\ud800"}') == '{\n  "s": "\\ud800"\n}'
+    assert pretty_original("not json <b>") == "not json <b>" and pretty_original(None) is None
+
+
+def test_wazuh_link_quotes_values_and_needs_http() -> None:
+    from pipeline.web.console.app import _wazuh_link
+
+    verdict = {"alert_id": "1.2&x=<y>", "agent_name": "web 01"}
+    assert _wazuh_link("https://w.example/a?id={alert_id}&agent={agent}", verdict) == (
+        "https://w.example/a?id=1.2%26x%3D%3Cy%3E&agent=web%2001")
+    assert _wazuh_link("javascript:alert({alert_id})", verdict) is None
+    assert _wazuh_link(None, verdict) is None

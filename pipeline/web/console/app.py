@@ -8,6 +8,7 @@ No `from __future__ import annotations` here: FastAPI resolves the dependency al
 definition time."""
 
 import csv
+import importlib.util
 import io
 import json
 import re
@@ -29,7 +30,7 @@ from pipeline import attack as attack_catalog
 from pipeline.config import Settings
 from pipeline.store import console as store
 from pipeline.store.apikeys import load_pepper
-from pipeline.web.console import charts
+from pipeline.web.console import charts, render
 from pipeline.web.console.errors import (
     ConsoleError,
     NotSignedIn,
@@ -89,6 +90,8 @@ def make_templates() -> Jinja2Templates:
     env.filters["pretty_json"] = lambda v: json.dumps(v, indent=2, sort_keys=True,
                                                        default=str)
     env.filters["when"] = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else ""
+    env.filters["attack_url"] = render.attack_url
+    env.filters["runbook_link"] = render.runbook_link
     return Jinja2Templates(env=env)
 
 
@@ -112,9 +115,13 @@ def create_console_app(settings: Settings,
             app.state.resources = resources
             yield
 
-    app = FastAPI(title="secanalyst review console", lifespan=lifespan, docs_url="/api/docs",
+    # /api/docs is served below from the console's own copy of Swagger UI (5.x, which
+    # reads OpenAPI 3.1): no CDN, so it works offline and under the strict CSP.
+    app = FastAPI(title="secanalyst review console", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(SecurityHeaders)
+    app.mount("/static/swagger-ui", StaticFiles(directory=_swagger_ui_assets()),
+              name="swagger-ui")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     install_error_handlers(app, templates)
 
@@ -212,6 +219,8 @@ def create_console_app(settings: Settings,
 
     def queue_filter(severity: str | None = None, status: str | None = None,
                      rule: str | None = None, agent: str | None = None,
+                     src_ip: str | None = None, dst_ip: str | None = None,
+                     user: str | None = None,
                      technique: str | None = None, since: str | None = None,
                      until: str | None = None, q: str | None = None,
                      cursor: str | None = None) -> store.QueueFilter:
@@ -229,7 +238,8 @@ def create_console_app(settings: Settings,
                 raise invalid("cursor", "not a cursor of this queue") from exc
         return store.QueueFilter(
             severity=severity or None, status=status or None, rule=(rule or "").strip() or None,
-            agent=(agent or "").strip() or None,
+            agent=(agent or "").strip() or None, src_ip=_entity(src_ip),
+            dst_ip=_entity(dst_ip), user=_entity(user),
             technique=technique.strip().upper() if technique else None,
             since=_when("since", since), until=_when("until", until),
             search=(q or "").strip()[:200] or None, after=after)
@@ -278,7 +288,22 @@ def create_console_app(settings: Settings,
     async def verdict_page(request: Request, res: Resources, signed: Signed,
                            verdict_id: int) -> Response:
         found = await load_verdict(res, signed, verdict_id)
-        return page(request, "verdict.html", signed, v=found, severities=SEVERITIES)
+        return page(request, "verdict.html", signed, v=found, severities=SEVERITIES,
+                    original=render.pretty_original(found.get("original")),
+                    pivots=render.entity_links(found.get("facts"), found.get("agent_name")),
+                    wazuh_url=_wazuh_link(cfg.wazuh_dashboard_url, found))
+
+    @app.get("/runbooks/{slug}", response_class=HTMLResponse, include_in_schema=False)
+    async def runbook_page(request: Request, signed: Signed, slug: str) -> Response:
+        found = render.render_runbook(slug)
+        if found is None:
+            raise not_found()
+        title, html = found
+        return page(request, "runbook.html", signed, slug=slug, title=title, html=html)
+
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def api_docs(request: Request) -> Response:
+        return templates.TemplateResponse(request, "api_docs.html", {})
 
     @app.get("/api/verdicts/{verdict_id}", tags=["verdicts"])
     async def api_verdict(res: Resources, signed: Signed, verdict_id: int) -> dict[str, Any]:
@@ -332,7 +357,7 @@ def create_console_app(settings: Settings,
         await give_feedback(res, signed, verdict_id, body)
         return {"ok": True}
 
-    # ---- usage and audit (admins) -----------------------------------------------------
+    # ---- usage (everyone, read-only, own tenant) and audit (admins) --------------------
 
     async def overview(res: ConsoleResources, signed: store.Session,
                        days: int) -> dict[str, Any]:
@@ -341,27 +366,30 @@ def create_console_app(settings: Settings,
         async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
             found = await store.usage_overview(
                 conn, since=since, until=until, pricing=pricing,
-                all_tenants=signed.user.tenant_id == cfg.platform_tenant)
+                # only the platform's admins look across tenants; its analysts do not
+                all_tenants=(signed.user.role == "admin"
+                             and signed.user.tenant_id == cfg.platform_tenant))
             await store.audit(conn, signed.user, "usage.view", None, {"days": days})
         return found
 
     Days = Annotated[int, Query(ge=1, le=366)]
 
     @app.get("/usage", response_class=HTMLResponse, include_in_schema=False)
-    async def usage_page(request: Request, res: Resources, signed: Admin,
+    async def usage_page(request: Request, res: Resources, signed: Signed,
                          days: Days = 30) -> Response:
         data = await overview(res, signed, days)
         return page(request, "usage.html", signed, days=days, data=data,
                     charts=_usage_charts(data))
 
     @app.get("/api/usage", tags=["usage"])
-    async def api_usage(res: Resources, signed: Admin, days: Days = 30) -> dict[str, Any]:
+    async def api_usage(res: Resources, signed: Signed, days: Days = 30) -> dict[str, Any]:
         """Tokens, estimated cost and TTFT per day/tenant/model, rejections by reason,
-        top rules by tokens (admins)."""
+        top rules by tokens: the signed-in tenant's (every tenant's for the platform's
+        admins). Read-only; analysts included."""
         return _jsonable(await overview(res, signed, days))
 
     @app.get("/usage.csv", tags=["usage"])
-    async def usage_csv(res: Resources, signed: Admin, days: Days = 30) -> Response:
+    async def usage_csv(res: Resources, signed: Signed, days: Days = 30) -> Response:
         data = await overview(res, signed, days)
         out = io.StringIO()
         fields = ["day", "tenant_id", "model_name", "requests", "tokens", "cost",
@@ -493,6 +521,32 @@ def _when(param: str, value: str | None) -> datetime | None:
     except ValueError as exc:
         raise invalid(param, "an ISO date or time") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _swagger_ui_assets() -> Path:
+    """The static folder of the swagger-ui-py package, found without importing it (its
+    __init__ loads web-framework adapters the console does not need)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the console's /api/docs needs the swagger-ui-py package")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _entity(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value[:256] or None
+
+
+def _wazuh_link(template: str | None, verdict: dict[str, Any]) -> str | None:
+    """The alert's page in the Wazuh dashboard (console.wazuh_dashboard_url); values are
+    URL-quoted, and only http(s) templates make a link."""
+    if not template or not template.startswith(("https://", "http://")):
+        return None
+    from urllib.parse import quote
+
+    return template.replace("{alert_id}", quote(str(verdict.get("alert_id") or ""), safe="")
+                            ).replace("{agent}", quote(str(verdict.get("agent_name") or ""),
+                                                       safe=""))
 
 
 def _technique(technique_id: str) -> dict[str, Any]:
