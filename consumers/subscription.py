@@ -87,12 +87,12 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
     async def consume(records: Any, msg: KafkaMessage) -> None:
         if gate is None:
             await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
-                            backoff=backoff)
+                            backoff=backoff, stage=stage, lane=lane)
             return
         turn = gate.live() if lane == "live" else gate.batch(stage)
         async with turn:
             await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
-                            backoff=backoff)
+                            backoff=backoff, stage=stage, lane=lane)
 
 
 def subscribe_lanes(broker: KafkaBroker, settings: Settings, stage: str, gate: LaneGate, *,

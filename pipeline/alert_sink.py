@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.alert_guard import AlertRefused, check_size, refused_letter
 from pipeline.config import Settings
 from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER
+from pipeline.telemetry import publish_span
 from schemas.messages import DeadLetter
 
 log = structlog.get_logger(__name__)
@@ -66,10 +67,13 @@ class KafkaAlertSink:
             except AlertRefused as exc:
                 raise AlertRefused(exc.kind, f"item {index}: {exc.reason}") from exc
         headers = [(TENANT_HEADER, tenant_id.encode()), (PRIORITY_HEADER, self._priority)]
-        futures = [await self._producer.send(self.topic, value, headers=headers)
-                   for value in alerts]
-        if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+        with publish_span(self.topic, len(alerts)) as context:
+            # The alerts' trace starts here; normalize continues it (pipeline/telemetry.py).
+            headers += [(k, v.encode()) for k, v in context.items()]
+            futures = [await self._producer.send(self.topic, value, headers=headers)
+                       for value in alerts]
+            if futures:
+                await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         tenant = (letter.tenant_id or "unknown").encode()

@@ -6,6 +6,7 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 
 class _CurrentStderr:
@@ -19,10 +20,22 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def add_trace_ids(_: object, __: str, event: structlog.typing.EventDict
+                  ) -> structlog.typing.EventDict:
+    """`trace_id` and `span_id` (hex, as trace backends show them) when a span is current,
+    so a log line is found from its trace and the other way round."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -13,12 +13,14 @@ import asyncio
 import base64
 import hashlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
+from pipeline import telemetry, telemetry_metrics
 from pipeline.transient import is_transient
 from schemas.messages import DeadLetter
 
@@ -126,7 +128,8 @@ REASON_LIMIT = 1000
 async def run_batch(consumer: Consumer, raw_records: Sequence[Any],
                     handle: Callable[[list[Record]], Awaitable[None]], *,
                     dead_letter: DeadLetterSink | None = None,
-                    backoff: Backoff | None = None) -> None:
+                    backoff: Backoff | None = None,
+                    stage: str | None = None, lane: str = "live") -> None:
     """Handle a batch, isolating the records that fail on their own, then commit.
 
     A failure that is not transient (pipeline.transient) splits the batch in halves,
@@ -135,11 +138,47 @@ async def run_batch(consumer: Consumer, raw_records: Sequence[Any],
     failure rewinds every partition of the batch to its first record and backs off
     (capped, exponential); the batch is delivered again and nothing is dead-lettered.
     Without a `dead_letter` sink there is no isolation: every failure is retried.
+
+    With a `stage` name the batch is measured (pipeline/telemetry_metrics.py) and, when a
+    tracer provider is configured, each record gets a span (pipeline/telemetry.py).
     """
     records = [Record.from_consumer_record(r) for r in raw_records]
     if not records:
         return
-    backoff = backoff or Backoff()
+    if stage is None:
+        await _run_batch(consumer, records, handle, dead_letter, backoff or Backoff(), None)
+        return
+    started = time.perf_counter()
+    count, token = telemetry_metrics.start_batch()
+    committed = False
+    try:
+        with telemetry.batch_spans(stage, records, alert_header=ALERT_HEADER) as spans:
+            committed = await _run_batch(consumer, records, handle, dead_letter,
+                                         backoff or Backoff(), spans)
+    finally:
+        telemetry_metrics.end_batch(token)
+        telemetry_metrics.observe_batch(stage, lane, records=len(records),
+                                        dead_letters=count.dead_letters,
+                                        seconds=time.perf_counter() - started,
+                                        committed=committed)
+    if committed:
+        telemetry_metrics.observe_lag(stage, lane, consumer, _next_offsets(records))
+
+
+def _next_offsets(records: list[Record]) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset after the batch's last record) of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        last[key] = max(r.offset, last.get(key, r.offset))
+    return [(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
+async def _run_batch(consumer: Consumer, records: list[Record],
+                     handle: Callable[[list[Record]], Awaitable[None]],
+                     dead_letter: DeadLetterSink | None, backoff: Backoff,
+                     spans: telemetry.BatchSpans | None) -> bool:
+    """run_batch's work; True once the batch is committed."""
     try:
         if dead_letter is None:
             await handle(records)
@@ -149,9 +188,13 @@ async def run_batch(consumer: Consumer, raw_records: Sequence[Any],
             if len(poison) == len(records) > 1 and backoff.attempt < SYSTEMIC_RETRIES:
                 raise _Systemic(poison[0][1])
             for record, reason in poison:
-                log.warning("record_dead_lettered", topic=record.topic,
-                            partition=record.partition, offset=record.offset, reason=reason)
-                await dead_letter(record, reason)
+                if spans is not None:
+                    spans.failed(record, reason)
+                with telemetry.record_context(record):  # the log line has its trace id
+                    log.warning("record_dead_lettered", topic=record.topic,
+                                partition=record.partition, offset=record.offset,
+                                reason=reason)
+                    await dead_letter(record, reason)
     except BaseException as exc:
         _rewind(consumer, records)
         if not isinstance(exc, Exception):
@@ -161,9 +204,10 @@ async def run_batch(consumer: Consumer, raw_records: Sequence[Any],
                     delay_s=round(delay, 2), error=_describe(exc),
                     systemic=isinstance(exc, _Systemic))
         await asyncio.sleep(delay)  # do not spin on a broken dependency
-        return
+        return False
     backoff.reset()
     await consumer.commit()
+    return True
 
 
 async def _handle_isolating(records: list[Record],

@@ -13,6 +13,7 @@ from pipeline.config import Settings
 from pipeline.embedding import Embedder
 from pipeline.router import Router
 from pipeline.router.admission import Admission
+from pipeline.router.metrics import MeteredUsageSink
 from pipeline.router.quota import quota_store_for
 from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import counter_for
@@ -51,8 +52,9 @@ class Runtime:
         if "explain" in stages:
             runtime.usage_writer = usage_writer_for(settings, pool)
             runtime.usage_writer.start()
+            # Metered: the worker's /metrics has the LLM tokens (pipeline/router/metrics.py).
             runtime.router = await asyncio.to_thread(build_router, settings,
-                                                     runtime.usage_writer)
+                                                     MeteredUsageSink(runtime.usage_writer))
         return runtime
 
     async def close(self) -> None:

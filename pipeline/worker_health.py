@@ -1,8 +1,10 @@
-"""`/livez` and `/readyz` of a worker process (`secanalyst run`).
+"""`/livez`, `/readyz` and `/metrics` of a worker process (`secanalyst run`).
 
 Live: the process's event loop answers. Ready: every stage consumer has joined its group
 (partitions assigned, no rebalance in progress, a group coordinator known) and the
 database answers `select 1`. A 503 body says which part is not ready and why.
+Metrics: prometheus-client's default registry, where the stages' metrics
+(pipeline/telemetry_metrics.py) and the router's (pipeline/router/metrics.py) are.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from faststream.kafka import KafkaBroker
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 log = structlog.get_logger(__name__)
@@ -76,9 +79,14 @@ class WorkerHealth:
             body = await self.readiness()
             return web.json_response(body, status=200 if body["ready"] else 503)
 
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(REGISTRY),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
         app = web.Application()
         app.router.add_get("/livez", livez)
         app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
         return app
 
 

@@ -9,8 +9,6 @@ from contextlib import contextmanager
 
 from opentelemetry import trace
 
-_tracer = trace.get_tracer("secanalyst.router")
-
 
 def _tracing_configured() -> bool:
     """A tracer provider was set (an SDK); until then the API hands out a proxy."""
@@ -24,7 +22,10 @@ def dispatch_span(*, model: str, pool: str, replica: str, tenant: str,
     if not _tracing_configured():
         yield trace.INVALID_SPAN
         return
-    with _tracer.start_as_current_span("llm.dispatch", kind=trace.SpanKind.CLIENT,
+    # The tracer looked up per call, not at import: one got before the provider was set
+    # stays bound to the first provider ever set (tests set one of their own each).
+    tracer = trace.get_tracer("secanalyst.router")
+    with tracer.start_as_current_span("llm.dispatch", kind=trace.SpanKind.CLIENT,
                                        attributes={
                                            "gen_ai.system": "vllm",
                                            "gen_ai.request.model": model,

@@ -13,6 +13,8 @@ from pipeline.messaging import (
     Record,
     dead_letter,
 )
+from pipeline.telemetry import trace_headers
+from pipeline.telemetry_metrics import count_dead_letter
 from schemas.messages import SCHEMA_VERSION, NormalizedAlert
 
 
@@ -29,8 +31,11 @@ class LaneTopics:
 
 
 def headers_for(alert: NormalizedAlert) -> dict[str, str]:
+    """Every output's headers; with the trace context of the record it came from when
+    tracing (pipeline/telemetry.py)."""
     return {TENANT_HEADER: alert.tenant_id, ALERT_HEADER: alert.alert_id,
-            PRIORITY_HEADER: alert.priority, SCHEMA_HEADER: str(SCHEMA_VERSION)}
+            PRIORITY_HEADER: alert.priority, SCHEMA_HEADER: str(SCHEMA_VERSION),
+            **trace_headers(alert.alert_id)}
 
 
 def message_key(alert: NormalizedAlert) -> str:
@@ -40,6 +45,7 @@ def message_key(alert: NormalizedAlert) -> str:
 
 async def send_to_dlq(publisher: Publisher, dlq_topic: str, stage: str, record: Record,
                       reason: str) -> None:
+    count_dead_letter(stage, reason)
     letter = dead_letter(stage, record, reason)
     await publisher.publish(dlq_topic, letter.model_dump_json().encode(),
                             key=record.headers.get(TENANT_HEADER, "unknown"),

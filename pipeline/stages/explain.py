@@ -47,6 +47,7 @@ from pipeline.router import (
 from pipeline.stages.common import headers_for, message_key, send_to_dlq
 from pipeline.store.verdicts import count_reuse, get_verdict_json, insert_verdict
 from pipeline.storm import InFlight, find_reusable, reuse_verdict
+from pipeline.telemetry import record_context
 from schemas.messages import EnrichedAlert
 from schemas.verdict import Verdict
 
@@ -115,7 +116,8 @@ class ExplainStage:
     async def _group(self, members: list[tuple[Record, EnrichedAlert]],
                      deadline: float) -> None:
         for record, enriched in members:
-            await self._one(record, enriched, deadline)
+            with record_context(record):  # the LLM call's span is a child of the record's
+                await self._one(record, enriched, deadline)
 
     async def _one(self, record: Record, enriched: EnrichedAlert, deadline: float) -> None:
         alert = enriched.alert

@@ -11,6 +11,7 @@ from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
 from pipeline.normalize import NormalizationError, normalize
 from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from pipeline.store.alerts import upsert_alert
+from pipeline.telemetry import bind_alert
 from schemas.messages import NormalizedAlert
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ class NormalizeStage:
         for record in records:
             try:
                 good.append(self._normalize(record))
+                bind_alert(record, good[-1].alert_id)  # its outputs continue its trace
             except NormalizationError as exc:
                 log.warning("alert_rejected", reason=exc.reason, topic=record.topic,
                             offset=record.offset)
