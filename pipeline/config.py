@@ -237,7 +237,10 @@ class IngestSettings(_Frozen):
     # `ingest`, tail, backfill: the line goes to alerts.dlq): below the producer's
     # 1 MiB request limit and the broker's message size, so no send can fail on size.
     max_alert_bytes: int = Field(default=900 * 1024, ge=1024, le=1_000_000)
-    produce_timeout_s: float = Field(default=30.0, gt=0)
+    # How long a request waits for the broker's acknowledgement before answering 503 +
+    # Retry-After: under the Wazuh hook's own 10 s timeout (deploy/wazuh), so during a
+    # broker outage the hook reads a refusal it retries, not a timeout.
+    produce_timeout_s: float = Field(default=5.0, gt=0)
     # Backfill: alerts per second published to alerts.backfill (0 = unlimited), alerts
     # per acknowledged chunk (the checkpoint granularity), and the estimate's defaults.
     backfill_rate_per_s: float = Field(default=500.0, ge=0)
