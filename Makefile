@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint unit integration reliability up down status clean
+.PHONY: install test-deps demo test lint unit integration reliability up down status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/secanalyst demo
 
-## Lint, type-check and the whole test suite (unit, conformance, integration).
-test: install lint
-	$(BIN)/pytest
+## What the tests need beyond the venv (Redis, kubectl, promtool, Chromium, the OIDC
+## provider's node modules): installed when missing, or one line saying what to install.
+test-deps:
+	bash scripts/install-test-deps.sh
+
+## Lint, type-check and the whole test suite (unit, conformance, integration, reliability
+## at CI size); nothing skipped for want of a tool: test-deps installs them first.
+test: install test-deps lint
+	SECANALYST_REQUIRE_K8S_TOOLS=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .

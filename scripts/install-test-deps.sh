@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond the venv, installed here so that `make test` alone works
+# on a fresh machine (and .ci/run only calls it). Each tool is checked first: nothing is
+# installed twice. Where it cannot be installed (no root, no apt-get), stop at once with
+# one line saying what to install — never a failure halfway through the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command → Debian package, and the tests that need it
+declare -A PACKAGES=(
+  [redis-server]=redis-server   # the quota store's Redis test (tests/integration/test_quota_redis.py)
+  [kubectl]=kubectl             # renders the Kubernetes overlays (ships kustomize)
+  [promtool]=prometheus         # checks and unit-tests the alert rules
+  [chromium]=chromium           # the console's browser tests (tests/e2e), driven by playwright
+  [npm]=npm                     # the real OpenID provider of the OIDC tests (tests/oidc)
+)
+missing=()
+for command in "${!PACKAGES[@]}"; do
+  command -v "$command" >/dev/null || missing+=("${PACKAGES[$command]}")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "make test needs: ${missing[*]} (Debian packages; install them, e.g. sudo apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]} (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The OIDC provider's node modules, from its lock file, only when the lock file changed.
+if [[ ! -f tests/oidc/node_modules/.package-lock.json \
+      || tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]]; then
+  (cd tests/oidc && npm ci --no-audit --no-fund --silent)
+fi
