@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -13,6 +12,7 @@ from pipeline.router import ChatRequest, ContextTooLong, Router
 from pipeline.router.tokens import counter_for
 from pipeline.runtime import tokenizer_dir
 from schemas.usage import UsageEvent
+from tests.integration.test_usage_metering import cancel_after
 
 pytestmark = pytest.mark.integration
 
@@ -107,16 +107,8 @@ async def test_a_call_cut_mid_stream_is_charged_what_vllm_processed(
                     counter=counter_for(tokenizer_dir(settings)), usage=sink)
     request = ChatRequest(tenant_id="t-cut", max_tokens=200, messages=[
         {"role": "user", "content": "Write a long story about a cat who audits logs."}])
-    pieces: list[str] = []
     try:
-        task = asyncio.create_task(router.complete(request, on_delta=pieces.append))
-        async with asyncio.timeout(120):
-            while len(pieces) < 5:
-                assert not task.done(), "the model stopped before the cut"
-                await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        pieces = await cancel_after(router, request, pieces=5)
     finally:
         await router.close()
     [event] = sink.events

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cli_usage import create_api_key
 from pipeline.config import LLMPool, Settings
-from pipeline.router import ChatRequest
+from pipeline.router import ChatRequest, Router
 from pipeline.router.metrics import MeteredUsageSink
 from pipeline.router.usage import UsageBatch
 from pipeline.runtime import build_router, usage_writer_for
@@ -87,6 +87,21 @@ def stream_to_end(stack: GatewayStack, key: str, body: dict[str, object]) -> Non
         answer = http.post(f"{stack.url}/v1/chat/completions", json=body,
                            headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 200 and answer.text.rstrip().endswith("[DONE]")
+
+
+async def cancel_after(router: Router, request: ChatRequest, *, pieces: int) -> list[str]:
+    """Cancel a call once `pieces` pieces of text have streamed (as a consumer stopped
+    or timed out would); the pieces received. Fails if the call ends before."""
+    received: list[str] = []
+    task = asyncio.create_task(router.complete(request, on_delta=received.append))
+    async with asyncio.timeout(120):
+        while len(received) < pieces:
+            assert not task.done(), "the call ended before the cut"
+            await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return received
 
 
 def fetch_rows(settings: Settings, tenant: str) -> list[dict[str, Any]]:
@@ -169,7 +184,7 @@ def test_refusals_write_no_usage_row(stack: GatewayStack) -> None:
 _KILLED_CALLER = """
 import asyncio, sys
 from pipeline.config import Settings
-from pipeline.router import ChatRequest
+from pipeline.router import ChatRequest, Router
 from pipeline.runtime import build_router, usage_writer_for
 from pipeline.store.database import open_pool
 
@@ -278,16 +293,9 @@ async def test_a_caller_that_cancels_is_charged_what_the_replica_processed(
     sink = _ListSink()
     router = build_router(routed_to(stack.settings, stack.sim), sink)
     try:
-        pieces: list[str] = []
-        task = asyncio.create_task(router.complete(
-            ChatRequest(tenant_id="cancelled", max_tokens=150,
-                        messages=[{"role": "user", "content": "tell me more"}]),
-            on_delta=pieces.append))
-        while len(pieces) < 10:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        pieces = await cancel_after(router, ChatRequest(
+            tenant_id="cancelled", max_tokens=150,
+            messages=[{"role": "user", "content": "tell me more"}]), pieces=10)
     finally:
         await router.close()
     [event] = sink.events

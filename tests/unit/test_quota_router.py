@@ -18,8 +18,9 @@ from pipeline.router.admission import Admission
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.quota import MemoryQuotaStore, QuotaLimits
 from pipeline.router.quota.blocks import QuotaBlocks
-from pipeline.router.usage import BatchingUsageWriter, UsageBatch
+from pipeline.router.usage import BatchingUsageWriter
 from schemas.usage import UsageEvent
+from tests.unit.test_router_units import ListStore
 
 PROMPT_TOKENS = 40  # what the fake counter and the backend both report
 COMPLETION_TOKENS = 7
@@ -36,17 +37,6 @@ class ListSink:
 
     def record(self, event: UsageEvent) -> None:
         self.events.append(event)
-
-
-class RecordingStore:
-    def __init__(self) -> None:
-        self.batches: list[UsageBatch] = []
-
-    async def write(self, batch: UsageBatch) -> None:
-        self.batches.append(batch)
-
-    async def settle_abandoned(self, older_than_s: float) -> int:
-        return 0
 
 
 def _chunk(**fields: object) -> bytes:
@@ -146,7 +136,7 @@ async def test_failure_releases_the_whole_reservation() -> None:
 
 async def test_unreachable_replicas_leave_no_usage_row_through_the_writer() -> None:
     """The row reserved before the send is deleted when no replica could be reached."""
-    store = RecordingStore()
+    store = ListStore()
     writer = BatchingUsageWriter(store, interval_s=0.05)
     writer.start()
     router = make_router(closed_port_url(), MemoryQuotaStore(), writer)  # type: ignore[arg-type]
