@@ -26,12 +26,13 @@ from psycopg_pool import AsyncConnectionPool
 from bench.common import varied_alerts
 from bench.config_errors import closed_port
 from pipeline.alert_sink import alert_producer, settings_sink
-from pipeline.config import LLMPool, Settings, WorkerSettings
+from pipeline.config import Settings, WorkerSettings
 from pipeline.kafka_admin import ensure_topics
 from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
 from pipeline.worker import run_worker
 from tests.integration.conftest import ROOT, session_settings, wait_for
+from tests.integration.simulated_llm import llm_on_simulator
 from tests.integration.test_explain_outage import SimProcess
 from tests.integration.test_router_simulator import free_port
 from tests.span_capture import captured_spans
@@ -111,11 +112,7 @@ async def traced_settings(settings: Settings, run_id: str) -> AsyncIterator[Sett
     sim = SimProcess(free_port())
     await sim.start()
     try:
-        own = session_settings(f"{run_id}tr")
-        pool = LLMPool(endpoints=[f"http://127.0.0.1:{sim.port}/v1"],
-                       max_context_tokens=8192)
-        yield own.model_copy(update={"llm": own.llm.model_copy(
-            update={"pools": {"default": pool}})})
+        yield llm_on_simulator(session_settings(f"{run_id}tr"), sim.port)
     finally:
         sim.kill()
 

@@ -41,13 +41,14 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.alert_sink import alert_producer, settings_sink
-from pipeline.config import LLMPool, Settings
+from pipeline.config import Settings
 from pipeline.ingest import send_lines
 from pipeline.kafka_admin import ensure_topics
 from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
 from pipeline.worker import run_worker
 from tests.integration.conftest import ROOT, session_settings
+from tests.integration.simulated_llm import llm_on_simulator
 from tests.integration.test_explain_outage import SimProcess
 from tests.integration.test_router_simulator import free_port
 from tests.reliability.conftest import full_size
@@ -97,11 +98,7 @@ async def chain_settings(settings: Settings, run_id: str) -> AsyncIterator[Setti
         async with httpx.AsyncClient() as client:
             (await client.post(f"http://127.0.0.1:{sim.port}/admin/faults",
                                json={"slow_factor": 0.05})).raise_for_status()
-        own = session_settings(f"{run_id}fc")
-        pool = LLMPool(endpoints=[f"http://127.0.0.1:{sim.port}/v1"],
-                       max_context_tokens=8192)
-        yield own.model_copy(update={"llm": own.llm.model_copy(
-            update={"pools": {"default": pool}})})
+        yield llm_on_simulator(session_settings(f"{run_id}fc"), sim.port)
     finally:
         sim.kill()
 
