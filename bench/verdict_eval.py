@@ -52,6 +52,7 @@ from pipeline.embedding import Embedder, alert_text
 from pipeline.explain import explain
 from pipeline.logging import configure_logging
 from pipeline.normalize import normalize
+from pipeline.prompt import TaskSize
 from pipeline.router import Router
 from pipeline.router.tokens import counter_for
 from pipeline.runbook_loader import load_runbooks
@@ -155,13 +156,14 @@ async def enrich(settings: Settings, pool: Any, embedder: Embedder,
 
 
 async def explain_one(settings: Settings, router: Router, enriched: EnrichedAlert,
-                      max_tokens: int) -> tuple[Verdict, float]:
+                      max_tokens: int, task_size: TaskSize) -> tuple[Verdict, float]:
     started = time.perf_counter()
     verdict = await explain(enriched, router, max_tokens=max_tokens,
                             temperature=settings.llm.temperature,
                             extra_body=settings.llm.extra_body,
                             context_budget=settings.retrieval.token_budget,
-                            alert_budget=settings.retrieval.alert_token_budget)
+                            alert_budget=settings.retrieval.alert_token_budget,
+                            task_size=task_size)
     return verdict, (time.perf_counter() - started) * 1000
 
 
@@ -179,7 +181,7 @@ class InjectionScore:
 
 
 async def run(cases: list[Case], settings: Settings, router: Router, *, concurrency: int,
-              max_tokens: int) -> list[AlertScore | InjectionScore]:
+              max_tokens: int, task_size: TaskSize) -> list[AlertScore | InjectionScore]:
     embedder = await asyncio.to_thread(Embedder, settings.embedding.model_path,
                                        batch_size=settings.embedding.batch_size)
     report = await load_runbooks(settings, RUNBOOKS, embedder)
@@ -201,7 +203,7 @@ async def run(cases: list[Case], settings: Settings, router: Router, *, concurre
                 async with slots:
                     enriched = await enrich(settings, pool, embedder, alert)
                     verdict, latency = await explain_one(settings, router, enriched,
-                                                         max_tokens)
+                                                         max_tokens, task_size)
                 if case.label is not None:
                     results[index] = score_verdict(
                         verdict, case.label, corpus=case.corpus, document=alert.raw,
@@ -329,6 +331,9 @@ def main(
         help="alerts in flight (1: latency per verdict unskewed by queueing)")] = 1,
     max_tokens: Annotated[int | None, typer.Option(
         help="output tokens per call (default: settings)")] = None,
+    task_size: Annotated[TaskSize | None, typer.Option(
+        help="small: narrative + step choice (a 135M model); large: also severity and "
+             "ATT&CK claims (default: settings)")] = None,
     record_figures: Annotated[bool, typer.Option(
         "--record", help="record the headline figures in docs/benchmarks.json")] = False,
     details: Annotated[Path | None, typer.Option(
@@ -344,7 +349,8 @@ def main(
     router = build_router(settings, endpoint, model, tokenizer)
     model_name = router.model_name
     scores = asyncio.run(run(cases, settings, router, concurrency=concurrency,
-                             max_tokens=max_tokens or settings.llm.max_output_tokens))
+                             max_tokens=max_tokens or settings.llm.max_output_tokens,
+                             task_size=task_size or settings.llm.task_size))
     if details is not None:
         details.write_text("".join(json.dumps(asdict(s), ensure_ascii=False) + "\n"
                                    for s in scores))
