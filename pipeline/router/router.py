@@ -290,7 +290,10 @@ class Router:
                                             deadline) as slot:
                 completion = await self._dispatch(request, request_id, started, prompt_tokens,
                                                   needed, pool, on_delta, slot, meter)
-            used_tokens = completion.input_tokens + completion.output_tokens
+            # The answer's own tokens, and those of attempts that broke after their first
+            # token (charged, not in the answer's usage).
+            used_tokens = (completion.input_tokens + completion.output_tokens
+                           + meter.spent_input + meter.spent_output)
             return completion
         except Saturated as exc:  # refused by admission: the queue is full or too slow
             self._record_failure(request, request_id, prompt_tokens, started, exc,
@@ -430,8 +433,7 @@ class Router:
             output_tokens=output_tokens + meter.spent_output,
             ttft_ms=upstream.ttft_ms, total_latency_ms=upstream.latency_ms, status_code=200))
         return Completion(request_id=request_id, text=upstream.text,
-                          input_tokens=input_tokens + meter.spent_input,
-                          output_tokens=output_tokens + meter.spent_output,
+                          input_tokens=input_tokens, output_tokens=output_tokens,
                           estimated_input_tokens=estimated,
                           ttft_ms=upstream.ttft_ms, latency_ms=upstream.latency_ms,
                           pool=pool.name, replica=replica.url,
