@@ -235,3 +235,27 @@ def test_quota_blocks_expire_and_lift() -> None:
     blocks.block("t", until=20.0)
     blocks.lift("t")
     assert blocks.remaining("t", 11.0) == 0.0
+
+
+@pytest.mark.parametrize("event", [b'data: {"error": {"message": "engine dead"}}\n\n',
+                                   b"data: {not json\n\n"])
+async def test_a_broken_stream_is_an_outage_error_not_a_crash(event: bytes) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"connection: close\r\n\r\n" + event)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    store, sink = MemoryQuotaStore(), ListSink()
+    router = make_router(url, store, sink)
+    with pytest.raises(NoHealthyReplica) as caught:  # its only replica failed: retried
+        await router.complete(request(max_tokens=100))
+    assert caught.value.outage and store.tokens_in_window("t") == (0, 0)
+    await router.close()
+    server.close()
