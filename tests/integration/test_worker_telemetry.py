@@ -21,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import ReadableSpan
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
@@ -149,6 +150,13 @@ async def test_one_alert_is_one_trace_across_every_topic_hop(
         verdicts = await (await conn.execute(
             "SELECT count(*) FROM verdicts WHERE tenant_id = %s", (tenant,))).fetchone()
     assert verdicts == (1,)
+    # The worker's registry (its /metrics) has the LLM call's tokens, from the router.
+    output_tokens = sum(sample.value for family in REGISTRY.collect()
+                        for sample in family.samples
+                        if sample.name == "secanalyst_llm_tokens_total"
+                        and sample.labels.get("tenant") == tenant
+                        and sample.labels.get("kind") == "output")
+    assert output_tokens > 0
     chain = ["publish", "normalize", "embed", "retrieve", "explain"]
     assert all(len(found.get(name, [])) == 1 for name in chain), {
         name: len(spans) for name, spans in found.items()}
