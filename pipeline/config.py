@@ -338,6 +338,8 @@ class ConsoleSettings(_Frozen):
     # The Wazuh dashboard's page of one alert, with {alert_id} and {agent} filled in (e.g.
     # "https://wazuh.example/app/threat-hunting#/overview/?_q=id:{alert_id}"); None: no link.
     wazuh_dashboard_url: str | None = None
+    # A verdict's related alerts (same agent, source address or user): this far either side.
+    related_window_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
 
 class WorkerSettings(_Frozen):

@@ -308,6 +308,21 @@ async def verdict_detail(conn: AsyncConnection, verdict_id: int) -> dict[str, An
     return row
 
 
+async def related_alerts(conn: AsyncConnection, verdict_id: int, window_s: float,
+                         per_lane: int = 50) -> list[dict[str, Any]]:
+    """Verdicts sharing this one's agent, source address or user within ±window_s, one
+    row per (verdict, lane), oldest first; ids from console_related_ids (migration 0010),
+    rows read under the policies."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT r.via, v.id, v.alert_id, v.severity, v.summary, v.created_at,
+                      v.facts->>'agent' AS agent, v.facts->>'src_ip' AS src_ip,
+                      v.facts->>'user' AS "user"
+               FROM console_related_ids(%s, %s, %s) r JOIN verdicts v ON v.id = r.id
+               ORDER BY v.created_at, v.id, r.via""", (verdict_id, window_s, per_lane))
+        return await cur.fetchall()
+
+
 # ---- feedback -------------------------------------------------------------------------
 
 FEEDBACK_ACTIONS = ("confirm", "severity", "false_positive", "attack", "note")

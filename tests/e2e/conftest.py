@@ -7,14 +7,16 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import Seeded, console_database, free_port
+from tests.e2e.console_seed import PASSWORD, Seeded, console_database, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -54,3 +56,28 @@ def console_url() -> Iterator[tuple[str, Seeded]]:
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+
+
+@contextmanager
+def signed_in_page(chromium_path: str, base: str, email: str) -> Iterator[Any]:
+    """A chromium page signed in as `email`; fails on any Content-Security-Policy
+    violation the console's pages cause."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text)
+                    if "Content Security Policy" in m.text else None)
+            page.goto(f"{base}/login")
+            page.fill("input[name=email]", email)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/")
+            yield page
+            assert blocked == []
+        finally:
+            browser.close()

@@ -50,7 +50,7 @@ def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
                             console={"page_size": page_size, "poll_interval_s": 1.0,
                                      "platform_tenant": "platform",
                                      "wazuh_dashboard_url": WAZUH_URL})
-        for tenant in ("acme", "globex"):
+        for tenant in ("acme", "globex", "umbrella"):  # umbrella: the incident tests'
             add_user(settings, tenant, f"analyst@{tenant}.test", "analyst", PASSWORD)
             add_user(settings, tenant, f"admin@{tenant}.test", "admin", PASSWORD)
         add_user(settings, "platform", "admin@platform.test", "admin", PASSWORD)
@@ -143,3 +143,40 @@ def seed_verdicts(url: str) -> tuple[dict[str, list[int]], int]:
     for tenant in ids:
         ids[tenant].reverse()
     return ids, xss_id
+
+
+def insert_storm(conn: psycopg.Connection, tenant: str, incident_key: str, count: int, *,
+                 agents: tuple[str, ...] = ("web-01", "web-02", "web-03"),
+                 start: datetime | None = None) -> list[int]:
+    """`count` verdicts of one incident (an SSH storm from one address over a few
+    agents, one second apart, the last one critical); their ids, oldest first."""
+    start = start or datetime.now(UTC) - timedelta(hours=1)
+    rows = []
+    for n in range(count):
+        agent = agents[n % len(agents)]
+        alert_id = f"{tenant}-storm-{incident_key}-{n}"
+        facts = {"sentence": f"sshd: failed login {n}", "rule_id": "5712",
+                 "rule_description": "sshd: brute force trying to get access to the system",
+                 "level": 10, "band": "high", "agent": agent, "src_ip": "198.51.100.7",
+                 "user": "root", "count": 1, "attack_ids": ["T1110"]}
+        rows.append((tenant, alert_id, "5712", "critical" if n == count - 1 else "high",
+                     f"storm alert {n} on {agent}", json.dumps(BRUTE), incident_key,
+                     f"{incident_key}-{agent}", start + timedelta(seconds=n),
+                     json.dumps(facts)))
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO verdicts (tenant_id, alert_id, rule_id, rule_level, severity,
+                   severity_source, summary, attack, next_steps, status, model_name,
+                   prompt_version, input_tokens, output_tokens, latency_ms, incident_key,
+                   fingerprint, created_at, facts)
+               VALUES (%s, %s, %s, 10, %s, 'rule level 10', %s, %s, '[]', 'reused',
+                       'smollm2', 'v3', 0, 0, 0, %s, %s, %s, %s) RETURNING id""",
+            rows, returning=True)
+        ids = []
+        while True:
+            found = cur.fetchone()
+            if found is not None:
+                ids.append(int(found[0]))
+            if not cur.nextset():
+                break
+    return ids

@@ -10,35 +10,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM_ARGS, SCREENSHOTS
-from tests.e2e.console_seed import PASSWORD, Seeded
+from tests.e2e.conftest import SCREENSHOTS, signed_in_page
+from tests.e2e.console_seed import Seeded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
 @pytest.fixture()
 def analyst_page(chromium_path: str, console_url: tuple[str, Seeded]) -> Iterator[Any]:
-    """A page signed in as acme's analyst; fails the test on any CSP violation."""
-    from playwright.sync_api import sync_playwright
-
-    base, _ = console_url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            blocked: list[str] = []
-            page.on("console", lambda m: blocked.append(m.text)
-                    if "Content Security Policy" in m.text else None)
-            page.goto(f"{base}/login")
-            page.fill("input[name=email]", "analyst@acme.test")
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/")
-            yield page
-            assert blocked == []
-        finally:
-            browser.close()
+    with signed_in_page(chromium_path, console_url[0], "analyst@acme.test") as page:
+        yield page
 
 
 def test_verdict_page_pivots_links_and_original_alert(
@@ -118,3 +99,22 @@ def test_analyst_sees_own_usage_only(analyst_page: Any) -> None:
     assert tenants and set(tenants) == {"acme"}  # never globex's rows
     assert page.locator("header nav a[href='/audit']").count() == 0
     page.screenshot(path=str(SCREENSHOTS / "usage-analyst.png"), full_page=True)
+
+
+def test_related_alerts_timeline_links_to_each_verdict(
+        analyst_page: Any, console_url: tuple[str, Seeded]) -> None:
+    from playwright.sync_api import expect
+
+    base, seeded = console_url
+    page = analyst_page
+    acme = seeded.ids["acme"]  # newest first: the hostile one, then acme-6 … acme-0
+    page.goto(f"{base}/verdicts/{acme[2]}")  # acme-5: db-01, 10.0.0.1, user admin
+    events = page.locator("#related svg a.event")
+    expect(events).to_have_count(6)  # agent: 4, 6; source and user: 1, 3
+    hrefs = sorted(events.evaluate_all("es => es.map(e => e.getAttribute('href'))"))
+    number = {n: acme[7 - n] for n in range(7)}  # acme-n's verdict id
+    assert hrefs == sorted(f"/verdicts/{number[n]}" for n in (4, 6, 1, 3, 1, 3))
+    page.screenshot(path=str(SCREENSHOTS / "verdict-related-timeline.png"), full_page=True)
+    events.first.click()
+    expect(page.locator("#verdict-title")).to_be_visible()
+    assert page.url.rsplit("/", 1)[1] in {str(number[n]) for n in (1, 3, 4, 6)}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from pipeline.cli_console import add_user
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import CHUNK, PASSWORD, Seeded, console_database
+from tests.e2e.console_seed import CHUNK, PASSWORD, Seeded, console_database, insert_storm
 
 pytestmark = pytest.mark.integration
 
@@ -429,3 +429,88 @@ def test_admins_create_and_revoke_their_tenants_api_keys(app_client: TestClient,
     assert states == {foreign_id: False, key_id: True}
     actions = [a["action"] for a in app_client.get("/api/audit").json()]
     assert "apikey.create" in actions and "apikey.revoke" in actions
+
+
+def test_a_storm_is_one_incident_with_a_workflow(app_client: TestClient,
+                                                 seeded: Seeded) -> None:
+    with psycopg.connect(seeded.url) as conn:
+        storm = insert_storm(conn, "umbrella", "k-int", 30)
+        insert_storm(conn, "umbrella", "k-other", 2)
+        insert_storm(conn, "globex", "k-int", 3)  # same key, another tenant
+    csrf = sign_in(app_client, "analyst@umbrella.test")
+    rows = app_client.get("/api/incidents").json()
+    assert [r["alert_count"] for r in rows] == [30, 2]  # most recently seen first
+    incident = rows[0]
+    assert incident["severity"] == "critical" and incident["status"] == "new"
+    assert sorted(incident["agents"]) == ["web-01", "web-02", "web-03"]
+    detail = app_client.get(f"/api/incidents/{incident['id']}").json()
+    assert sorted(v["id"] for v in detail["verdicts"]) == storm
+
+    def change(body: dict[str, object]) -> int:
+        answer = app_client.post("/api/incidents/change", json=body,
+                                 headers={"X-CSRF-Token": csrf})
+        return answer.status_code
+
+    assert app_client.post("/api/incidents/change",
+                           json={"action": "start", "ids": [incident["id"]]}
+                           ).status_code == 403  # no CSRF header
+    me = next(p for p in detail["people"] if p["email"] == "analyst@umbrella.test")["id"]
+    assert change({"action": "assign", "ids": [incident["id"]], "assignee": me}) == 200
+    mine = app_client.get("/api/incidents", params={"assignee": "me"}).json()
+    assert [r["id"] for r in mine] == [incident["id"]]
+    assert app_client.get("/api/incidents", params={"assignee": "none"}).json()[0][
+        "alert_count"] == 2
+    foreign_user = 1  # acme's analyst (the first account made): not assignable here
+    assert change({"action": "assign", "ids": [incident["id"]],
+                   "assignee": foreign_user}) == 422
+    assert change({"action": "start", "ids": [incident["id"]]}) == 200
+    assert change({"action": "resolve", "ids": [incident["id"]],
+                   "resolution": "true_positive"}) == 422  # a note is required
+    assert change({"action": "resolve", "ids": [incident["id"]],
+                   "resolution": "maybe", "note": "x"}) == 422
+    bulk = [r["id"] for r in rows]
+    assert change({"action": "resolve", "ids": bulk, "resolution": "false_positive",
+                   "note": "scanner of the red team"}) == 200
+    resolved = app_client.get("/api/incidents", params={"status": "resolved"}).json()
+    assert {r["id"] for r in resolved} == set(bulk)
+    assert {r["resolution_note"] for r in resolved} == {"scanner of the red team"}
+    actions = [a["action"] for a in
+               app_client.get(f"/api/incidents/{incident['id']}").json()["audit"]]
+    assert actions == ["incident.resolved", "incident.in_progress", "incident.assign"]
+
+    sign_in(app_client, "analyst@globex.test")  # another tenant sees neither
+    assert app_client.get(f"/api/incidents/{incident['id']}").status_code == 404
+    csrf = sign_in(app_client, "analyst@globex.test")
+    assert change({"action": "start", "ids": [incident["id"]]}) == 200
+    with psycopg.connect(seeded.url) as conn:
+        assert conn.execute("SELECT status FROM incidents WHERE id = %s",
+                            (incident["id"],)).fetchone() == ("resolved",)
+    page = app_client.get("/incidents").text
+    assert "storm alert" not in page and "brute force trying" in page  # globex's own
+
+
+def test_related_alerts_share_an_entity_within_the_window(app_client: TestClient,
+                                                          seeded: Seeded) -> None:
+    sign_in(app_client, "analyst@acme.test")
+    acme_5 = seeded.ids["acme"][2]  # db-01, from 10.0.0.1, user admin; 10 min apart
+    related = app_client.get(f"/api/verdicts/{acme_5}").json()["related"]
+    lanes: dict[str, set[str]] = {}
+    for r in related:
+        lanes.setdefault(r["via"], set()).add(r["alert_id"])
+    assert lanes == {"agent": {"acme-4", "acme-6"}, "src_ip": {"acme-1", "acme-3"},
+                     "user": {"acme-1", "acme-3"}}  # never globex's 10.0.0.1
+    page = app_client.get(f"/verdicts/{acme_5}").text
+    timeline = page.split('id="related"', 1)[1].split("</svg>", 1)[0]
+    assert timeline.count('<a class="event"') == 6
+    assert f'href="/verdicts/{seeded.ids["acme"][1]}"' in timeline  # acme-6
+
+
+def test_related_alerts_window_is_configurable(seeded: Seeded) -> None:
+    settings = seeded.settings.model_copy(update={"console": seeded.settings.console.model_copy(
+        update={"related_window_s": 15 * 60})})
+    with TestClient(create_console_app(settings), base_url="https://testserver",
+                    follow_redirects=False) as client:
+        sign_in(client, "analyst@acme.test")
+        related = client.get(f"/api/verdicts/{seeded.ids['acme'][2]}").json()["related"]
+    assert {(r["via"], r["alert_id"]) for r in related} == {
+        ("agent", "acme-4"), ("agent", "acme-6")}  # 10 min away; 1 and 3 are 20+ min

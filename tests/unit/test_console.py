@@ -170,3 +170,19 @@ def test_wazuh_link_quotes_values_and_needs_http() -> None:
         "https://w.example/a?id=1.2%26x%3D%3Cy%3E&agent=web%2001")
     assert _wazuh_link("javascript:alert({alert_id})", verdict) is None
     assert _wazuh_link(None, verdict) is None
+
+
+def test_timeline_places_events_by_time_and_escapes_labels() -> None:
+    from datetime import timedelta
+
+    centre = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    events = [charts.TimelineEvent(centre - timedelta(minutes=30), "agent a", HOSTILE,
+                                   "high", "/verdicts/1"),
+              charts.TimelineEvent(centre + timedelta(minutes=60), "user <u>", "x",
+                                   "critical", "/verdicts/2"),
+              charts.TimelineEvent(centre, "not a lane", "x", "low", "/verdicts/3")]
+    svg = str(charts.timeline("t", centre, 3600, ["agent a", "user <u>"], events))
+    assert svg.count('<a class="event"') == 2 and "/verdicts/3" not in svg
+    assert "<script" not in svg and "&lt;script&gt;" in svg and "user &lt;u&gt;" in svg
+    xs = [float(x) for x in re.findall(r'<circle cx="([\d.]+)"', svg)]
+    assert xs[0] < xs[1]  # earlier is further left; +60 min is the right edge

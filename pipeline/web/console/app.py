@@ -23,12 +23,14 @@ from fastapi import Depends, FastAPI, Form, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import attack as attack_catalog
 from pipeline.config import Settings
 from pipeline.store import console as store
+from pipeline.store import incidents
 from pipeline.store.apikeys import load_pepper
 from pipeline.web.console import charts, render
 from pipeline.web.console.errors import (
@@ -99,6 +101,14 @@ class FeedbackBody(BaseModel):
     action: str = Field(pattern="^(confirm|severity|false_positive|attack|note)$")
     severity: str | None = None
     attack: list[str] | None = Field(default=None, max_length=16)
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class IncidentChange(BaseModel):
+    action: str = Field(pattern="^(assign|start|resolve)$")
+    ids: list[int] = Field(min_length=1, max_length=incidents.MAX_BULK)
+    assignee: int | None = None
+    resolution: str | None = None
     note: str | None = Field(default=None, max_length=4000)
 
 
@@ -282,6 +292,8 @@ def create_console_app(settings: Settings,
             if found is None:
                 raise not_found()
             found["audit"] = await store.audit_entries(conn, 20, f"verdict:{verdict_id}")
+            found["related"] = await store.related_alerts(conn, verdict_id,
+                                                          cfg.related_window_s)
         return found
 
     @app.get("/verdicts/{verdict_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -291,7 +303,9 @@ def create_console_app(settings: Settings,
         return page(request, "verdict.html", signed, v=found, severities=SEVERITIES,
                     original=render.pretty_original(found.get("original")),
                     pivots=render.entity_links(found.get("facts"), found.get("agent_name")),
-                    wazuh_url=_wazuh_link(cfg.wazuh_dashboard_url, found))
+                    wazuh_url=_wazuh_link(cfg.wazuh_dashboard_url, found),
+                    related_chart=_related_chart(found, cfg.related_window_s),
+                    window_min=round(cfg.related_window_s / 60))
 
     @app.get("/runbooks/{slug}", response_class=HTMLResponse, include_in_schema=False)
     async def runbook_page(request: Request, signed: Signed, slug: str) -> Response:
@@ -356,6 +370,118 @@ def create_console_app(settings: Settings,
             raise bad_csrf()
         await give_feedback(res, signed, verdict_id, body)
         return {"ok": True}
+
+    # ---- incidents: one row per incident key, with a workflow ---------------------------
+
+    def incident_filter(signed: Signed, status: str | None = None,
+                        assignee: str | None = None) -> incidents.IncidentFilter:
+        if status and status not in incidents.STATUSES:
+            raise invalid("status", f"one of {', '.join(incidents.STATUSES)}")
+        if assignee in (None, "", "any"):
+            return incidents.IncidentFilter(status=status or None)
+        if assignee == "none":
+            return incidents.IncidentFilter(status=status or None, unassigned=True)
+        if assignee == "me":
+            return incidents.IncidentFilter(status=status or None,
+                                            assignee_id=signed.user.id)
+        if not assignee.isdigit():
+            raise invalid("assignee", "me, none or an account id")
+        return incidents.IncidentFilter(status=status or None, assignee_id=int(assignee))
+
+    IncidentFlt = Annotated[incidents.IncidentFilter, Depends(incident_filter)]
+
+    @app.get("/incidents", response_class=HTMLResponse, include_in_schema=False)
+    async def incidents_page(request: Request, res: Resources, signed: Signed,
+                             flt: IncidentFlt, error: str | None = None) -> Response:
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            rows = await incidents.incident_queue(conn, flt, cfg.page_size)
+            people = await incidents.tenant_analysts(conn)
+        params = {k: v for k, v in request.query_params.items() if v and k != "error"}
+        return page(request, "incidents.html", signed, rows=rows, people=people,
+                    params=params, statuses=incidents.STATUSES,
+                    resolutions=incidents.RESOLUTIONS, error=error)
+
+    @app.get("/api/incidents", tags=["incidents"])
+    async def api_incidents(res: Resources, signed: Signed, flt: IncidentFlt,
+                            limit: Annotated[int, Query(ge=1, le=500)] = 50
+                            ) -> list[dict[str, Any]]:
+        """The tenant's incidents (verdicts sharing an incident key), most recently seen
+        first; `assignee=me|none|<id>`, `status=new|in_progress|resolved`."""
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            return _jsonable(await incidents.incident_queue(conn, flt, limit))
+
+    async def load_incident(res: ConsoleResources, signed: store.Session,
+                            incident_id: int) -> dict[str, Any]:
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            found = await incidents.incident_detail(conn, incident_id)
+            if found is None:
+                raise not_found()
+            found["audit"] = await store.audit_entries(conn, 50, f"incident:{incident_id}")
+            found["people"] = await incidents.tenant_analysts(conn)
+        return found
+
+    @app.get("/incidents/{incident_id}", response_class=HTMLResponse,
+             include_in_schema=False)
+    async def incident_page(request: Request, res: Resources, signed: Signed,
+                            incident_id: int) -> Response:
+        found = await load_incident(res, signed, incident_id)
+        return page(request, "incident.html", signed, i=found,
+                    resolutions=incidents.RESOLUTIONS)
+
+    @app.get("/api/incidents/{incident_id}", tags=["incidents"])
+    async def api_incident(res: Resources, signed: Signed,
+                           incident_id: int) -> dict[str, Any]:
+        """One incident with its newest alerts' verdicts and its audit trail."""
+        return _jsonable(await load_incident(res, signed, incident_id))
+
+    async def change_incidents(res: ConsoleResources, signed: store.Session,
+                               body: IncidentChange) -> int:
+        async with store.tenant_scope(res.pool, signed.user.tenant_id) as conn:
+            try:
+                if body.action == "assign":
+                    return await incidents.assign(conn, signed.user, body.ids,
+                                                  body.assignee)
+                return await incidents.set_status(
+                    conn, signed.user, body.ids,
+                    "resolved" if body.action == "resolve" else "in_progress",
+                    body.resolution, (body.note or "").strip() or None)
+            except incidents.IncidentRejected as exc:
+                raise ConsoleError(422, str(exc)) from exc
+
+    @app.post("/incidents/change", include_in_schema=False)
+    async def incidents_form(res: Resources, signed: Signed,
+                             csrf_token: Annotated[str, Form()],
+                             action: Annotated[str, Form()],
+                             ids: Annotated[list[int], Form()],
+                             back: Annotated[str, Form()] = "/incidents",
+                             assignee: Annotated[str | None, Form()] = None,
+                             resolution: Annotated[str | None, Form()] = None,
+                             note: Annotated[str | None, Form()] = None) -> Response:
+        if not same_token(signed.csrf_token, csrf_token):
+            raise bad_csrf()
+        try:
+            body = IncidentChange(
+                action=action, ids=ids, resolution=resolution or None, note=note,
+                assignee=(signed.user.id if assignee == "me" else
+                          int(assignee) if assignee and assignee.isdigit() else None))
+        except ValueError as exc:
+            raise invalid("action", "assign, start or resolve up to "
+                          f"{incidents.MAX_BULK} incidents") from exc
+        await change_incidents(res, signed, body)
+        # back to the page the change was made on (only this console's incident pages)
+        target = back if re.fullmatch(r"/incidents(/\d+)?(\?[\w=&%-]*)?", back) else "/incidents"
+        return RedirectResponse(target, status_code=303)
+
+    @app.post("/api/incidents/change", tags=["incidents"])
+    async def api_incidents_change(res: Resources, signed: Signed, body: IncidentChange,
+                                   x_csrf_token: Annotated[str | None, Header()] = None
+                                   ) -> dict[str, int]:
+        """Assign (`assignee`: an account id, null to unassign), start, or resolve (with
+        `resolution` and a `note`) up to 200 incidents at once; every change audited.
+        Needs the session's CSRF token in `X-CSRF-Token`."""
+        if not same_token(signed.csrf_token, x_csrf_token):
+            raise bad_csrf()
+        return {"changed": await change_incidents(res, signed, body)}
 
     # ---- usage (everyone, read-only, own tenant) and audit (admins) --------------------
 
@@ -521,6 +647,23 @@ def _when(param: str, value: str | None) -> datetime | None:
     except ValueError as exc:
         raise invalid(param, "an ISO date or time") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_LANES = (("agent", "agent"), ("src_ip", "source"), ("user", "user"))
+
+
+def _related_chart(verdict: dict[str, Any], window_s: float) -> Markup | None:
+    """The related alerts as a timeline: one lane per entity this verdict has."""
+    facts = verdict.get("facts") or {}
+    lanes = {via: f"{name} {facts[via]}" for via, name in _LANES if facts.get(via)}
+    if not lanes or verdict.get("created_at") is None:
+        return None
+    events = [charts.TimelineEvent(r["created_at"], lanes[r["via"]],
+                                   f"{r['severity']} {r['summary'][:80]}", r["severity"],
+                                   f"/verdicts/{r['id']}")
+              for r in verdict["related"] if r["via"] in lanes]
+    return charts.timeline("related alerts", verdict["created_at"], window_s,
+                           list(lanes.values()), events)
 
 
 def _swagger_ui_assets() -> Path:

@@ -4,6 +4,8 @@ through markupsafe's escape; numbers are formatted by us."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from markupsafe import Markup, escape
 
@@ -80,3 +82,59 @@ def line_chart(title: str, labels: Sequence[str],
             body.append(f'<text x="{LEFT + i * step:.1f}" y="{HEIGHT - BOTTOM + 14}" '
                         f'text-anchor="middle" font-size="10">{escape(label)}</text>')
     return _frame(title, body, top)
+
+
+SEVERITY_COLOURS = {"critical": "#b42318", "high": "#dc6803", "medium": "#ca8504",
+                    "low": "#2f6fde", "info": "#6b7280"}
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    when: datetime
+    lane: str
+    label: str
+    severity: str
+    href: str
+
+
+def timeline(title: str, centre: datetime, window_s: float, lanes: Sequence[str],
+             events: Sequence[TimelineEvent]) -> Markup:
+    """Events on one time axis (centre ± window_s), one row per lane; each event a link.
+    The centre (the verdict being looked at) is a dashed line."""
+    lane_h, left, width = 34, 150, WIDTH + 260
+    height = TOP + lane_h * len(lanes) + BOTTOM
+    plot_w = width - left - RIGHT
+
+    def x_of(when: datetime) -> float:
+        offset = (when - centre).total_seconds()
+        return left + plot_w * (offset + window_s) / (2 * window_s)
+
+    body = [f'<line x1="{x_of(centre):.1f}" y1="{TOP}" x2="{x_of(centre):.1f}" '
+            f'y2="{height - BOTTOM}" stroke="#1d2330" stroke-dasharray="4 3"/>']
+    for n, lane in enumerate(lanes):
+        y = TOP + lane_h * n + lane_h / 2
+        body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - RIGHT}" y2="{y:.1f}" '
+                    'stroke="#e3e6eb"/>')
+        body.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" '
+                    f'font-size="11">{escape(lane[:24])}</text>')
+    row = {lane: n for n, lane in enumerate(lanes)}
+    for event in events:
+        if event.lane not in row:
+            continue
+        y = TOP + lane_h * row[event.lane] + lane_h / 2
+        colour = SEVERITY_COLOURS.get(event.severity, PALETTE[0])
+        body.append(
+            f'<a class="event" href="{escape(event.href)}"><circle cx="{x_of(event.when):.1f}" '
+            f'cy="{y:.1f}" r="6" fill="{colour}" fill-opacity="0.85"/>'
+            f'<title>{escape(event.when.strftime("%H:%M:%S"))} {escape(event.label)}'
+            '</title></a>')
+    for tick in range(5):  # -w, -w/2, 0, +w/2, +w
+        offset = window_s * (tick - 2) / 2
+        label = "this alert" if tick == 2 else f"{offset / 60:+.0f} min"
+        anchor = ("start", "middle", "middle", "middle", "end")[tick]  # ends stay inside
+        body.append(f'<text x="{left + plot_w * tick / 4:.1f}" y="{height - BOTTOM + 16}" '
+                    f'text-anchor="{anchor}" font-size="10">{escape(label)}</text>')
+    return Markup(
+        f'<svg class="chart timeline" role="img" viewBox="0 0 {width} {height}" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+        + "".join(body) + "</svg>")
