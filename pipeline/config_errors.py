@@ -46,8 +46,15 @@ class ConfigError(Exception):
         return f"{self.setting}{shown}: {self.problem}. {self.hint}"
 
 
+# libpq's password parameters, in a URL query or a key=value connection string.
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])(?:ssl)?password\s*=\s*)('[^']*'|[^&\s]+)",
+                             re.IGNORECASE)
+
+
 def mask_secrets(value: str) -> str:
-    """A URL's password becomes ***; the rest stays readable."""
+    """A URL's password becomes ***; the rest stays readable. libpq also takes a
+    password as `?password=` in a URL or `password=` in a key=value string."""
+    value = _PASSWORD_PARAM.sub(r"\1***", value)
     try:
         url = urlsplit(value)
         password = url.password

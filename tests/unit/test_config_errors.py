@@ -50,3 +50,14 @@ def test_mask_secrets_hides_only_the_password() -> None:
     assert mask_secrets("postgresql://u:pw@db:5432/x") == "postgresql://u:***@db:5432/x"
     assert mask_secrets("postgresql://u@db/x") == "postgresql://u@db/x"
     assert mask_secrets("127.0.0.1:9092") == "127.0.0.1:9092"
+
+
+def test_mask_secrets_hides_libpq_password_parameters() -> None:
+    # libpq reads a password from a URL's query or a key=value string too.
+    assert mask_secrets("postgresql://db/x?user=u&password=topsecret&sslmode=require") == \
+        "postgresql://db/x?user=u&password=***&sslmode=require"
+    assert mask_secrets("host=db port=5432 password=topsecret dbname=x") == \
+        "host=db port=5432 password=*** dbname=x"
+    assert mask_secrets("host=db password='top secret' dbname=x") == \
+        "host=db password=*** dbname=x"
+    assert mask_secrets("host=db sslpassword=k1 dbname=x") == "host=db sslpassword=*** dbname=x"
