@@ -191,7 +191,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 _QUEUE_COLUMNS = """v.id, v.alert_id, v.rule_id, v.rule_level, v.severity, v.severity_source,
     v.summary, v.attack, v.status, v.analyst_status, v.seen_count, v.reused_from,
-    v.created_at"""
+    v.created_at, v.incident_id"""
 
 
 def queue_sql(tenant_id: str, flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any]]:

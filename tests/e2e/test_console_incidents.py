@@ -32,8 +32,11 @@ def test_storm_is_one_incident_assigned_and_resolved(
         expect(storm).to_contain_text("web-01, web-02, web-03")
         page.screenshot(path=str(SCREENSHOTS / "incidents.png"), full_page=True)
 
-        storm.locator("a").click()
+        page.keyboard.press("j")  # the keyboard: first row (the storm, seen last), open
+        page.keyboard.press("Enter")
         expect(page.locator("#incident-count")).to_have_text("500")
+        page.keyboard.press("a")
+        expect(page.locator("#assign-form select")).to_be_focused()
         expect(page.locator("#incident-alerts tbody tr")).to_have_count(200)
         page.select_option("#assign-form select[name=assignee]", "me")
         page.click("#assign-form button[type=submit]")

@@ -514,3 +514,40 @@ def test_related_alerts_window_is_configurable(seeded: Seeded) -> None:
         related = client.get(f"/api/verdicts/{seeded.ids['acme'][2]}").json()["related"]
     assert {(r["via"], r["alert_id"]) for r in related} == {
         ("agent", "acme-4"), ("agent", "acme-6")}  # 10 min away; 1 and 3 are 20+ min
+
+
+def test_pipeline_verdict_writes_keep_incidents_counted(seeded: Seeded) -> None:
+    """The pipeline's own insert (pipeline/store/verdicts.py) through the triggers: an
+    original and a reused verdict of one incident count 2; a redelivery counts nothing."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from pipeline.store.verdicts import count_reuse, insert_verdict
+    from schemas.verdict import Verdict
+
+    def verdict(alert_id: str, severity: str, reused: str | None) -> Verdict:
+        return Verdict(tenant_id="umbrella", alert_id=alert_id, rule_id="5712",
+                       rule_level=10, severity=severity, severity_source="rule level",
+                       summary="s", attack=[], next_steps=[], cited_chunks=[],
+                       status="reused" if reused else "explained", reused_from=reused,
+                       fingerprint="fp-pipe", incident_key="k-pipeline", model_name="m",
+                       prompt_version="v", input_tokens=1, output_tokens=1, latency_ms=1)
+
+    async def write() -> list[bool]:
+        async with await AsyncConnection.connect(seeded.url) as conn:
+            done = [await insert_verdict(conn, verdict("pipe-1", "medium", None)),
+                    await insert_verdict(conn, verdict("pipe-2", "high", "pipe-1")),
+                    await insert_verdict(conn, verdict("pipe-2", "high", "pipe-1"))]
+            await count_reuse(conn, "umbrella", "pipe-1")
+            await conn.commit()
+            return done
+
+    assert asyncio.run(write()) == [True, True, False]
+    with psycopg.connect(seeded.url) as conn:
+        row = conn.execute("SELECT alert_count, severity, status FROM incidents "
+                           "WHERE tenant_id = 'umbrella' AND incident_key = 'k-pipeline'"
+                           ).fetchone()
+        stamped = conn.execute("SELECT count(DISTINCT incident_id) FROM verdicts "
+                               "WHERE alert_id IN ('pipe-1', 'pipe-2')").fetchone()
+    assert row == (2, "high", "new") and stamped == (1,)
