@@ -40,6 +40,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # The broker's default message size: nothing larger can come from Kafka, and nothing
 # larger is decoded.
 MAX_ALERT_BYTES = 1024 * 1024
+# Longest string kept in `data` (as full_log's 4,000); `raw` keeps the whole alert.
+DATA_TEXT_LIMIT = 4000
 # Fields 3.x managers decoded at the top level instead of under `data`.
 _TOP_LEVEL_DECODED = ("srcip", "dstip", "srcport", "dstport", "srcuser", "dstuser", "user",
                       "url", "protocol", "action", "id", "status", "system_name", "command")
@@ -124,6 +126,26 @@ def _decoded_fields(raw: RawWazuhAlert, document: dict[str, Any]) -> dict[str, A
     return data
 
 
+def bounded_strings(value: Any, limit: int = DATA_TEXT_LIMIT) -> tuple[Any, int]:
+    """`value` with every string longer than `limit` cut (marked), and how many were.
+    `data` is a second copy of alert text beside `raw`: unbounded, a 600 KB field (a
+    PowerShell script block) makes the normalized message twice the alert and over the
+    broker's message size. Recursive: call it on bounded-depth values only."""
+    if isinstance(value, str):
+        return (value, 0) if len(value) <= limit else (value[:limit] + " …[truncated]", 1)
+    if isinstance(value, dict):
+        cut = 0
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out[key], n = bounded_strings(item, limit)
+            cut += n
+        return out, cut
+    if isinstance(value, list):
+        pairs = [bounded_strings(item, limit) for item in value]
+        return [item for item, _ in pairs], sum(n for _, n in pairs)
+    return value, 0
+
+
 def alert_id_for(document: dict[str, Any], raw: RawWazuhAlert) -> str:
     """Wazuh's own id when it has one, else a stable hash of the whole alert."""
     if raw.id:
@@ -161,7 +183,9 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         where = ".".join(str(p) for p in first["loc"]) or "alert"
         raise NormalizationError(f"field '{where}': {first['msg']}") from exc
 
-    data = _decoded_fields(raw, document)
+    data, cut = bounded_strings(_decoded_fields(raw, document))
+    if cut:
+        flags.append("data_truncated")
     agent = raw.agent
     full_log = clean_text(raw.full_log)
     entities = _clean_entities(extract_entities({**document, "data": data}, full_log))

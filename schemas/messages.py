@@ -45,7 +45,8 @@ class NormalizedAlert(_Message):
     data: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any]
     # What normalize noticed: "text_sanitized" (NUL removed or lone surrogates replaced by
-    # U+FFFD; the original bytes are in original_b64), "timestamp_invalid" (timestamp unreadable).
+    # U+FFFD; the original bytes are in original_b64), "timestamp_invalid" (timestamp unreadable),
+    # "data_truncated" (a string in data over 4,000 characters cut; raw has it whole).
     flags: list[str] = Field(default_factory=list)
     original_b64: str | None = None
 

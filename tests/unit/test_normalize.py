@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.normalize import NormalizationError, normalize, parse_timestamp
+from pipeline.normalize import DATA_TEXT_LIMIT, NormalizationError, normalize, parse_timestamp
 
 SSH = {
     "timestamp": "2026-11-20T08:14:02.118+0000",
@@ -147,3 +147,19 @@ def test_an_alert_over_the_size_bound_is_refused_with_its_size() -> None:
     huge = encode({**SSH, "full_log": "x" * (1024 * 1024)})
     with pytest.raises(NormalizationError, match="over the 1,048,576-byte limit"):
         normalize(huge, tenant_id="t")
+
+
+def test_a_huge_data_field_is_cut_in_data_and_kept_whole_in_raw() -> None:
+    # 600 KB in one decoded field (a PowerShell script block) is under ingest's 900 KiB
+    # limit; copied whole into `data` beside `raw`, the normalized message was 1.2 MB,
+    # over the broker's message size, and the alert was dead-lettered at normalize.
+    script = "x" * 600_000
+    line = json.dumps({"rule": {"level": 5, "id": "91802", "description": "ps"},
+                       "data": {"win": {"eventdata": {"scriptBlockText": script}},
+                                "srcip": "10.0.0.1"}}).encode()
+    alert = normalize(line, tenant_id="t")
+    cut = alert.data["win"]["eventdata"]["scriptBlockText"]
+    assert cut.startswith("x" * DATA_TEXT_LIMIT) and cut.endswith("…[truncated]")
+    assert alert.data["srcip"] == "10.0.0.1" and alert.flags == ["data_truncated"]
+    assert alert.raw["data"]["win"]["eventdata"]["scriptBlockText"] == script
+    assert len(alert.model_dump_json().encode()) < len(line) + 64 * 1024
