@@ -42,6 +42,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_ALERT_BYTES = 1024 * 1024
 # Longest string kept in `data` (as full_log's 4,000); `raw` keeps the whole alert.
 DATA_TEXT_LIMIT = 4000
+# ... and at most this much of it in all (serialized), so the normalized message stays
+# `raw` plus a bounded rest, under the broker's message size.
+DATA_BYTES_LIMIT = 64 * 1024
 # Fields 3.x managers decoded at the top level instead of under `data`.
 _TOP_LEVEL_DECODED = ("srcip", "dstip", "srcport", "dstport", "srcuser", "dstuser", "user",
                       "url", "protocol", "action", "id", "status", "system_name", "command")
@@ -126,6 +129,23 @@ def _decoded_fields(raw: RawWazuhAlert, document: dict[str, Any]) -> dict[str, A
     return data
 
 
+def bounded_data(data: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """`data` with long strings cut (bounded_strings), then only the fields that fit in
+    DATA_BYTES_LIMIT serialized, in order (many short fields are as large as one long
+    one), and how many strings or fields were cut or left out."""
+    cut_data, cut = bounded_strings(data)
+    kept: dict[str, Any] = {}
+    size = 2
+    for key, value in cut_data.items():
+        item = len(json.dumps({key: value}, default=str).encode()) - 1
+        if size + item > DATA_BYTES_LIMIT:
+            cut += 1
+            continue
+        kept[key] = value
+        size += item
+    return kept, cut
+
+
 def bounded_strings(value: Any, limit: int = DATA_TEXT_LIMIT) -> tuple[Any, int]:
     """`value` with every string longer than `limit` cut (marked), and how many were.
     `data` is a second copy of alert text beside `raw`: unbounded, a 600 KB field (a
@@ -183,7 +203,7 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         where = ".".join(str(p) for p in first["loc"]) or "alert"
         raise NormalizationError(f"field '{where}': {first['msg']}") from exc
 
-    data, cut = bounded_strings(_decoded_fields(raw, document))
+    data, cut = bounded_data(_decoded_fields(raw, document))
     if cut:
         flags.append("data_truncated")
     agent = raw.agent

@@ -56,8 +56,11 @@ class NormalizeStage:
         # the sub-batch that succeeds, so each dead letter goes out once.
         sends = [send_to_dlq(self._publisher, self._dlq, self.name, record, reason)
                  for record, reason in rejected]
+        # The original bytes of a sanitized alert stay in its alerts row: no later stage
+        # reads them, and beside `raw` they put a 450 KB alert over the broker's limit.
         sends.extend(self._publisher.publish(self._output.for_alert(a),
-                                             a.model_dump_json().encode(),
+                                             a.model_dump_json(exclude={"original_b64"})
+                                             .encode(),
                                              key=message_key(a), headers=headers_for(a))
                      for a in good)
         await asyncio.gather(*sends)

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.normalize import DATA_TEXT_LIMIT, NormalizationError, normalize, parse_timestamp
+from pipeline.normalize import (
+    DATA_BYTES_LIMIT,
+    DATA_TEXT_LIMIT,
+    NormalizationError,
+    normalize,
+    parse_timestamp,
+)
 
 SSH = {
     "timestamp": "2026-11-20T08:14:02.118+0000",
@@ -163,3 +169,16 @@ def test_a_huge_data_field_is_cut_in_data_and_kept_whole_in_raw() -> None:
     assert alert.data["srcip"] == "10.0.0.1" and alert.flags == ["data_truncated"]
     assert alert.raw["data"]["win"]["eventdata"]["scriptBlockText"] == script
     assert len(alert.model_dump_json().encode()) < len(line) + 64 * 1024
+
+
+def test_many_fields_in_data_are_bounded_in_all() -> None:
+    # 200 fields of 3,900 characters each: every string under the per-string limit,
+    # 780 KB in all — the same doubling of the message as one huge field.
+    fields = {f"f{i:03}": "y" * 3_900 for i in range(200)}
+    line = json.dumps({"rule": {"level": 5, "id": "1", "description": "d"},
+                       "data": {"srcip": "10.0.0.1", **fields}}).encode()
+    alert = normalize(line, tenant_id="t")
+    assert len(json.dumps(alert.data).encode()) <= DATA_BYTES_LIMIT
+    assert alert.data["srcip"] == "10.0.0.1" and alert.flags == ["data_truncated"]
+    assert alert.raw["data"] == {"srcip": "10.0.0.1", **fields}
+    assert len(alert.model_dump_json().encode()) < len(line) + 128 * 1024
