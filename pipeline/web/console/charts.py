@@ -84,7 +84,7 @@ def line_chart(title: str, labels: Sequence[str],
     return _frame(title, body, top)
 
 
-SEVERITY_COLOURS = {"critical": "#b42318", "high": "#dc6803", "medium": "#ca8504",
+SEVERITY_COLOURS = {"critical": "#b42318", "high": "#9a3b06", "medium": "#7a5200",
                     "low": "#2f6fde", "info": "#6b7280"}
 
 
@@ -124,8 +124,10 @@ def timeline(title: str, centre: datetime, window_s: float, lanes: Sequence[str]
         y = TOP + lane_h * row[event.lane] + lane_h / 2
         colour = SEVERITY_COLOURS.get(event.severity, PALETTE[0])
         body.append(
-            f'<a class="event" href="{escape(event.href)}"><circle cx="{x_of(event.when):.1f}" '
-            f'cy="{y:.1f}" r="6" fill="{colour}" fill-opacity="0.85"/>'
+            f'<a class="event" href="{escape(event.href)}" '
+            f'aria-label="{escape(event.lane)}: {escape(event.label)}">'
+            f'<circle cx="{x_of(event.when):.1f}" cy="{y:.1f}" r="6" fill="{colour}" '
+            'fill-opacity="0.85"/>'
             f'<title>{escape(event.when.strftime("%H:%M:%S"))} {escape(event.label)}'
             '</title></a>')
     for tick in range(5):  # -w, -w/2, 0, +w/2, +w
@@ -135,6 +137,7 @@ def timeline(title: str, centre: datetime, window_s: float, lanes: Sequence[str]
         body.append(f'<text x="{left + plot_w * tick / 4:.1f}" y="{height - BOTTOM + 16}" '
                     f'text-anchor="{anchor}" font-size="10">{escape(label)}</text>')
     return Markup(
-        f'<svg class="chart timeline" role="img" viewBox="0 0 {width} {height}" '
-        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+        # a group, not an image: it holds links (axe: nested-interactive)
+        f'<svg class="chart timeline" role="group" aria-label="{escape(title)}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
         + "".join(body) + "</svg>")
