@@ -119,6 +119,7 @@ def tenants_purge(
         console.print(f"tenant {tenant} holds: "
                       + ", ".join(f"{t} {n}" for t, n in sorted(held.items())))
         if not yes and not typer.confirm(f"Delete all of it for tenant {tenant!r}?"):
+            console.print("nothing deleted")
             raise typer.Exit(1)
         deleted = purge(conn, tenant)
     console.print(f"tenant {tenant}: deleted "

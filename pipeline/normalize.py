@@ -69,9 +69,9 @@ def clean_text(value: str | None, limit: int = 4000) -> str | None:
 
 
 def storable(value: Any) -> tuple[Any, int]:
-    """`value` without NUL (removed, as clean_text does) and with lone surrogates replaced
-    by U+FFFD, in every string and key, and how many strings changed. Recursive: call it
-    on bounded-depth values only."""
+    """`value` with NUL and lone surrogates replaced by U+FFFD, in every string and key,
+    and how many strings changed. Replaced, not removed: "ro\\0ot" must not read "root".
+    Recursive: call it on bounded-depth values only."""
     changed = 0
 
     def text(item: str) -> str:
@@ -79,7 +79,7 @@ def storable(value: Any) -> tuple[Any, int]:
         if _UNSTORABLE.search(item) is None:
             return item
         changed += 1
-        return _SURROGATE.sub("\ufffd", item.replace("\x00", ""))
+        return _UNSTORABLE.sub("\ufffd", item)
 
     def walk(item: Any) -> Any:
         if isinstance(item, str):

@@ -76,9 +76,10 @@ def test_indexer_document_and_active_response_envelopes() -> None:
     assert normalize(encode(active_response), tenant_id="t").alert_id == SSH["id"]
 
 
-def test_control_characters_are_stripped() -> None:
+def test_control_characters_are_stripped_and_nul_marked() -> None:
     doc = {**SSH, "full_log": "evil\x1b[31m\x00 text\x07"}
-    assert normalize(encode(doc), tenant_id="t").full_log == "evil[31m text"
+    # NUL is what PostgreSQL cannot store: replaced (visibly), so no two words join.
+    assert normalize(encode(doc), tenant_id="t").full_log == "evil[31m\ufffd text"
 
 
 @pytest.mark.parametrize(("line", "reason"), [
@@ -128,7 +129,7 @@ def test_what_postgresql_cannot_store_is_replaced_and_flagged_with_the_original_
     line = (b'{"rule": {"level": 5, "id": "5710", "description": "x\\ud800y"}, '
             b'"agent": {"name": "web\\u0000-01"}, "data": {"k\\udfff": ["\\ud83d"]}}')
     alert = normalize(line, tenant_id="t")
-    assert alert.rule_description == "x\ufffdy" and alert.agent_name == "web-01"
+    assert alert.rule_description == "x\ufffdy" and alert.agent_name == "web\ufffd-01"
     assert alert.data == {"k\ufffd": ["\ufffd"]}
     assert alert.flags == ["text_sanitized"]
     assert alert.original_b64 is not None and base64.b64decode(alert.original_b64) == line
