@@ -98,6 +98,19 @@ class LLMPool(_Frozen):
     # served first), so a replica's own queues put premium first too. vLLM refuses a
     # non-zero priority without that flag: leave this off unless the servers have it.
     priority_scheduling: bool = False
+    # Where the replicas are (pipeline/router/discovery.py): "static" = `endpoints` as
+    # listed; "dns" = `endpoints` is one headless Service URL, re-resolved every
+    # `refresh_s` into one replica per address (autoscaled replicas join once /health
+    # passes; vanished ones get no new request and leave once their requests finish).
+    discovery: Literal["static", "dns"] = "static"
+    refresh_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _dns_names_one_service(self) -> LLMPool:
+        if self.discovery == "dns" and len(self.endpoints) != 1:
+            raise ValueError("discovery 'dns' takes exactly one endpoint: the headless "
+                             "Service's URL")
+        return self
 
 
 class LLMSettings(_Frozen):

@@ -103,6 +103,12 @@ class EngineStatsScraper:
         """The latest stats whatever their age (for reports)."""
         return self._latest.get(base_url)
 
+    def track(self, base_urls: Iterable[str]) -> None:
+        """Scrape these replicas from the next round on; forget the stats of the others."""
+        self._urls = list(dict.fromkeys(base_urls))
+        for url in set(self._latest) - set(self._urls):
+            del self._latest[url]
+
     def start(self) -> None:
         """Start the background task; call from inside the event loop."""
         if self._task is None:

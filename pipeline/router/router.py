@@ -26,6 +26,7 @@ Outage, for callers that should wait rather than give up (`RouterError.outage`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -37,6 +38,7 @@ import structlog
 
 from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, TenantDefaults
 from pipeline.router.admission import CLASSES, Admission, SlotHandle, effective_priority
+from pipeline.router.discovery import Discovery, build_discovery
 from pipeline.router.dispatch import (
     DeltaCallback,
     ReplicaClient,
@@ -55,6 +57,7 @@ from pipeline.router.errors import (
     Saturated,
     UpstreamError,
 )
+from pipeline.router.membership import PoolMembership
 from pipeline.router.quota import (
     MemoryQuotaStore,
     QuotaStore,
@@ -192,7 +195,8 @@ class Router:
                  request_timeout_s: float = 120.0, quota: QuotaStore | None = None,
                  admission: Admission | None = None,
                  tenants: TenantDefaults | None = None,
-                 picker: ReplicaPicker | None = None) -> None:
+                 picker: ReplicaPicker | None = None,
+                 discovery: Mapping[str, Discovery] | None = None) -> None:
         self.model_name = model_name
         self._quota: QuotaStore = quota if quota is not None else MemoryQuotaStore()
         self._admission = admission if admission is not None else Admission()
@@ -200,12 +204,27 @@ class Router:
         self._counter = counter
         self._usage = usage
         self._pools = [Pool(name, spec.max_context_tokens,
-                            [Replica(url=url, pool=name) for url in spec.endpoints],
+                            [Replica(url=url, pool=name) for url in spec.endpoints]
+                            if spec.discovery == "static" else [],
                             priority_scheduling=spec.priority_scheduling)
                        for name, spec in pools.items()]
-        self._clients = {r.url: ReplicaClient(r.url, connect_timeout_s=connect_timeout_s,
-                                              request_timeout_s=request_timeout_s)
-                         for p in self._pools for r in p.replicas}
+        self._timeouts = (connect_timeout_s, request_timeout_s)
+        self._clients = {r.url: self._client_for(r.url) for p in self._pools for r in p.replicas}
+        # Pools whose replicas come and go (membership.py): a configured non-static source,
+        # or one given here (tests, tools). A static pool without one stays as configured.
+        sources = dict(discovery or {})
+        self._memberships: list[tuple[PoolMembership, float]] = []
+        for pool in self._pools:
+            spec = pools[pool.name]
+            source = sources.get(pool.name)
+            if source is None and spec.discovery != "static":
+                source = build_discovery(spec.discovery, spec.endpoints)
+            if source is not None:
+                self._memberships.append((PoolMembership(
+                    pool, source, probe=self._probe, on_joining=self._open_client,
+                    on_forgotten=self._release_client), spec.refresh_s))
+        self._discovery_started: asyncio.Task[None] | None = None
+        self._refreshers: list[asyncio.Task[None]] = []
         # Filters + weighted scorers (pipeline/router/scoring); default: scrape /metrics.
         self._picker = picker if picker is not None else build_picker(
             DEFAULT_SCORER_WEIGHTS, list(self._clients))
@@ -213,6 +232,57 @@ class Router:
         # A tenant that cannot fit even the smallest request is refused without counting
         # (see quota/blocks.py).
         self._floor_tokens = smallest_request_tokens(counter)
+
+    def _client_for(self, url: str) -> ReplicaClient:
+        connect_timeout_s, request_timeout_s = self._timeouts
+        return ReplicaClient(url, connect_timeout_s=connect_timeout_s,
+                             request_timeout_s=request_timeout_s)
+
+    def _open_client(self, url: str) -> None:
+        if url not in self._clients:
+            self._clients[url] = self._client_for(url)
+
+    async def _probe(self, url: str) -> str | None:
+        return await self._clients[url].probe()
+
+    async def _release_client(self, url: str) -> None:
+        """Close a forgotten replica's client unless another pool still holds that URL."""
+        if any(url in {r.url for r in p.replicas} for p in self._pools) or any(
+                url in m.urls() for m, _ in self._memberships):
+            return
+        client = self._clients.pop(url, None)
+        if client is not None:
+            await client.close()
+        self._picker.track(list(self._clients))
+
+    async def _discover(self) -> None:
+        """First refresh of every dynamic pool (so a DNS pool has replicas before its
+        first request), then one refresher task per pool. Idempotent; runs in the loop."""
+        if not self._memberships:
+            return
+        if self._discovery_started is None:
+            self._discovery_started = asyncio.ensure_future(self._first_refresh())
+        await asyncio.shield(self._discovery_started)
+
+    async def _first_refresh(self) -> None:
+        for membership, _ in self._memberships:
+            try:
+                await membership.refresh()
+            except Exception:
+                log.exception("membership_refresh_failed", pool=membership.pool.name)
+        self._picker.track(list(self._clients))
+        self._refreshers = [asyncio.create_task(self._refresh_loop(m, interval),
+                                                name=f"discovery-{m.pool.name}")
+                            for m, interval in self._memberships]
+
+    async def _refresh_loop(self, membership: PoolMembership, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await membership.refresh()
+            except Exception:  # keep refreshing: the next round may succeed
+                log.exception("membership_refresh_failed", pool=membership.pool.name)
+            self._picker.track(list(self._clients))
 
     def count_text(self, text: str) -> int:
         """Tokens of a piece of prompt text (for packing context into a budget)."""
@@ -255,6 +325,7 @@ class Router:
         `on_delta` receives the text as it is generated (see `stream`). Cancelling this
         coroutine after the request was sent settles its row and quota with what the
         replica processed up to then (see the module's docstring)."""
+        await self._discover()
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
@@ -491,6 +562,7 @@ class Router:
     async def readiness(self) -> tuple[bool, str]:
         """(ready, why): ready while some replica of some pool can take a request — its
         circuit closed (not failing requests) and its /health answering 2xx now."""
+        await self._discover()
         now = time.monotonic()
         replicas = [r for pool in self._pools for r in pool.replicas]
         open_circuits = {r.url for r in replicas if not r.circuit.allows(now)}
@@ -510,6 +582,12 @@ class Router:
         return stream_completion(self.complete, request)
 
     async def close(self) -> None:
+        for task in self._refreshers:
+            task.cancel()
+        for task in self._refreshers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._refreshers = []
         for client in self._clients.values():
             await client.close()
         await self._picker.close()

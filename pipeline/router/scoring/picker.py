@@ -97,6 +97,11 @@ class ReplicaPicker:
         if isinstance(self._stats, EngineStatsScraper) and not self._stats.started:
             self._stats.start()
 
+    def track(self, base_urls: Collection[str]) -> None:
+        """The replicas now in the pools (they come and go: membership.py): scrape those."""
+        if isinstance(self._stats, EngineStatsScraper):
+            self._stats.track(base_urls)
+
     async def close(self) -> None:
         if isinstance(self._stats, EngineStatsScraper):
             await self._stats.close()

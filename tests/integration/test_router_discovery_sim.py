@@ -1,0 +1,89 @@
+"""Replicas that come and go, on simulated vLLM replicas (bench/vllm_sim) under a steady
+load through the router: a replica added to the discovery source gets traffic within
+seconds; one removed from it drains with 0 failed requests. Needs only the tokenizer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from pipeline.config import LLMPool, Settings
+from pipeline.router import ChatRequest, Router
+from pipeline.router.discovery import StaticDiscovery
+from pipeline.router.tokens import TokenCounter, counter_for
+from pipeline.runtime import tokenizer_dir
+from tests.integration.test_router_simulator import ListSink, Sim
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest_asyncio.fixture
+async def two_sims() -> AsyncIterator[tuple[Sim, Sim]]:
+    sims = (Sim("--itl-ms", "20", "--output-tokens", "10"),
+            Sim("--itl-ms", "20", "--output-tokens", "10"))
+    try:
+        await asyncio.gather(*(s.ready() for s in sims))
+        yield sims
+    finally:
+        for sim in sims:
+            sim.kill()
+
+
+async def test_replicas_added_and_removed_under_load(two_sims: tuple[Sim, Sim]) -> None:
+    first, second = two_sims
+    counter: TokenCounter = counter_for(tokenizer_dir(Settings()))
+    source = StaticDiscovery([first.url])
+    sink = ListSink()
+    router = Router(model_name="sim-model", counter=counter, usage=sink,
+                    pools={"default": LLMPool(endpoints=[first.url], max_context_tokens=8192,
+                                              refresh_s=0.2)},
+                    discovery={"default": source}, connect_timeout_s=1.0,
+                    request_timeout_s=10.0)
+    served: list[tuple[float, str]] = []  # (sent at, replica)
+    failures: list[BaseException] = []
+
+    async def one(n: int) -> None:
+        await asyncio.sleep(n * 0.02)  # 200 requests at a steady 50/s
+        sent = time.monotonic()
+        try:
+            completion = await router.complete(ChatRequest(
+                tenant_id="t", messages=[{"role": "user", "content": f"alert {n}"}],
+                max_tokens=8))
+        except Exception as exc:
+            failures.append(exc)
+        else:
+            served.append((sent, completion.replica))
+
+    started = time.monotonic()
+    try:
+        load = asyncio.gather(*(one(n) for n in range(200)))
+        await asyncio.sleep(1.0)
+        source.set([first.url, second.url])  # the autoscaler adds a replica
+        added = time.monotonic()
+        await asyncio.sleep(1.5)
+        source.set([second.url])  # the first one is being drained
+        removed = time.monotonic()
+        await load
+        drained = first.url not in router._clients
+        await asyncio.sleep(0.5)
+        first.kill()  # terminated after its grace period: nothing must still need it
+    finally:
+        await router.close()
+    assert failures == []
+    assert len(served) == 200
+    before = [r for t, r in served if t < added]
+    assert set(before) == {first.url}
+    # Within seconds of being added, the new replica takes a fair share of the traffic.
+    soon = [r for t, r in served if added + 1.0 <= t < removed]
+    assert soon.count(second.url) >= len(soon) // 4, soon
+    # Once the refresher saw it gone, no new request went to the drained replica, and
+    # its client was closed once its requests had finished.
+    after = [r for t, r in served if t >= removed + 0.3]
+    assert after and set(after) == {second.url}
+    assert drained
+    assert all(e.status_code == 200 for e in sink.events)
+    assert time.monotonic() - started < 30
