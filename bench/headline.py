@@ -19,7 +19,7 @@ def table(figures: dict[str, dict[str, object]]) -> str:
     lines = [START, "## Headline figures", "",
              "Generated from `docs/benchmarks.json` by `python -m bench.headline`; each row is "
              "the latest run of the command beside it. Details of each run are in the "
-             "sections below (newest sections first within each measure).", "",
+             "sections below; figures measured before this table existed are only there.", "",
              "| measure | value | goal | date | command |", "| --- | ---: | --- | --- | --- |"]
     for key, figure in sorted(figures.items()):
         value = figure["value"]
