@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
+from bench.discovery import steady_load
 from pipeline.config import LLMPool, Settings
-from pipeline.router import ChatRequest, Router
+from pipeline.router import Router
 from pipeline.router.discovery import StaticDiscovery
 from pipeline.router.tokens import TokenCounter, counter_for
 from pipeline.runtime import tokenizer_dir
@@ -43,37 +45,23 @@ async def test_replicas_added_and_removed_under_load(two_sims: tuple[Sim, Sim]) 
                                               refresh_s=0.2)},
                     discovery={"default": source}, connect_timeout_s=1.0,
                     request_timeout_s=10.0)
-    served: list[tuple[float, str]] = []  # (sent at, replica)
-    failures: list[BaseException] = []
-
-    async def one(n: int) -> None:
-        await asyncio.sleep(n * 0.02)  # 200 requests at a steady 50/s
-        sent = time.monotonic()
-        try:
-            completion = await router.complete(ChatRequest(
-                tenant_id="t", messages=[{"role": "user", "content": f"alert {n}"}],
-                max_tokens=8))
-        except Exception as exc:
-            failures.append(exc)
-        else:
-            served.append((sent, completion.replica))
-
     started = time.monotonic()
     try:
-        load = asyncio.gather(*(one(n) for n in range(200)))
+        running = asyncio.create_task(steady_load(router, 200, 50.0))
         await asyncio.sleep(1.0)
         source.set([first.url, second.url])  # the autoscaler adds a replica
         added = time.monotonic()
         await asyncio.sleep(1.5)
         source.set([second.url])  # the first one is being drained
         removed = time.monotonic()
-        await load
+        load = await running
         drained = first.url not in router._clients
         await asyncio.sleep(0.5)
         first.kill()  # terminated after its grace period: nothing must still need it
     finally:
         await router.close()
-    assert failures == []
+    assert load.failures == Counter()
+    served = load.served
     assert len(served) == 200
     before = [r for t, r in served if t < added]
     assert set(before) == {first.url}
