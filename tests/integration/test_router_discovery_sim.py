@@ -75,3 +75,24 @@ async def test_replicas_added_and_removed_under_load(two_sims: tuple[Sim, Sim]) 
     assert drained
     assert all(e.status_code == 200 for e in sink.events)
     assert time.monotonic() - started < 30
+
+
+async def test_a_dns_pool_routes_to_the_addresses_of_its_service_name(
+        two_sims: tuple[Sim, Sim]) -> None:
+    """`discovery: dns` from config, resolved by the event loop's real resolver: the
+    pool's replica is the address behind the name, found before the first request."""
+    sim = two_sims[0]
+    router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
+                    usage=ListSink(),
+                    pools={"default": LLMPool(endpoints=[f"http://localhost:{sim.port}/v1"],
+                                              discovery="dns", refresh_s=0.2,
+                                              max_context_tokens=8192)},
+                    connect_timeout_s=1.0, request_timeout_s=10.0)
+    try:
+        load = await steady_load(router, 10, 50.0)
+        ready, why = await router.readiness()
+    finally:
+        await router.close()
+    assert load.failures == Counter()
+    assert {replica for _, replica in load.served} == {sim.url}  # http://127.0.0.1:port/v1
+    assert ready, why
