@@ -10,7 +10,8 @@ Each refresh, in this order:
 3. admit: each joining endpoint whose /health answers 2xx enters `pool.replicas`.
 
 `pool.replicas` is replaced, never edited in place, so a picker iterating it never sees
-it change under it. A failed lookup keeps the replicas as they are.
+it change under it. A failed lookup keeps the replicas as they are. The counts by state
+are the gauge `secanalyst_llm_replicas{pool, state}`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from pipeline.router.discovery import Discovery, DiscoveryError
+from pipeline.router.metrics import set_replica_counts
 from pipeline.router.replicas import Pool, Replica
 
 log = structlog.get_logger(__name__)
@@ -54,6 +56,8 @@ class PoolMembership:
         else:
             await self.reconcile(wanted)
         await self._admit()
+        set_replica_counts(self.pool.name, routed=len(self.pool.replicas),
+                           joining=len(self.joining), draining=len(self.draining))
 
     async def reconcile(self, wanted: list[str]) -> None:
         wanted_set = set(wanted)

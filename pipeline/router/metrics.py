@@ -46,6 +46,11 @@ class RouterMetrics:
             "secanalyst_llm_replica_score", "Latest score of a replica, by scorer "
             "(scorer=\"total\" for the weighted sum).",
             ["pool", "replica", "scorer"], registry=registry)
+        self.replicas = Gauge(
+            "secanalyst_llm_replicas", "Replicas of a pool whose endpoints are discovered, "
+            "by state (routed: gets requests; joining: /health not passed yet; draining: "
+            "gone from discovery, requests still running).",
+            ["pool", "state"], registry=registry)
 
     def observe_event(self, event: UsageEvent) -> None:
         status = str(event.status_code)
@@ -85,6 +90,13 @@ def observe_queue_wait(seconds: float, *, priority: str, outcome: str = "admitte
 def set_replica_score(pool: str, replica: str, scorer: str, score: float) -> None:
     """Called by the replica chooser with each scorer's score (and the weighted total)."""
     router_metrics().replica_score.labels(pool, replica, scorer).set(score)
+
+
+def set_replica_counts(pool: str, *, routed: int, joining: int, draining: int) -> None:
+    """Called by a pool's membership (discovery) after each refresh."""
+    gauge = router_metrics().replicas
+    for state, count in (("routed", routed), ("joining", joining), ("draining", draining)):
+        gauge.labels(pool, state).set(count)
 
 
 def count_rejection(reason: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from pipeline.config import LLMPool
@@ -19,6 +20,11 @@ from pipeline.router.membership import PoolMembership
 from pipeline.router.replicas import Pool, Replica
 
 A, B, C = "http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1", "http://10.0.0.3:8000/v1"
+
+
+def replicas_gauge(state: str, pool: str = "default") -> float | None:
+    return REGISTRY.get_sample_value("secanalyst_llm_replicas",
+                                     {"pool": pool, "state": state})
 
 
 class Harness:
@@ -52,10 +58,12 @@ async def test_a_new_endpoint_gets_traffic_once_its_health_passes() -> None:
     await h.membership.refresh()
     assert h.routed == [A]  # not yet: /health fails (still loading the model)
     assert list(h.membership.joining) == [B] and h.opened == [B]
+    assert replicas_gauge("joining") == 1 and replicas_gauge("routed") == 1
     h.unhealthy.clear()
     await h.membership.refresh()
     assert h.routed == [A, B]
     assert not h.membership.joining
+    assert replicas_gauge("joining") == 0 and replicas_gauge("routed") == 2
 
 
 async def remove_b(h: Harness, in_flight: int) -> Replica:
