@@ -164,6 +164,7 @@ class QueueFilter:
     src_ip: str | None = None  # pivots on the verdict's facts (migration 0009)
     dst_ip: str | None = None
     user: str | None = None
+    host: str | None = None  # the agent in the verdict's facts (migration 0011)
     technique: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -239,7 +240,8 @@ def searched_queue_sql(flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any
     filters = {key: value for key, value in (
         ("severity", flt.severity), ("status", flt.status), ("rule", flt.rule),
         ("agent", flt.agent), ("src_ip", flt.src_ip), ("dst_ip", flt.dst_ip),
-        ("user", flt.user), ("technique", flt.technique), ("search", flt.search),
+        ("user", flt.user), ("host", flt.host), ("technique", flt.technique),
+        ("search", flt.search),
         ("since", flt.since.isoformat() if flt.since else None),
         ("until", flt.until.isoformat() if flt.until else None)) if value}
     after_ts, after_id = flt.after if flt.after else (None, None)
@@ -252,7 +254,7 @@ def searched_queue_sql(flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any
 
 async def verdict_queue(conn: AsyncConnection, tenant_id: str, flt: QueueFilter,
                         limit: int) -> QueuePage:
-    if flt.search or flt.technique or flt.src_ip or flt.dst_ip or flt.user:
+    if flt.search or flt.technique or flt.src_ip or flt.dst_ip or flt.user or flt.host:
         sql, params = searched_queue_sql(flt, limit + 1)
     else:
         sql, params = queue_sql(tenant_id, flt, limit + 1)

@@ -199,6 +199,7 @@ def test_verdict_page_shows_passages_and_judged_similar_alerts(app_client: TestC
     ({"user": "admin"}, lambda n: n % 2 == 1),
     ({"src_ip": "10.0.0.1", "severity": "low"}, lambda n: n == 1),
     ({"dst_ip": "10.9.9.9"}, lambda n: False),
+    ({"host": "db-01"}, lambda n: n >= 4),  # the agent in the facts (migration 0011)
 ])
 def test_queue_filters(app_client: TestClient, seeded: Seeded, params: dict[str, str],
                        expected: object) -> None:
@@ -215,7 +216,7 @@ def test_verdict_page_header_links_and_original_alert(app_client: TestClient,
     title = re.search(r"<title>(.*?)</title>", page)
     assert title and title.group(1).startswith("sshd: Attempt to login using a non-existent")
     assert 'href="/?src_ip=10.0.0.2"' in page and 'href="/?user=root"' in page
-    assert 'href="/?agent=db-01"' in page and "port 22" in page
+    assert 'href="/?host=db-01"' in page and "port 22" in page
     assert 'href="https://attack.mitre.org/techniques/T1110/"' in page
     assert "tactic <em>Credential Access</em>" in page
     assert 'href="/runbooks/ssh-brute-force#containment-and-response"' in page

@@ -230,7 +230,7 @@ def create_console_app(settings: Settings,
     def queue_filter(severity: str | None = None, status: str | None = None,
                      rule: str | None = None, agent: str | None = None,
                      src_ip: str | None = None, dst_ip: str | None = None,
-                     user: str | None = None,
+                     user: str | None = None, host: str | None = None,
                      technique: str | None = None, since: str | None = None,
                      until: str | None = None, q: str | None = None,
                      cursor: str | None = None) -> store.QueueFilter:
@@ -249,7 +249,7 @@ def create_console_app(settings: Settings,
         return store.QueueFilter(
             severity=severity or None, status=status or None, rule=(rule or "").strip() or None,
             agent=(agent or "").strip() or None, src_ip=_entity(src_ip),
-            dst_ip=_entity(dst_ip), user=_entity(user),
+            dst_ip=_entity(dst_ip), user=_entity(user), host=_entity(host),
             technique=technique.strip().upper() if technique else None,
             since=_when("since", since), until=_when("until", until),
             search=(q or "").strip()[:200] or None, after=after)

@@ -88,5 +88,6 @@ def entity_links(facts: dict[str, Any] | None, agent: str | None) -> dict[str, s
     """Queue filters this verdict can pivot to: {filter name: value}."""
     facts = facts or {}
     links = {"src_ip": facts.get("src_ip"), "dst_ip": facts.get("dst_ip"),
-             "user": facts.get("user"), "agent": facts.get("agent") or agent}
+             "user": facts.get("user"), "host": facts.get("agent"),
+             "agent": None if facts.get("agent") else agent}
     return {k: str(v) for k, v in links.items() if v}
