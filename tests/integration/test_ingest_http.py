@@ -333,7 +333,10 @@ def test_backfill_estimates_skips_verdicts_reports_damage_and_resumes(
     ids = [m.get("id") for m, _ in messages]
     assert docs[0]["id"] not in ids  # already had a verdict
     assert set(ids) >= {d["id"] for d in docs[1:10]} and len(ids) == len(set(ids))
-    assert {"_raw": "{broken"} in [m for m, _ in messages]  # on its way to the DLQ
+    assert {"_raw": "{broken"} not in [m for m, _ in messages]  # screened by the producer:
+    letters = asyncio.run(_read_topic(ingest.settings, ingest.settings.kafka.topics.dlq))
+    broken = [m for m, _ in letters if m.get("original") == "{broken"]
+    assert len(broken) == 1 and broken[0]["stage"] == "backfill" and broken[0]["reason"]
     assert {h["priority"] for _, h in messages} == {"batch"}
     assert {h["tenant_id"] for _, h in messages} == {"acme"}
     again = subprocess.run([*command, "--yes"], env=env, capture_output=True, text=True,
