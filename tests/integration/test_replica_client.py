@@ -154,7 +154,9 @@ async def test_sends_a_streamed_request_with_extra_body_merged(recorder: Recorde
     finally:
         await replica.close()
     sent = recorder.bodies[0]
-    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    # Running usage in every chunk: a stream cut by the client is charged what was streamed.
+    assert sent["stream"] is True and sent["stream_options"] == {
+        "include_usage": True, "continuous_usage_stats": True}
     assert sent["guided_choice"] == ["x", "y"] and "extra_body" not in sent
     assert sent["response_format"] == {"type": "json_object"}
     assert sent["messages"] == BODY["messages"]
