@@ -136,6 +136,23 @@ def alert(i: int) -> bytes:
     return json.dumps({"id": f"restart-{i}", "rule": {"level": 5}, "pad": "x" * 400}).encode()
 
 
+def guarded_stage_app(settings: Settings, topic: str) -> tuple[KafkaBroker, list[bytes]]:
+    """A FastStream app subscribed as consumers/subscription.py subscribes a stage (batch,
+    the log-end guard), and the list the values it receives land in."""
+    app = KafkaBroker(settings.kafka_bootstrap)
+    received: list[bytes] = []
+    guard = LogEndGuard(lambda: subscriber.consumer, interval_s=0.5)
+    subscriber = app.subscriber(topic, group_id=GROUP, batch=True, auto_offset_reset="earliest",
+                                listener=guard)
+
+    @subscriber
+    async def handle(body: Any, msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        received.extend(r.value for r in (raw if isinstance(raw, tuple) else (raw,)))
+
+    return app, received
+
+
 async def test_acknowledged_alerts_survive_a_broker_kill(
         durable_broker: tuple[Settings, TansuBroker]) -> None:
     settings, broker = durable_broker
@@ -223,16 +240,7 @@ async def test_committed_offset_past_the_log_end_starts_from_earliest(
     await setter.stop()
 
     # As consumers/subscription.py subscribes a stage: FastStream, manual commit, guard.
-    app = KafkaBroker(settings.kafka_bootstrap)
-    received: list[bytes] = []
-    guard = LogEndGuard(lambda: subscriber.consumer, interval_s=0.5)
-    subscriber = app.subscriber(topic, group_id=GROUP, batch=True, auto_offset_reset="earliest",
-                                listener=guard)
-
-    @subscriber
-    async def handle(body: Any, msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        received.extend(r.value for r in (raw if isinstance(raw, tuple) else (raw,)))
+    app, received = guarded_stage_app(settings, topic)
 
     await app.start()
     try:
@@ -257,16 +265,7 @@ async def test_stage_consumer_recovers_from_a_memory_broker_restart(
     topic = settings.kafka.topics.raw
     await ensure_topics(settings)
     keeper = asyncio.create_task(keep_topics(settings, interval_s=1.0))
-    app = KafkaBroker(settings.kafka_bootstrap)
-    received: list[bytes] = []
-    guard = LogEndGuard(lambda: subscriber.consumer, interval_s=0.5)
-    subscriber = app.subscriber(topic, group_id=GROUP, batch=True, auto_offset_reset="earliest",
-                                listener=guard)
-
-    @subscriber
-    async def handle(body: Any, msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        received.extend(r.value for r in (raw if isinstance(raw, tuple) else (raw,)))
+    app, received = guarded_stage_app(settings, topic)
 
     producer = alert_producer(settings.kafka_bootstrap, enable_idempotence=False,
                               request_timeout_ms=5000)
