@@ -34,6 +34,7 @@ test: install test-deps lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: install
 	$(BIN)/pytest tests/unit tests/conformance

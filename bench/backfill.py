@@ -32,15 +32,15 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import ROOT, machine, stamp, varied_alerts
-from pipeline.alert_sink import KafkaAlertSink
-from pipeline.backfill.checkpoint import CheckpointStore
-from pipeline.backfill.command import estimate_files, write_gzip_lines
-from pipeline.backfill.filters import AlertFilter
-from pipeline.backfill.ratelimit import TokenBucket
-from pipeline.backfill.runner import Backfill
 from pipeline.config import KafkaSettings, Settings, Topics
 from pipeline.devstack.kafka import TansuBroker
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.producer import KafkaAlertSink
+from pipeline.sources.backfill.checkpoint import CheckpointStore
+from pipeline.sources.backfill.command import estimate_files, write_gzip_lines
+from pipeline.sources.backfill.filters import AlertFilter
+from pipeline.sources.backfill.ratelimit import TokenBucket
+from pipeline.sources.backfill.runner import Backfill
 
 
 def free_port() -> int:

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.common import varied_alerts
 from bench.record import record
-from pipeline.alert_sink import KafkaAlertSink, alert_producer
 from pipeline.config import DevStackSettings, Settings
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.private import free_port_run, kill_service
 from pipeline.devstack.seaweedfs import PORTS_USED, SeaweedS3
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.producer import KafkaAlertSink, alert_producer
 
 COMMAND = "python bench/broker_durability.py"
 

@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 
 from bench.common import machine, stamp
 from bench.record import record
-from pipeline.cli_console import add_user
+from pipeline.cli.console import add_user
 from pipeline.config import Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.console import encode_cursor

@@ -40,7 +40,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import machine, stamp
-from pipeline.cli_usage import create_api_key, maintain_partitions
+from pipeline.cli.usage import create_api_key, maintain_partitions
 from pipeline.config import DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate

@@ -42,19 +42,19 @@ from bench.common import (
     storm_alerts,
     varied_alerts,
 )
-from pipeline.alert_sink import KafkaAlertSink
-from pipeline.backfill.checkpoint import CheckpointStore
-from pipeline.backfill.command import write_gzip_lines
-from pipeline.backfill.filters import AlertFilter
-from pipeline.backfill.ratelimit import TokenBucket
-from pipeline.backfill.runner import Backfill
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER
+from pipeline.kafka.producer import KafkaAlertSink
 from pipeline.logging import configure_logging
-from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER
-from pipeline.normalize import normalize
-from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
+from pipeline.sources.backfill.checkpoint import CheckpointStore
+from pipeline.sources.backfill.command import write_gzip_lines
+from pipeline.sources.backfill.filters import AlertFilter
+from pipeline.sources.backfill.ratelimit import TokenBucket
+from pipeline.sources.backfill.runner import Backfill
 from pipeline.store.database import open_pool
 from pipeline.worker import run_worker
 

@@ -25,11 +25,11 @@ from bench.common import (
     stamp,
     varied_alerts,
 )
-from pipeline.embedding import Embedder, alert_text
-from pipeline.ingest import publish_lines
-from pipeline.kafka_admin import ensure_topics
+from pipeline.analysis.embedding import Embedder, alert_text
+from pipeline.analysis.normalize import normalize
+from pipeline.kafka.admin import ensure_topics
 from pipeline.logging import configure_logging
-from pipeline.normalize import normalize
+from pipeline.sources.ingest_file import publish_lines
 from pipeline.store.database import open_pool
 from pipeline.worker import run_worker
 

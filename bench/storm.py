@@ -35,12 +35,12 @@ from bench.common import (
     varied_alerts,
 )
 from bench.record import record
+from pipeline.analysis.embedding import Embedder, alert_text
+from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings, StormSettings
-from pipeline.embedding import Embedder, alert_text
-from pipeline.ingest import publish_lines
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
 from pipeline.logging import configure_logging
-from pipeline.normalize import normalize
+from pipeline.sources.ingest_file import publish_lines
 from pipeline.store.database import open_pool
 from pipeline.worker import run_worker
 

@@ -47,18 +47,18 @@ from bench.verdict_scoring import (
     score_verdict,
     summarize,
 )
+from pipeline.analysis.embedding import Embedder, alert_text
+from pipeline.analysis.explain import explain
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.prompt import TaskSize
+from pipeline.analysis.runbook_loader import load_runbooks
+from pipeline.analysis.runbooks import load_chunks
+from pipeline.analysis.severity import band_for_level
 from pipeline.config import LLMPool, Settings
-from pipeline.embedding import Embedder, alert_text
-from pipeline.explain import explain
 from pipeline.logging import configure_logging
-from pipeline.normalize import normalize
-from pipeline.prompt import TaskSize
 from pipeline.router import Router
 from pipeline.router.tokens import counter_for
-from pipeline.runbook_loader import load_runbooks
-from pipeline.runbooks import load_chunks
 from pipeline.runtime import tokenizer_dir
-from pipeline.severity import band_for_level
 from pipeline.store.database import open_pool
 from pipeline.store.runbooks import nearest_chunks
 from pipeline.store.verdicts import similar_verdicts

@@ -19,12 +19,12 @@ from pathlib import Path
 from psycopg.rows import dict_row
 
 from bench.common import ROOT, isolated_settings, machine, new_run_id, stamp
-from pipeline import attack
-from pipeline.ingest import publish_lines
-from pipeline.kafka_admin import ensure_topics
+from pipeline.analysis import attack
+from pipeline.analysis.normalize import NormalizationError, normalize
+from pipeline.analysis.severity import band_for_level
+from pipeline.kafka.admin import ensure_topics
 from pipeline.logging import configure_logging
-from pipeline.normalize import NormalizationError, normalize
-from pipeline.severity import band_for_level
+from pipeline.sources.ingest_file import publish_lines
 from pipeline.store.database import open_pool
 from pipeline.worker import run_worker
 from schemas.verdict import SEVERITIES, Verdict

@@ -20,7 +20,7 @@ from statistics import mean
 
 from pydantic import BaseModel
 
-from pipeline import attack
+from pipeline.analysis import attack
 from schemas.verdict import SEVERITIES, Severity, Verdict
 
 LABELS_DIR = Path(__file__).parent / "verdict_labels"

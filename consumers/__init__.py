@@ -7,8 +7,8 @@ from collections.abc import Collection
 from faststream.kafka import KafkaBroker
 
 from consumers import embed, explain, normalize, retrieve
-from pipeline.lanes import LaneGate
-from pipeline.messaging import Publisher
+from pipeline.kafka.lanes import LaneGate
+from pipeline.kafka.messaging import Publisher
 from pipeline.runtime import STAGES, Runtime
 
 _REGISTRARS = {"normalize": normalize.register, "embed": embed.register,
@@ -21,7 +21,7 @@ def register_stages(broker: KafkaBroker, runtime: Runtime, stages: Collection[st
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
     # One gate for the whole process: its stages share the CPU (and, in explain, the LLM),
-    # so batch work anywhere waits while live work is handled anywhere (pipeline/lanes.py).
+    # so batch work anywhere waits while live work is handled anywhere (pipeline/kafka/lanes.py).
     lane = runtime.settings.kafka.batch_lane
     gate = LaneGate(live_idle_s=lane.live_idle_s, max_wait_s=lane.max_wait_s)
     for stage in STAGES:

@@ -1,12 +1,12 @@
 """alerts.enriched (live) and alerts.enriched.batch (batch lane) → explain (storm reuse or
 router → vLLM) → verdicts table + topic. Batch-lane alerts keep priority "batch" in the
-router's admission queue too (pipeline/explain.py)."""
+router's admission queue too (pipeline/analysis/explain.py)."""
 
 from faststream.kafka import KafkaBroker
 
 from consumers.subscription import subscribe_lanes
-from pipeline.lanes import LaneGate
-from pipeline.messaging import Publisher
+from pipeline.kafka.lanes import LaneGate
+from pipeline.kafka.messaging import Publisher
 from pipeline.runtime import Runtime
 from pipeline.stages.common import dlq_sink
 from pipeline.stages.explain import ExplainOptions, ExplainStage

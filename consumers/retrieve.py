@@ -4,8 +4,8 @@
 from faststream.kafka import KafkaBroker
 
 from consumers.subscription import subscribe_lanes
-from pipeline.lanes import LaneGate
-from pipeline.messaging import Publisher
+from pipeline.kafka.lanes import LaneGate
+from pipeline.kafka.messaging import Publisher
 from pipeline.runtime import Runtime
 from pipeline.stages.common import dlq_sink
 from pipeline.stages.retrieve import RetrieveStage

@@ -1,9 +1,9 @@
 """The subscription every stage uses: batches, manual commit after the stage's outputs are
-published or written (see pipeline.messaging.run_batch), earliest offset for new groups.
+published or written (see pipeline.kafka.messaging.run_batch), earliest offset for new groups.
 
 Each stage subscribes twice (`subscribe_lanes`): its live topics with the group
 `<prefix>-<stage>` and their batch twins with `<prefix>-<stage>-batch`, in small batches,
-behind the worker's `LaneGate` (pipeline/lanes.py), so backfill never delays live alerts.
+behind the worker's `LaneGate` (pipeline/kafka/lanes.py), so backfill never delays live alerts.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 
 from pipeline.config import Settings
-from pipeline.lanes import LaneGate
-from pipeline.log_end_guard import LogEndGuard
-from pipeline.messaging import Backoff, DeadLetterSink, Record, run_batch
+from pipeline.kafka.lanes import LaneGate
+from pipeline.kafka.log_end_guard import LogEndGuard
+from pipeline.kafka.messaging import Backoff, DeadLetterSink, Record, run_batch
 
 Lane = Literal["live", "batch"]
 
@@ -74,7 +74,7 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
     suffix = "" if lane == "live" else "-batch"
     backoff = Backoff()  # grows while this subscription's batches fail transiently
 
-    # Starts over from the beginning when the broker lost the log (pipeline/log_end_guard.py).
+    # Starts over from the beginning when the broker lost the log (pipeline/kafka/log_end_guard.py).
     guard = LogEndGuard(lambda: subscriber.consumer)
     subscriber = broker.subscriber(
         *topics, group_id=f"{settings.kafka.group_prefix}-{stage}{suffix}", batch=True,

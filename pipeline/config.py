@@ -48,7 +48,7 @@ class Topics(_Frozen):
     normalized: str = "alerts.normalized"
     embedded: str = "alerts.embedded"
     enriched: str = "alerts.enriched"
-    # The batch lane (pipeline/lanes.py): backfill alerts travel on twins of the
+    # The batch lane (pipeline/kafka/lanes.py): backfill alerts travel on twins of the
     # inter-stage topics, so they never sit in front of live alerts.
     normalized_batch: str = "alerts.normalized.batch"
     embedded_batch: str = "alerts.embedded.batch"
@@ -64,7 +64,7 @@ class Topics(_Frozen):
 
 
 class BatchLaneSettings(_Frozen):
-    """How each stage lets its batch lane in (pipeline/lanes.py): only after live has
+    """How each stage lets its batch lane in (pipeline/kafka/lanes.py): only after live has
     been idle `live_idle_s`, or after waiting `max_wait_s` (never starved), in small
     batches so a live alert waits at most one of them."""
 
@@ -121,7 +121,7 @@ class LLMSettings(_Frozen):
     # Named pools of OpenAI-compatible vLLM base URLs (".../v1"); empty = embedded vLLM.
     pools: dict[str, LLMPool] = Field(default_factory=dict)
     max_output_tokens: int = 320
-    # What the model is asked (pipeline/prompt.py): "small" (a ~135M model: a short
+    # What the model is asked (pipeline/analysis/prompt.py): "small" (a ~135M model: a short
     # narrative and a choice among the grounded steps) or "large" (7–8B: also a severity
     # with the alert fact behind it, and ATT&CK ids named in the cited passages).
     task_size: Literal["small", "large"] = "small"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
+from pipeline.analysis.embedding import Embedder
 from pipeline.config import Settings
-from pipeline.embedding import Embedder
 from pipeline.router import Router
 from pipeline.router.admission import Admission
 from pipeline.router.metrics import MeteredUsageSink

@@ -2,7 +2,7 @@
 configures an SDK tracer provider).
 
 The W3C trace context travels in Kafka headers (`traceparent`, `tracestate`). The batch
-runner (pipeline/messaging.py `run_batch`) opens one span per record, named after the
+runner (pipeline/kafka/messaging.py `run_batch`) opens one span per record, named after the
 stage, whose parent is the context in the record's headers; `headers_for` (pipeline/
 stages/common.py) puts the span of the record an output came from into the output's
 headers. Outputs are matched to their record by alert id: a stage's input records carry

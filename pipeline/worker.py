@@ -10,7 +10,7 @@ import structlog
 from faststream.kafka import KafkaBroker
 
 from pipeline.config import Settings
-from pipeline.kafka_admin import ensure_topics, keep_topics
+from pipeline.kafka.admin import ensure_topics, keep_topics
 from pipeline.runtime import Runtime
 from pipeline.shutdown import stop_on_signals
 from pipeline.worker_health import HealthServer, WorkerHealth

@@ -15,7 +15,7 @@ class LLMVerdict(BaseModel):
     """The JSON object the model is constrained to produce. Kept small on purpose: the
     model adds a narrative and picks among grounded steps (by number); a "large" task
     may also propose a severity (with the alert fact that justifies it) and ATT&CK ids.
-    Every field is a claim that pipeline/verdict_checks checks before it is shown."""
+    Every field is a claim that pipeline/analysis/verdict_checks checks before it is shown."""
 
     model_config = ConfigDict(extra="ignore")
     summary: str = Field(min_length=1, max_length=1200)
@@ -37,7 +37,7 @@ class AttackTechnique(BaseModel):
 
 
 class VerdictFacts(BaseModel):
-    """What happened, built without the LLM (pipeline/facts.py): true whatever the model
+    """What happened, built without the LLM (pipeline/analysis/facts.py): true whatever the model
     says, and what the console, the verdicts topic and the Wazuh write-back show first."""
 
     sentence: str
@@ -61,7 +61,7 @@ class VerdictFacts(BaseModel):
 
 
 class CheckResult(BaseModel):
-    """One named check of one model claim (pipeline/verdict_checks)."""
+    """One named check of one model claim (pipeline/analysis/verdict_checks)."""
 
     name: str
     claim: Literal["summary", "severity", "attack", "next_steps"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from pipeline.messaging import (
+from pipeline.kafka.messaging import (
     ALERT_HEADER,
     PRIORITY_HEADER,
     SCHEMA_HEADER,

@@ -6,8 +6,8 @@ import asyncio
 
 from pydantic import ValidationError
 
-from pipeline.embedding import Embedder, alert_text
-from pipeline.messaging import Publisher, Record
+from pipeline.analysis.embedding import Embedder, alert_text
+from pipeline.kafka.messaging import Publisher, Record
 from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from schemas.messages import EmbeddedAlert, NormalizedAlert
 

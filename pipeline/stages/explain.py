@@ -5,11 +5,11 @@ Within a batch, alerts of one fingerprint are handled in order, so the first one
 verdict is stored before the next looks for it: a storm costs one LLM call, not one per
 alert. Different fingerprints run concurrently (bounded); those of one incident (one
 scanner, many agents) do not each call the LLM: an alert that would reuse the verdict of
-a call in flight waits for it (single-flight, pipeline/storm.py).
+a call in flight waits for it (single-flight, pipeline/analysis/storm.py).
 
 Backpressure: over quota, the stage waits as long as the router says and tries again.
 Outage (every replica down, refused or saturated): one circuit for the whole stage
-(pipeline/circuit.py) opens, no call is made while it is open, a probe goes after a
+(pipeline/stages/circuit.py) opens, no call is made while it is open, a probe goes after a
 capped exponential back-off, and the alerts not finished simply wait — the batch is not
 rewound, so nothing verdicted is published twice and no good alert is dead-lettered.
 Only an error of the request itself (too long, over the tenant's quota for good, a 4xx
@@ -30,11 +30,11 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from pipeline.circuit import CircuitGate
+from pipeline.analysis.explain import explain
+from pipeline.analysis.prompt import TaskSize
+from pipeline.analysis.storm import InFlight, find_reusable, reuse_verdict
 from pipeline.config import RetrievalSettings, StormSettings
-from pipeline.explain import explain
-from pipeline.messaging import Publisher, Record
-from pipeline.prompt import TaskSize
+from pipeline.kafka.messaging import Publisher, Record
 from pipeline.router import (
     ContextTooLong,
     NoHealthyReplica,
@@ -44,9 +44,9 @@ from pipeline.router import (
     Saturated,
     UpstreamError,
 )
+from pipeline.stages.circuit import CircuitGate
 from pipeline.stages.common import headers_for, message_key, send_to_dlq
 from pipeline.store.verdicts import count_reuse, get_verdict_json, insert_verdict
-from pipeline.storm import InFlight, find_reusable, reuse_verdict
 from pipeline.telemetry import record_context
 from schemas.messages import EnrichedAlert
 from schemas.verdict import Verdict

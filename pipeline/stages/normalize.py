@@ -7,8 +7,8 @@ import asyncio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
-from pipeline.normalize import NormalizationError, normalize
+from pipeline.analysis.normalize import NormalizationError, normalize
+from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
 from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from pipeline.store.alerts import upsert_alert
 from pipeline.telemetry import bind_alert

@@ -9,7 +9,7 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from pipeline.messaging import Publisher, Record
+from pipeline.kafka.messaging import Publisher, Record
 from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
 from pipeline.store.runbooks import nearest_chunks
 from pipeline.store.verdicts import similar_verdicts

@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
-from pipeline.alert_guard import AlertRefused
-from pipeline.alert_sink import AlertSink, alert_producer, settings_sink
 from pipeline.config import Settings
+from pipeline.kafka.alert_guard import AlertRefused
+from pipeline.kafka.producer import AlertSink, alert_producer, settings_sink
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
 from pipeline.web.errors import GatewayError, unauthorized
 from pipeline.web.ingest_body import BodyError, gunzip_limited, parse_alerts, read_limited

@@ -20,8 +20,14 @@ import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pipeline.alert_guard import AlertRefused, check_size
-from pipeline.safe_json import MAX_DEPTH, JSONRejected, iter_array, loads_bounded, nesting_depth
+from pipeline.analysis.safe_json import (
+    MAX_DEPTH,
+    JSONRejected,
+    iter_array,
+    loads_bounded,
+    nesting_depth,
+)
+from pipeline.kafka.alert_guard import AlertRefused, check_size
 
 
 class BodyError(Exception):

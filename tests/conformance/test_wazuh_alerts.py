@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.normalize import normalize
+from pipeline.analysis.normalize import normalize
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data" / "wazuh-alerts" / "alerts.jsonl"
 LINES = DATA.read_bytes().splitlines() if DATA.exists() else []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline.cli_console import add_user
+from pipeline.cli.console import add_user
 from pipeline.config import Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate

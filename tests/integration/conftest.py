@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
+from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import KafkaSettings, Settings, Topics
 from pipeline.devstack import stack
-from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
 from pipeline.store.database import open_pool
 from pipeline.store.migrate import migrate

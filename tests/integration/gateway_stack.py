@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cli_usage import maintain_partitions
+from pipeline.cli.usage import maintain_partitions
 from pipeline.config import DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate

@@ -10,9 +10,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from bench.live_with_backfill import distinct_alerts, verdict_times
+from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings
-from pipeline.ingest import publish_lines
-from pipeline.normalize import normalize
+from pipeline.sources.ingest_file import publish_lines
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_helpers import read_topic
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.cli_console import add_user
+from pipeline.cli.console import add_user
 from pipeline.web.console.app import create_console_app
 from tests.e2e.console_seed import CHUNK, PASSWORD, Seeded, console_database, insert_storm
 
@@ -379,7 +379,7 @@ def test_console_role_cannot_read_password_hashes(seeded: Seeded) -> None:
 def test_users_create_command(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     monkeypatch.setenv("SECANALYST_DATABASE__URL", seeded.url)
     monkeypatch.setenv("SECANALYST_NEW_USER_PASSWORD", PASSWORD)

@@ -28,7 +28,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from pipeline.cli_console import add_user
+from pipeline.cli.console import add_user
 from pipeline.config import ConsoleSettings, DatabaseSettings, OIDCSettings, Settings
 from pipeline.web.console.app import create_console_app
 from pipeline.web.console.oidc import CALLBACK_PATH, FLOW_COOKIE

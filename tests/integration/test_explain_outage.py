@@ -22,10 +22,10 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
+from pipeline.analysis.normalize import normalize
 from pipeline.config import LLMPool, RetrievalSettings, Settings, StormSettings
-from pipeline.kafka_admin import ensure_topics
-from pipeline.messaging import Record
-from pipeline.normalize import normalize
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.messaging import Record
 from pipeline.router import Router
 from pipeline.router.tokens import counter_for
 from pipeline.runtime import tokenizer_dir

@@ -13,7 +13,7 @@ import openai
 import psycopg
 import pytest
 
-from pipeline.cli_usage import create_api_key, revoke_api_key
+from pipeline.cli.usage import create_api_key, revoke_api_key
 from pipeline.store.usage_partitions import month_start, partition_name
 from tests.integration.gateway_stack import MODEL, GatewayStack, gateway_stack
 

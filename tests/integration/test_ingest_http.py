@@ -22,11 +22,11 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from pipeline.cli_usage import create_api_key
+from pipeline.cli.usage import create_api_key
 from pipeline.config import DatabaseSettings, KafkaSettings, Settings
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.postgres import EmbeddedPostgres
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
 from pipeline.store.migrate import migrate
 from tests.servers import free_port, wait_http
 

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline.config import Settings
-from pipeline.kafka_admin import ensure_topics
+from pipeline.kafka.admin import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ROOT = Path(__file__).parents[2]
@@ -51,7 +51,7 @@ def ingest_command(settings: Settings, path: Path, tenant: str,
     env = {**os.environ, "SECANALYST_KAFKA__BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
            "SECANALYST_KAFKA__TOPICS__RAW": settings.kafka.topics.raw,
            "SECANALYST_KAFKA__TOPICS__DLQ": settings.kafka.topics.dlq}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", str(path),
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.app", "ingest", str(path),
                            "--tenant", tenant], cwd=path.parent, env=env,
                           capture_output=True, text=True, timeout=180)
 

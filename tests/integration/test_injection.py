@@ -16,10 +16,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bench.verdict_scoring import PAYLOADS, instructions_followed, load_injection_labels
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.severity import band_for_level
 from pipeline.config import Settings
-from pipeline.ingest import publish_lines
-from pipeline.normalize import normalize
-from pipeline.severity import band_for_level
+from pipeline.sources.ingest_file import publish_lines
 from schemas.verdict import Verdict
 from tests.integration.conftest import wait_for
 

@@ -10,12 +10,12 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline import attack
+from pipeline.analysis import attack
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.severity import band_for_level
+from pipeline.cli.demo import expected_alert_ids
 from pipeline.config import Settings
-from pipeline.demo import expected_alert_ids
-from pipeline.ingest import publish_lines
-from pipeline.normalize import normalize
-from pipeline.severity import band_for_level
+from pipeline.sources.ingest_file import publish_lines
 from schemas.verdict import SEVERITIES
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_helpers import read_topic

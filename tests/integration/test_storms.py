@@ -10,9 +10,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.common import storm_alerts
 from bench.storm import near_storm_alerts
+from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings
-from pipeline.ingest import publish_lines
-from pipeline.normalize import normalize
+from pipeline.sources.ingest_file import publish_lines
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -39,7 +39,7 @@ def seeded() -> Iterator[Seeded]:
 def _cli(seeded: Seeded, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {"SECANALYST_DATABASE__URL": seeded.url, "SECANALYST_LOG_FORMAT": "json",
            "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "pipeline.cli.app", *args], cwd=ROOT, env=env,
                           input=stdin, capture_output=True, text=True, timeout=120)
 
 

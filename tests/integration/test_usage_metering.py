@@ -26,7 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.cli_usage import create_api_key
+from pipeline.cli.usage import create_api_key
 from pipeline.config import LLMPool, Settings
 from pipeline.router import ChatRequest, Router
 from pipeline.router.metrics import MeteredUsageSink

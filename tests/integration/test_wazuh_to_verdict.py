@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
-from pipeline.cli_usage import create_api_key
+from pipeline.cli.usage import create_api_key
 from pipeline.config import Settings
 from tests.integration.conftest import wait_for
 from tests.servers import free_port

@@ -26,10 +26,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
 from bench.config_errors import closed_port
-from pipeline.alert_sink import alert_producer, settings_sink
+from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings, WorkerSettings
-from pipeline.kafka_admin import ensure_topics
-from pipeline.runbook_loader import load_runbooks
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.producer import alert_producer, settings_sink
 from pipeline.runtime import STAGES
 from pipeline.worker import run_worker
 from tests.integration.conftest import ROOT, session_settings, wait_for

@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from pipeline.normalize import NormalizationError, normalize
+from pipeline.analysis.normalize import NormalizationError, normalize
 
 
 def letter_alert_id(letter: dict[str, Any], tenant: str) -> str:

@@ -52,7 +52,7 @@ class StageProcesses:
         self.starts[stage] += 1
         log = (self._log_dir / f"{stage}-{self.starts[stage]}.log").open("wb")
         self.procs[stage] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", "--stage", stage], cwd=ROOT,
+            [sys.executable, "-m", "pipeline.cli.app", "run", "--stage", stage], cwd=ROOT,
             env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, stage: str) -> None:

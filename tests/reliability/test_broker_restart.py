@@ -24,13 +24,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from pipeline.alert_sink import KafkaAlertSink, alert_producer
 from pipeline.config import DevStackSettings, Settings
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.private import free_port_run, kill_service
 from pipeline.devstack.seaweedfs import PORTS_USED, SeaweedS3
-from pipeline.kafka_admin import ensure_topics, keep_topics
-from pipeline.log_end_guard import LogEndGuard
+from pipeline.kafka.admin import ensure_topics, keep_topics
+from pipeline.kafka.log_end_guard import LogEndGuard
+from pipeline.kafka.producer import KafkaAlertSink, alert_producer
 from tests.reliability.conftest import FULL, full_size
 from tests.reliability.report import report_figure, report_row
 

@@ -16,11 +16,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
+from pipeline.analysis.runbook_loader import load_runbooks
+from pipeline.cli.demo import expected_alert_ids
 from pipeline.config import Settings
-from pipeline.demo import expected_alert_ids
-from pipeline.ingest import publish_lines
-from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
+from pipeline.sources.ingest_file import publish_lines
 from tests.integration.kafka_helpers import read_topic
 from tests.reliability.conftest import full_size
 from tests.reliability.outcome import letter_alert_id, twice_verdicted

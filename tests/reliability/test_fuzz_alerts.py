@@ -1,6 +1,6 @@
 """Property-based fuzzing of alerts (hypothesis; strategies in fuzz_alerts.py):
 
-(a) through `pipeline.normalize.normalize`: no exception but NormalizationError with a
+(a) through `pipeline.analysis.normalize.normalize`: no exception but NormalizationError with a
     reason, and a normalized alert serializes to JSON that round-trips and that
     PostgreSQL's jsonb accepts (no NUL, no lone surrogate, finite numbers);
 (b) through POST /ingest/wazuh (the real app, a recording sink): only 2xx or 4xx, a 4xx
@@ -26,9 +26,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline.alert_guard import check_size
+from pipeline.analysis.normalize import NormalizationError, normalize
 from pipeline.config import IngestSettings, Settings
-from pipeline.normalize import NormalizationError, normalize
+from pipeline.kafka.alert_guard import check_size
 from pipeline.web.ingest import IngestResources, create_ingest_app
 from tests.reliability.conftest import full_size
 from tests.reliability.fuzz_alerts import alert_bytes

@@ -40,12 +40,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from pipeline.alert_sink import alert_producer, settings_sink
+from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings
-from pipeline.ingest import send_lines
-from pipeline.kafka_admin import ensure_topics
-from pipeline.runbook_loader import load_runbooks
+from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.producer import alert_producer, settings_sink
 from pipeline.runtime import STAGES
+from pipeline.sources.ingest_file import send_lines
 from pipeline.worker import run_worker
 from tests.integration.conftest import ROOT, session_settings
 from tests.integration.simulated_llm import llm_on_simulator
@@ -171,7 +171,7 @@ async def log_ends(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int]
                    ) -> dict[TopicPartition, int]:
     """Each partition's log end, read by fetching from `starts`: the fetch's high watermark
     (or the last offset read + 1). Not `end_offsets`: Tansu's ListOffsets answers the last
-    batch's base offset + 1 (pipeline/log_end_guard.py), one short of a multi-record batch."""
+    batch's base offset + 1 (pipeline/kafka/log_end_guard.py), one short of a multi-record batch."""
     consumer.assign(list(starts))
     for tp, offset in starts.items():
         consumer.seek(tp, offset)

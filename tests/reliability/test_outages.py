@@ -30,15 +30,15 @@ import psycopg
 import pytest
 
 from bench.common import varied_alerts
-from pipeline.cli_usage import create_api_key
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.runbook_loader import load_runbooks
+from pipeline.cli.usage import create_api_key
 from pipeline.config import DevStackSettings, KafkaSettings, LLMPool, LLMSettings, Settings
 from pipeline.devstack import stack
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.devstack.private import free_port_run, kill_service
 from pipeline.devstack.seaweedfs import PORTS_USED
-from pipeline.normalize import normalize
-from pipeline.runbook_loader import load_runbooks
 from pipeline.runtime import STAGES
 from pipeline.store.migrate import migrate
 from tests.integration.kafka_helpers import read_topic
@@ -152,7 +152,7 @@ async def test_broker_database_and_model_outages_lose_nothing(
     env = settings_env(settings) | {"SECANALYST_GATEWAY__API_KEY_CACHE_S": "60"}
     ingest_port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "ingest-server", "--port", str(ingest_port)],
+        [sys.executable, "-m", "pipeline.cli.app", "ingest-server", "--port", str(ingest_port)],
         cwd=ROOT, env=env, stdout=(tmp_path / "ingest.log").open("wb"),
         stderr=subprocess.STDOUT)
     procs = StageProcesses(env, tmp_path)

@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.config import Settings
-from pipeline.messaging import TENANT_HEADER
+from pipeline.kafka.messaging import TENANT_HEADER
 from pipeline.worker import run_worker
 from tests.integration.conftest import session_settings
 from tests.integration.kafka_helpers import read_topic

@@ -14,7 +14,7 @@ import asyncio
 import random
 import uuid
 
-from pipeline.cli_usage import create_api_key
+from pipeline.cli.usage import create_api_key
 from pipeline.router import ChatRequest
 from pipeline.runtime import build_router, usage_writer_for
 from pipeline.store.database import open_pool

@@ -16,13 +16,18 @@ from typing import Any
 
 import pytest
 
-from pipeline.backfill.checkpoint import Checkpoint, CheckpointStore
-from pipeline.backfill.estimate import Estimate, TokensPerVerdict, count_alerts, price
-from pipeline.backfill.filters import AlertFilter, parse_line
-from pipeline.backfill.ratelimit import TokenBucket
-from pipeline.backfill.reader import ArchiveNotFound, ArchiveReader, FileIdentity, archive_files
-from pipeline.backfill.runner import Backfill
 from pipeline.config import ModelPrice, Settings, UsageSettings
+from pipeline.sources.backfill.checkpoint import Checkpoint, CheckpointStore
+from pipeline.sources.backfill.estimate import Estimate, TokensPerVerdict, count_alerts, price
+from pipeline.sources.backfill.filters import AlertFilter, parse_line
+from pipeline.sources.backfill.ratelimit import TokenBucket
+from pipeline.sources.backfill.reader import (
+    ArchiveNotFound,
+    ArchiveReader,
+    FileIdentity,
+    archive_files,
+)
+from pipeline.sources.backfill.runner import Backfill
 from tests.unit.recording_sink import RecordingSink
 
 SAMPLES = Path(__file__).parents[2] / "samples" / "wazuh-alerts.jsonl"

@@ -8,20 +8,20 @@ import itertools
 
 import pytest
 
-from pipeline.circuit import (
-    Backoff,
-    CircuitBreaker,
-    CircuitGate,
-    OutageTooLong,
-    State,
-    Ticket,
-)
 from pipeline.router import (
     ContextTooLong,
     NoHealthyReplica,
     RequestOverQuota,
     Saturated,
     UpstreamError,
+)
+from pipeline.stages.circuit import (
+    Backoff,
+    CircuitBreaker,
+    CircuitGate,
+    OutageTooLong,
+    State,
+    Ticket,
 )
 from pipeline.stages.explain import outage_hold_s
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.config_errors import Case, cases, run_case
-from pipeline.config_errors import mask_secrets
+from pipeline.cli.config_errors import mask_secrets
 
 CASES = cases()
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.explain import confidence, explain
-from pipeline.prompt import PROMPT_VERSION, TaskSize
+from pipeline.analysis.explain import confidence, explain
+from pipeline.analysis.prompt import PROMPT_VERSION, TaskSize
+from pipeline.analysis.storm import reuse_verdict
 from pipeline.router import ChatRequest, Completion
-from pipeline.storm import reuse_verdict
 from schemas.messages import EnrichedAlert, NormalizedAlert
 from schemas.verdict import Verdict
 from tests.unit.verdict_alerts import sample

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.verdict_scoring import LABELS_DIR, contradiction, key_facts_missing, load_labels
-from pipeline.facts import build_facts
-from pipeline.normalize import normalize
-from pipeline.severity import band_for_level
+from pipeline.analysis.facts import build_facts
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.severity import band_for_level
 from tests.unit.verdict_alerts import SAMPLES, SHARED, load, sample
 
 ALL = load(SAMPLES) + load(SHARED)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tail import PositionFile, Tailer
+from pipeline.sources.tail import PositionFile, Tailer
 from tests.unit.recording_sink import RecordingSink
 
 

@@ -12,10 +12,10 @@ import pytest
 from faststream.kafka import KafkaBroker
 
 from consumers.subscription import subscribe_stage
+from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings
-from pipeline.lanes import LaneGate
-from pipeline.messaging import Record
-from pipeline.normalize import normalize
+from pipeline.kafka.lanes import LaneGate
+from pipeline.kafka.messaging import Record
 from pipeline.stages.common import LaneTopics
 from schemas.messages import NormalizedAlert
 

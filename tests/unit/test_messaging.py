@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
-from pipeline.messaging import (
+from pipeline.kafka.messaging import (
     ORIGINAL_LIMIT,
     SYSTEMIC_RETRIES,
     Backoff,

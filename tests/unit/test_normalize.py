@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.normalize import (
+from pipeline.analysis.normalize import (
     DATA_BYTES_LIMIT,
     DATA_TEXT_LIMIT,
     NormalizationError,

@@ -15,11 +15,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi.testclient import TestClient
 
-from pipeline.alert_guard import LETTER_HEAD_BYTES, AlertRefused, refused_letter, screen_alert
-from pipeline.alert_sink import KafkaAlertSink
+from pipeline.analysis.safe_json import JSONRejected, iter_array, loads_bounded
 from pipeline.config import IngestSettings
-from pipeline.ingest import IngestReport, numbered_lines, send_lines
-from pipeline.safe_json import JSONRejected, iter_array, loads_bounded
+from pipeline.kafka.alert_guard import LETTER_HEAD_BYTES, AlertRefused, refused_letter, screen_alert
+from pipeline.kafka.producer import KafkaAlertSink
+from pipeline.sources.ingest_file import IngestReport, numbered_lines, send_lines
 from tests.unit.recording_sink import RecordingSink
 from tests.unit.test_ingest_endpoint import HEADERS, FakeSink, ingest_client
 

@@ -1,8 +1,8 @@
 import json
 
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.prompt import PROMPT_VERSION, build_prompt
 from pipeline.config import Settings
-from pipeline.normalize import normalize
-from pipeline.prompt import PROMPT_VERSION, build_prompt
 from schemas.messages import EnrichedAlert
 
 HOSTILE = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runbooks import RunbookFormatError, fill_step, library, parse_runbook
+from pipeline.analysis.runbooks import RunbookFormatError, fill_step, library, parse_runbook
 
 DOC = """---
 title: X

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import attack
-from pipeline.runbooks import RunbookFormatError, chunk_runbook, load_chunks, parse_runbook
+from pipeline.analysis import attack
+from pipeline.analysis.runbooks import RunbookFormatError, chunk_runbook, load_chunks, parse_runbook
 
 RUNBOOKS = Path(__file__).parents[2] / "runbooks"
 

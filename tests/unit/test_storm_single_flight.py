@@ -8,9 +8,9 @@ import numpy as np
 
 from bench.common import storm_alerts
 from bench.storm import near_storm_alerts
+from pipeline.analysis.normalize import normalize
+from pipeline.analysis.storm import InFlight
 from pipeline.config import StormSettings
-from pipeline.normalize import normalize
-from pipeline.storm import InFlight
 from schemas.messages import NormalizedAlert
 
 

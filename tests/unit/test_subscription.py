@@ -9,7 +9,7 @@ from faststream.kafka.message import KafkaAckableMessage
 from faststream.kafka.parser import AioKafkaBatchParser
 
 from consumers.subscription import raw_records, tolerant_parser
-from pipeline.messaging import Record
+from pipeline.kafka.messaging import Record
 
 
 def record(offset: int, value: bytes, headers: list[tuple[str, bytes]]) -> ConsumerRecord:

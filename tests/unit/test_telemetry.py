@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from prometheus_client import REGISTRY
 
 from pipeline import telemetry
+from pipeline.kafka.messaging import Backoff, Record, run_batch
 from pipeline.logging import add_trace_ids
-from pipeline.messaging import Backoff, Record, run_batch
 from pipeline.stages.common import dlq_sink
 from pipeline.telemetry_metrics import reason_class
 from pipeline.worker_health import WorkerHealth

@@ -9,8 +9,8 @@ from aiokafka import errors as kafka_errors
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
+from pipeline.kafka.transient import is_transient
 from pipeline.router.errors import ContextTooLong, NoHealthyReplica, Saturated, UpstreamError
-from pipeline.transient import is_transient
 
 
 @pytest.mark.parametrize("exc", [

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.facts import build_facts
-from pipeline.runbooks import library, matching
-from pipeline.verdict_checks import attack, next_steps, run, severity, summary
-from pipeline.verdict_checks.context import CheckContext
+from pipeline.analysis.facts import build_facts
+from pipeline.analysis.runbooks import library, matching
+from pipeline.analysis.verdict_checks import attack, next_steps, run, severity, summary
+from pipeline.analysis.verdict_checks.context import CheckContext
 from schemas.messages import NormalizedAlert
 from tests.unit.verdict_alerts import SHARED, load, sample, shared
 

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.explain import merge_attack
-from pipeline.severity import band_for_level, bounded_severity
+from pipeline.analysis.explain import merge_attack
+from pipeline.analysis.severity import band_for_level, bounded_severity
 
 
 @pytest.mark.parametrize(("level", "band"), [(0, "info"), (3, "info"), (4, "low"), (7, "low"),

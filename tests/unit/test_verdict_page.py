@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from pipeline.facts import build_facts
+from pipeline.analysis.facts import build_facts
 from pipeline.web.console.app import make_templates
 from tests.unit.verdict_alerts import sample
 

@@ -29,7 +29,7 @@ from bench.verdict_scoring import (
     topic_covered,
     unvalidated_ids,
 )
-from pipeline import attack
+from pipeline.analysis import attack
 from schemas.verdict import AttackTechnique, CheckResult, Verdict, VerdictFacts
 
 ROOT = Path(__file__).parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.wazuh_writeback import QueueSocket, write_verdicts, writeback_event
+from pipeline.sources.writeback import QueueSocket, write_verdicts, writeback_event
 
 VERDICT = {"tenant_id": "acme", "alert_id": "1.2", "rule_id": "5710", "rule_level": 5,
            "severity": "medium", "status": "explained", "summary": "s" * 5000,

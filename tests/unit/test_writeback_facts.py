@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline.facts import build_facts
-from pipeline.wazuh_writeback import writeback_event
+from pipeline.analysis.facts import build_facts
+from pipeline.sources.writeback import writeback_event
 from tests.unit.verdict_alerts import sample
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.normalize import normalize
+from pipeline.analysis.normalize import normalize
 from schemas.messages import NormalizedAlert
 
 ROOT = Path(__file__).parents[2]

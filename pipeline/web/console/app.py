@@ -27,7 +27,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline import attack as attack_catalog
+from pipeline.analysis import attack as attack_catalog
 from pipeline.config import Settings
 from pipeline.store import console as store
 from pipeline.store import incidents

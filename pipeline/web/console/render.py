@@ -12,7 +12,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from pipeline.runbooks import DEFAULT_FOLDER, RunbookFormatError, parse_runbook
+from pipeline.analysis.runbooks import DEFAULT_FOLDER, RunbookFormatError, parse_runbook
 
 _TECHNIQUE = re.compile(r"^T(\d{4})(?:\.(\d{3}))?$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
@@ -45,7 +45,7 @@ def pretty_original(raw: str | None) -> str | None:
 
 
 def heading_anchor(heading: str) -> str:
-    """The anchor of a `## Heading`, as pipeline/runbooks.py names chunks (slug#anchor)."""
+    """The anchor of a `## Heading`, as pipeline/analysis/runbooks.py names chunks (slug#anchor)."""
     return heading.lower().replace(" ", "-")
 
 

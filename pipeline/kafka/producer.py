@@ -1,0 +1,101 @@
+"""Publishing alerts to a topic and waiting for the broker's acknowledgement: the one
+producer path of `secanalyst ingest`, the ingest endpoint, backfill and tail — and the
+dead letters of the lines they refuse."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from pipeline.config import Settings
+from pipeline.kafka.alert_guard import AlertRefused, check_size, refused_letter
+from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER
+from pipeline.telemetry import publish_span
+from schemas.messages import DeadLetter
+
+log = structlog.get_logger(__name__)
+
+# Without a configured limit the sink still refuses what the producer cannot send.
+PRODUCER_REQUEST_LIMIT = 1_000_000
+
+
+def alert_producer(bootstrap_servers: str, *, enable_idempotence: bool,
+                   **tuning: object) -> AIOKafkaProducer:
+    """A producer whose sends count only once every in-sync replica has them (acks=all):
+    an alert is reported accepted only when losing a broker cannot lose it."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap_servers,
+                            enable_idempotence=enable_idempotence, acks="all",
+                            **tuning)
+
+
+class AlertSink(Protocol):
+    async def publish(self, tenant_id: str, alerts: Sequence[bytes]) -> None:
+        """Return once every alert is acknowledged by the broker; raise otherwise.
+        AlertRefused (before anything is sent) when one is over the size limit."""
+
+
+class AlertSinkWithDLQ(AlertSink, Protocol):
+    """The sink of a line producer (ingest, tail, backfill): its topic and limit, and
+    the DLQ for the lines it refuses."""
+
+    topic: str
+    max_alert_bytes: int
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        """Return once the letter is acknowledged on the DLQ; raise otherwise."""
+
+
+class KafkaAlertSink:
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, priority: str = "live",
+                 timeout_s: float = 30.0, dlq_topic: str = "alerts.dlq",
+                 max_alert_bytes: int = PRODUCER_REQUEST_LIMIT) -> None:
+        self._producer = producer
+        self.topic = topic
+        self._priority = priority.encode()
+        self._timeout_s = timeout_s
+        self._dlq_topic = dlq_topic
+        self.max_alert_bytes = max_alert_bytes
+
+    async def publish(self, tenant_id: str, alerts: Sequence[bytes]) -> None:
+        for index, value in enumerate(alerts):  # all checked before any is sent
+            try:
+                check_size(len(value), self.max_alert_bytes)
+            except AlertRefused as exc:
+                raise AlertRefused(exc.kind, f"item {index}: {exc.reason}") from exc
+        headers = [(TENANT_HEADER, tenant_id.encode()), (PRIORITY_HEADER, self._priority)]
+        with publish_span(self.topic, len(alerts)) as context:
+            # The alerts' trace starts here; normalize continues it (pipeline/telemetry.py).
+            headers += [(k, v.encode()) for k, v in context.items()]
+            futures = [await self._producer.send(self.topic, value, headers=headers)
+                       for value in alerts]
+            if futures:
+                await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        tenant = (letter.tenant_id or "unknown").encode()
+        future = await self._producer.send(
+            self._dlq_topic, letter.model_dump_json().encode(), key=tenant,
+            headers=[(TENANT_HEADER, tenant), ("dlq_stage", letter.stage.encode())])
+        await asyncio.wait_for(future, self._timeout_s)
+
+
+def settings_sink(settings: Settings, producer: AIOKafkaProducer, topic: str, *,
+                  priority: str) -> KafkaAlertSink:
+    """The sink every command builds: its topic, the DLQ, the per-alert limit."""
+    return KafkaAlertSink(producer, topic, priority=priority,
+                          timeout_s=settings.ingest.produce_timeout_s,
+                          dlq_topic=settings.kafka.topics.dlq,
+                          max_alert_bytes=settings.ingest.max_alert_bytes)
+
+
+async def dead_letter_line(sink: AlertSinkWithDLQ, stage: str, data: bytes,
+                           refusal: AlertRefused, *, tenant_id: str, line: int) -> None:
+    """A refused line → alerts.dlq (acknowledged), with a warning naming the line."""
+    log.warning("alert_dead_lettered", stage=stage, line=line, reason=refusal.reason,
+                bytes=len(data))
+    await sink.dead_letter(refused_letter(stage, data, refusal, tenant_id=tenant_id,
+                                          topic=sink.topic, line=line))
