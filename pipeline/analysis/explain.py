@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -172,6 +173,71 @@ async def explain(enriched: EnrichedAlert, router: Router, *, max_tokens: int,
                     matched, steps, task_size)
 
 
+@dataclass
+class _Claims:
+    """What survived the checks of the model's claims; the facts stand for the rest."""
+
+    checks: list[CheckResult] = field(default_factory=list)
+    passed: dict[str, bool] = field(default_factory=dict)
+    explanation: str | None = None
+    severity: str = ""
+    severity_source: str = ""
+    model_attack: list[AttackTechnique] = field(default_factory=list)
+    chosen: list[step_checks.GroundedStep] = field(default_factory=list)
+
+    def record(self, claim: str, results: list[CheckResult]) -> bool:
+        self.checks += results
+        self.passed[claim] = passed(results)
+        return self.passed[claim]
+
+
+def _check_claims(ctx: CheckContext, prompt: Prompt, parsed: LLMVerdict | None,
+                  steps: list[step_checks.GroundedStep],
+                  established: list[AttackTechnique]) -> _Claims:
+    facts = ctx.facts
+    claims = _Claims(severity=facts.band, severity_source=f"rule level {facts.level} band",
+                     chosen=step_checks.chosen(steps, [], passed=False))
+    if parsed is None:
+        return claims
+    narrative = parsed.summary.strip()
+    if claims.record("summary", run("summary", summary_checks.CHECKS, ctx, narrative)):
+        claims.explanation = narrative
+    if parsed.severity is not None:
+        claim = severity_checks.SeverityClaim(parsed.severity, parsed.severity_reason)
+        ok = claims.record("severity", run("severity", severity_checks.CHECKS, ctx, claim))
+        claims.severity, claims.severity_source = severity_checks.final_severity(ctx, claim, ok)
+    if parsed.attack_ids:
+        model_ids = attack_checks.ModelIds(
+            ids=[t.strip().upper() for t in parsed.attack_ids],
+            cited_passages=[(c.chunk_id, c.text) for c in prompt.runbooks],
+            established=[t.id for t in established])
+        claims.record("attack", run("attack", attack_checks.CHECKS, ctx, model_ids))
+        claims.model_attack = attack_checks.model_techniques(ctx, model_ids)
+    if parsed.steps:
+        ok = claims.record("next_steps", run("next_steps", step_checks.CHECKS, ctx,
+                                             (parsed.steps, len(steps))))
+        claims.chosen = step_checks.chosen(steps, parsed.steps, ok)
+    return claims
+
+
+def _provenance(prompt: Prompt, claims: _Claims, attack_list: list[AttackTechnique],
+                matched: list[tuple[Runbook, str]], completions: list[Completion],
+                task_size: TaskSize, band: str) -> dict[str, object]:
+    return {
+        "attack": {src: [t.id for t in attack_list if t.source == src]
+                   for src in ("wazuh", "runbook", "model")},
+        "runbooks": [f"{r.slug} ({why})" for r, why in matched],
+        "similar_verdicts": [s.alert_id for s in prompt.similar],
+        "alert_truncated": prompt.alert_truncated,
+        "llm_calls": len(completions),
+        "summary": "model" if claims.explanation else "facts",
+        "severity": "wazuh" if claims.severity == band else "model",
+        "next_steps": "runbook" if matched else "generic",
+        "next_steps_sources": [s.source for s in claims.chosen],
+        "task_size": task_size,
+    }
+
+
 def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_name: str,
              completions: list[Completion], parsed: LLMVerdict | None, error: str,
              matched: list[tuple[Runbook, str]],
@@ -181,64 +247,16 @@ def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_n
     cited = [c for c in prompt.runbooks if c.score >= RUNBOOK_CITATION_MIN_SCORE]
     wazuh = attack_checks.wazuh_techniques(alert)
     scoped = attack_checks.runbook_techniques(alert, runbooks)
-    checks: list[CheckResult] = []
-    claims: dict[str, bool] = {}
-    model_attack: list[AttackTechnique] = []
-    shown_summary, explanation = facts.sentence, None
-    severity, severity_source = facts.band, f"rule level {facts.level} band"
-    chosen = step_checks.chosen(steps, [], passed=False)
-    if parsed is not None:
-        narrative = parsed.summary.strip()
-        results = run("summary", summary_checks.CHECKS, ctx, narrative)
-        checks += results
-        claims["summary"] = passed(results)
-        if claims["summary"]:
-            shown_summary = explanation = narrative
-        if parsed.severity is not None:
-            claim = severity_checks.SeverityClaim(parsed.severity, parsed.severity_reason)
-            results = run("severity", severity_checks.CHECKS, ctx, claim)
-            checks += results
-            claims["severity"] = passed(results)
-            severity, severity_source = severity_checks.final_severity(
-                ctx, claim, claims["severity"])
-        if parsed.attack_ids:
-            model_ids = attack_checks.ModelIds(
-                ids=[t.strip().upper() for t in parsed.attack_ids],
-                cited_passages=[(c.chunk_id, c.text) for c in prompt.runbooks],
-                established=[t.id for t in wazuh + scoped])
-            results = run("attack", attack_checks.CHECKS, ctx, model_ids)
-            checks += results
-            claims["attack"] = passed(results)
-            model_attack = attack_checks.model_techniques(ctx, model_ids)
-        if parsed.steps:
-            results = run("next_steps", step_checks.CHECKS, ctx, (parsed.steps, len(steps)))
-            checks += results
-            claims["next_steps"] = passed(results)
-            chosen = step_checks.chosen(steps, parsed.steps, claims["next_steps"])
-    attack_list = attack_checks.merge(wazuh, scoped, model_attack)
-    rejected = [c for c in checks if not c.passed]
-    reasons = [f"{c.name}: {c.reason}" for c in rejected]
+    claims = _check_claims(ctx, prompt, parsed, steps, wazuh + scoped)
+    attack_list = attack_checks.merge(wazuh, scoped, claims.model_attack)
+    reasons = [f"{c.name}: {c.reason}" for c in claims.checks if not c.passed]
     if parsed is None:
         reasons.insert(0, error)
     if not runbooks:
         reasons.append("no runbook is written for this rule")
-    step_sources = [s.source for s in chosen]
     cited_chunks = list(dict.fromkeys([c.chunk_id for c in cited]
-                                      + [s for s in step_sources
-                                         if not s.startswith("generic:")]))
-    provenance: dict[str, object] = {
-        "attack": {src: [t.id for t in attack_list if t.source == src]
-                   for src in ("wazuh", "runbook", "model")},
-        "runbooks": [f"{r.slug} ({why})" for r, why in matched],
-        "similar_verdicts": [s.alert_id for s in prompt.similar],
-        "alert_truncated": prompt.alert_truncated,
-        "llm_calls": len(completions),
-        "summary": "model" if explanation else "facts",
-        "severity": "wazuh" if severity == facts.band else "model",
-        "next_steps": "runbook" if runbooks else "generic",
-        "next_steps_sources": step_sources,
-        "task_size": task_size,
-    }
+                                      + [s.source for s in claims.chosen
+                                         if not s.source.startswith("generic:")]))
     proposed = len(parsed.attack_ids) if parsed else 0
     return Verdict.model_validate({
         "tenant_id": alert.tenant_id, "alert_id": alert.alert_id, "rule_id": alert.rule_id,
@@ -250,17 +268,20 @@ def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_n
         "output_tokens": sum(c.output_tokens for c in completions),
         "latency_ms": sum(c.latency_ms for c in completions),
         "fingerprint": alert.fingerprint, "incident_key": alert.incident_key,
-        "attack": attack_list, "attack_dropped": proposed - len(model_attack),
-        "severity": severity,
-        "severity_source": severity_source + (" (model failed)" if parsed is None else ""),
-        "summary": shown_summary, "explanation": explanation,
-        "next_steps": [s.text for s in chosen],
+        "attack": attack_list, "attack_dropped": proposed - len(claims.model_attack),
+        "severity": claims.severity,
+        "severity_source": claims.severity_source + (" (model failed)" if parsed is None else ""),
+        "summary": claims.explanation or facts.sentence, "explanation": claims.explanation,
+        "next_steps": [s.text for s in claims.chosen],
         "status": "needs_review" if reasons else "explained",
         "review_reason": "; ".join(reasons) or None,
         "confidence": confidence(
-            grounding=grounding(ctx, explanation) if explanation else None,
-            other_claim_rejected=any(not ok for c, ok in claims.items() if c != "summary"),
-            generic_steps=not runbooks, severity_moved=severity != facts.band,
-            model_attack_shown=bool(model_attack)),
-        "facts": facts, "checks": checks, "provenance": provenance,
+            grounding=grounding(ctx, claims.explanation) if claims.explanation else None,
+            other_claim_rejected=any(not ok for c, ok in claims.passed.items()
+                                     if c != "summary"),
+            generic_steps=not runbooks, severity_moved=claims.severity != facts.band,
+            model_attack_shown=bool(claims.model_attack)),
+        "facts": facts, "checks": claims.checks,
+        "provenance": _provenance(prompt, claims, attack_list, matched, completions,
+                                  task_size, facts.band),
     })

@@ -22,7 +22,7 @@ import yaml
 # Groups shared by unrelated rules say nothing about which runbook applies.
 GENERIC_GROUPS = frozenset({"syslog", "windows", "ossec", "local", "json", "web", "attack",
                             "accesslog", "audit", "amazon", "pci_dss"})
-DEFAULT_FOLDER = Path(__file__).parents[1] / "runbooks"
+DEFAULT_FOLDER = Path(__file__).parents[2] / "runbooks"
 _DOC_VALUE = re.compile(r"\b(?:192\.0\.2|198\.51\.100|203\.0\.113)\.\d{1,3}\b"
                         r"|\b[\w-]+\.example\.com\b")
 
