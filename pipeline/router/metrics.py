@@ -12,6 +12,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import REGISTRY
 
+from pipeline.router.progress import ProgressSink
 from pipeline.router.usage import ReservingUsageSink, UsageSink
 from schemas.usage import UsageEvent
 
@@ -119,3 +120,8 @@ class MeteredUsageSink:
         """Passed on (not observed: the final event of the request will be)."""
         if isinstance(self._inner, ReservingUsageSink):
             await self._inner.reserve(event)
+
+    def progress(self, event: UsageEvent) -> None:
+        """Passed on (not observed: running counts of a request the final event settles)."""
+        if isinstance(self._inner, ProgressSink):
+            self._inner.progress(event)

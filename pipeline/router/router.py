@@ -9,8 +9,9 @@ Metering (what the usage table and the quota are charged):
   closed, client disconnected: `client_disconnect`). The tokens are those the replica
   processed up to the end or the cut: its prompt and the output streamed so far (vLLM's
   running counts in each chunk); the quota is settled with the same, never refunded. A
-  process killed mid-call leaves the row in flight; the next start of a usage writer
-  settles it as `abandoned` with its prompt tokens (router/usage.py).
+  process killed mid-call leaves the row in flight, holding the prompt and the output
+  streamed up to the last progress write (every second: router/progress.py); the next
+  start of a usage writer settles it as `abandoned` with those (router/usage.py).
 - A request refused before reaching any replica — quota (429), admission saturated (503),
   context or quota too small (413), no healthy replica (503: circuit open, or every
   replica failed to connect / answered 5xx) — gets no usage row: it is counted in the
@@ -58,6 +59,7 @@ from pipeline.router.errors import (
     UpstreamError,
 )
 from pipeline.router.membership import PoolMembership
+from pipeline.router.progress import InFlightProgress
 from pipeline.router.quota import (
     MemoryQuotaStore,
     QuotaStore,
@@ -196,13 +198,15 @@ class Router:
                  admission: Admission | None = None,
                  tenants: TenantDefaults | None = None,
                  picker: ReplicaPicker | None = None,
-                 discovery: Mapping[str, Discovery] | None = None) -> None:
+                 discovery: Mapping[str, Discovery] | None = None,
+                 progress_interval_s: float = 1.0) -> None:
         self.model_name = model_name
         self._quota: QuotaStore = quota if quota is not None else MemoryQuotaStore()
         self._admission = admission if admission is not None else Admission()
         self._tenants = tenants if tenants is not None else TenantDefaults()
         self._counter = counter
         self._usage = usage
+        self._progress = InFlightProgress(usage, progress_interval_s)
         self._pools = [Pool(name, spec.max_context_tokens,
                             [Replica(url=url, pool=name) for url in spec.endpoints]
                             if spec.discovery == "static" else [],
@@ -385,6 +389,7 @@ class Router:
                                      meter.replica, meter)
             raise
         finally:
+            self._progress.untrack(meter.row_id)
             # Shielded: a second cancellation must not lose the settlement.
             await asyncio.shield(self._settle(reservation, used_tokens))
 
@@ -465,6 +470,17 @@ class Router:
             await self._usage.reserve(self._event(
                 request, request_id, pool, meter, input_tokens=estimated, output_tokens=0,
                 status_code=None, error_kind=IN_FLIGHT))
+        self._progress.track(meter.row_id, lambda: self._in_flight(
+            request, request_id, pool, meter, estimated))
+
+    def _in_flight(self, request: ChatRequest, request_id: str, pool: str, meter: _Meter,
+                   estimated: int) -> UsageEvent:
+        """The row of a request under way, with what the replicas processed so far."""
+        input_tokens, output_tokens = (meter.processed(estimated) if meter.sent
+                                       else (estimated, 0))
+        return self._event(request, request_id, pool, meter, input_tokens=input_tokens,
+                           output_tokens=output_tokens, status_code=None,
+                           error_kind=IN_FLIGHT)
 
     def _event(self, request: ChatRequest, request_id: str, pool: str, meter: _Meter | None,
                **values: Any) -> UsageEvent:
@@ -582,6 +598,7 @@ class Router:
         return stream_completion(self.complete, request)
 
     async def close(self) -> None:
+        await self._progress.close()
         for task in self._refreshers:
             task.cancel()
         for task in self._refreshers:

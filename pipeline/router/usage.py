@@ -10,6 +10,10 @@ one round trip, without waiting for the WAL flush. Final events wait for the nex
 `interval_s` tick. A reservation and its final event in one batch collapse into one row
 write.
 
+While a request runs, its running counts (router/progress.py) update its in-flight row
+at each tick (only while the row is still in flight), so the row a killed process leaves
+holds the output streamed up to then, not only the prompt estimate.
+
 Refusals (`dispatched=False`) are not stored: metrics count them (router/metrics.py). One
 that follows a reservation (every replica failed to connect) deletes the reserved row.
 """
@@ -44,13 +48,16 @@ class ReservingUsageSink(Protocol):
 
 @dataclass
 class UsageBatch:
-    """One write: rows to insert-or-settle (by id and created_at), rows to delete."""
+    """One write: rows to insert-or-settle (by id and created_at), rows to delete, and
+    running counts of rows still in flight."""
 
     upserts: list[UsageEvent] = field(default_factory=list)
     deletes: list[UsageEvent] = field(default_factory=list)
+    progress: list[UsageEvent] = field(default_factory=list)
 
     @property
     def only_reservations(self) -> bool:
+        """Nothing settled: only rows guarding against a crash of the writing process."""
         return not self.deletes and all(e.status_code is None for e in self.upserts)
 
 
@@ -91,6 +98,7 @@ class BatchingUsageWriter:
         self._abandoned_after_s = abandoned_after_s
         self._wake = asyncio.Event()
         self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
+        self._progress: dict[uuid.UUID, UsageEvent] = {}  # latest running counts per row
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
         self.abandoned_settled = 0
@@ -111,6 +119,12 @@ class BatchingUsageWriter:
             return
         log.warning("usage_reservation_slow", request_id=event.request_id,
                     waited_s=self._reserve_wait_s)
+
+    def progress(self, event: UsageEvent) -> None:
+        """Running counts of a reserved row still in flight; the latest is written at
+        the next tick (never over a settled row: see pipeline/store/usage.py)."""
+        if event.id in self._reserved:
+            self._progress[event.id] = event
 
     def _put(self, item: _Item, queue: asyncio.Queue[_Item] | None = None) -> bool:
         try:
@@ -136,6 +150,7 @@ class BatchingUsageWriter:
             items += [self._queue.get_nowait() for _ in range(
                 min(self._batch_size - len(items), self._queue.qsize()))]
             await self._write_with_retry(items)
+        await self._write_progress()
 
     @staticmethod
     def _drain(queue: asyncio.Queue[_Item], batch_size: int) -> list[_Item]:
@@ -158,6 +173,7 @@ class BatchingUsageWriter:
             while not self._queue.empty():
                 await self._write_with_retry(self._drain(self._queue,
                                                                self._batch_size))
+            await self._write_progress()
 
     async def _run_reservations(self) -> None:
         """Reservations, as soon as they come (group commit)."""
@@ -177,6 +193,17 @@ class BatchingUsageWriter:
             return
         if self.abandoned_settled:
             log.warning("usage_abandoned_settled", rows=self.abandoned_settled)
+
+    async def _write_progress(self) -> None:
+        """After the final events: rows settled meanwhile are no longer reserved."""
+        progress = [e for e in self._progress.values() if e.id in self._reserved]
+        self._progress.clear()
+        if not progress:
+            return
+        try:
+            await self._store.write(UsageBatch(progress=progress))
+        except Exception:  # the next tick writes newer counts; the final event settles
+            log.exception("usage_progress_write_failed", rows=len(progress))
 
     def _batch(self, items: list[_Item]) -> UsageBatch:
         """The latest event per row wins (a final over its reservation); a refusal after

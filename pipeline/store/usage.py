@@ -2,7 +2,8 @@
 
 A batch is one transaction: one upsert of every row (a reservation inserts its row, a
 final event settles it in place: the key is (id, created_at), so the row stays in its
-monthly partition) and one delete of rows reserved for requests that reached no replica.
+monthly partition), one delete of rows reserved for requests that reached no replica,
+and one update of the running counts of rows still in flight (router/progress.py).
 """
 
 from __future__ import annotations
@@ -36,8 +37,18 @@ _DELETE = """DELETE FROM llm_usage_events e
              USING unnest(%s::uuid[], %s::timestamptz[]) AS d(id, created_at)
              WHERE e.id = d.id AND e.created_at = d.created_at"""
 
+# Running counts of requests under way: only a row still in flight (a late progress write
+# never undoes its final event).
+_PROGRESS = f"""UPDATE llm_usage_events e
+SET input_tokens = p.input_tokens, output_tokens = p.output_tokens,
+    total_tokens = p.input_tokens + p.output_tokens
+FROM unnest(%s::uuid[], %s::timestamptz[], %s::int4[], %s::int4[])
+     AS p(id, created_at, input_tokens, output_tokens)
+WHERE e.id = p.id AND e.created_at = p.created_at AND e.error_kind = '{IN_FLIGHT}'"""
+
 # Rows whose process died mid-call: the replica had the prompt (it prefilled it), the
-# output is unknown (never more than what the request reserved, at most max_tokens).
+# output is what the last progress write saw (up to ~1.5 s of streaming before the kill
+# is not in it).
 _SETTLE_ABANDONED = f"""
 UPDATE llm_usage_events SET error_kind = '{ABANDONED}'
 WHERE error_kind = '{IN_FLIGHT}' AND created_at < now() - make_interval(secs => %s)"""
@@ -71,6 +82,11 @@ async def write_usage_batch(conn: AsyncConnection, batch: UsageBatch) -> None:
     if batch.deletes:
         await conn.execute(_DELETE, ([e.id for e in batch.deletes],
                                      [e.created_at for e in batch.deletes]))
+    if batch.progress:
+        await conn.execute(_PROGRESS, ([e.id for e in batch.progress],
+                                       [e.created_at for e in batch.progress],
+                                       [e.input_tokens for e in batch.progress],
+                                       [e.output_tokens for e in batch.progress]))
 
 
 async def settle_abandoned(conn: AsyncConnection, older_than_s: float) -> int:

@@ -1,0 +1,78 @@
+"""Running token counts of requests in flight, passed to the usage sink every few seconds.
+
+A process killed mid-call cannot settle its usage row; the next start settles it as
+`abandoned` with whatever the row holds. Without progress that is the prompt estimate of
+the reservation only, and the output the replica generated before the kill goes unbilled
+(measured on real vLLM: tests/reliability/test_usage_reconcile_vllm.py). With it, the row
+holds the prompt and the output streamed up to the last write (at most `interval_s` plus
+the writer's tick behind). Only rows still in flight are touched (pipeline/store/usage.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from schemas.usage import UsageEvent
+
+
+@runtime_checkable
+class ProgressSink(Protocol):
+    """A usage sink that can write an in-flight row's running counts."""
+
+    def progress(self, event: UsageEvent) -> None: ...
+
+
+Snapshot = Callable[[], UsageEvent]  # the request's in-flight row as it stands now
+
+
+class InFlightProgress:
+    """Requests in flight (by usage row id) and a task that passes their counts on, when
+    they changed, every `interval_s`. A no-op for a sink without `progress`."""
+
+    def __init__(self, sink: object, interval_s: float = 1.0) -> None:
+        self._sink = sink if isinstance(sink, ProgressSink) else None
+        self._interval_s = interval_s
+        self._tracked: dict[uuid.UUID, Snapshot] = {}
+        self._sent: dict[uuid.UUID, tuple[int, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, row_id: uuid.UUID, snapshot: Snapshot) -> None:
+        if self._sink is None:
+            return
+        self._tracked[row_id] = snapshot
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="usage-progress")
+
+    def untrack(self, row_id: uuid.UUID) -> None:
+        self._tracked.pop(row_id, None)
+        self._sent.pop(row_id, None)
+
+    def pass_on(self) -> int:
+        """One round: the rows whose counts changed since the last; how many."""
+        if self._sink is None:
+            return 0
+        passed = 0
+        for row_id, snapshot in list(self._tracked.items()):
+            event = snapshot()
+            counts = (event.input_tokens, event.output_tokens)
+            if self._sent.get(row_id) != counts:
+                self._sink.progress(event)
+                self._sent[row_id] = counts
+                passed += 1
+        return passed
+
+    async def _run(self) -> None:
+        while self._tracked:
+            await asyncio.sleep(self._interval_s)
+            self.pass_on()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,86 @@
+"""Running counts of requests in flight (router/progress.py) and how the usage writer
+writes them: latest per row, only while the row is reserved, after final events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from pipeline.router.progress import InFlightProgress
+from pipeline.router.usage import BatchingUsageWriter
+from schemas.usage import IN_FLIGHT, UsageEvent
+from tests.unit.test_router_units import ListStore
+
+
+def in_flight(row_id: uuid.UUID, output_tokens: int) -> UsageEvent:
+    return UsageEvent(id=row_id, tenant_id="t", model_name="m", pool="default",
+                      replica="r", request_id=row_id.hex, input_tokens=40,
+                      output_tokens=output_tokens, status_code=None, error_kind=IN_FLIGHT)
+
+
+class ProgressList:
+    def __init__(self) -> None:
+        self.events: list[UsageEvent] = []
+
+    def record(self, event: UsageEvent) -> None:
+        raise AssertionError("progress never records")
+
+    def progress(self, event: UsageEvent) -> None:
+        self.events.append(event)
+
+
+def test_counts_are_passed_on_only_when_they_changed() -> None:
+    sink = ProgressList()
+    progress = InFlightProgress(sink)
+    row = uuid.uuid4()
+    streamed = [0]
+    progress._tracked[row] = lambda: in_flight(row, streamed[0])  # no loop: rounds by hand
+    assert progress.pass_on() == 1
+    assert progress.pass_on() == 0  # unchanged
+    streamed[0] = 17
+    assert progress.pass_on() == 1
+    progress.untrack(row)
+    assert progress.pass_on() == 0
+    assert [e.output_tokens for e in sink.events] == [0, 17]
+
+
+async def test_a_sink_without_progress_tracks_nothing() -> None:
+    progress = InFlightProgress(object())
+    progress.track(uuid.uuid4(), lambda: in_flight(uuid.uuid4(), 1))
+    assert progress.pass_on() == 0 and progress._task is None
+
+
+async def test_the_loop_passes_counts_on_while_requests_are_tracked() -> None:
+    sink = ProgressList()
+    progress = InFlightProgress(sink, interval_s=0.02)
+    row = uuid.uuid4()
+    streamed = [0]
+    progress.track(row, lambda: in_flight(row, streamed[0]))
+    for n in range(1, 4):
+        streamed[0] = n
+        await asyncio.sleep(0.05)
+    progress.untrack(row)
+    await asyncio.sleep(0.05)
+    assert progress._task is not None and progress._task.done()  # stops when idle
+    await progress.close()
+    assert [e.output_tokens for e in sink.events] == [1, 2, 3]
+
+
+async def test_the_writer_writes_the_latest_counts_of_reserved_rows_only() -> None:
+    store = ListStore()
+    writer = BatchingUsageWriter(store, interval_s=0.05)
+    writer.start()
+    reserved, settled, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await writer.reserve(in_flight(reserved, 0))
+    await writer.reserve(in_flight(settled, 0))
+    for n in (5, 9):
+        writer.progress(in_flight(reserved, n))
+        writer.progress(in_flight(settled, n))
+    writer.progress(in_flight(unknown, 3))  # never reserved here: ignored
+    writer.record(in_flight(settled, 12).model_copy(
+        update={"status_code": 200, "error_kind": None}))
+    await asyncio.sleep(0.2)
+    await writer.close()
+    written = [e for batch in store.batches for e in batch.progress]
+    # The settled row's final event went first; its progress was dropped.
+    assert [(e.id, e.output_tokens) for e in written] == [(reserved, 9)]
