@@ -1,8 +1,11 @@
 """One settings class for every secanalyst process.
 
 Values come from (highest first): constructor arguments, `SECANALYST_*` environment
-variables (nested with `__`, e.g. `SECANALYST_KAFKA__BOOTSTRAP_SERVERS`), a TOML file
-(`SECANALYST_CONFIG_FILE`, default `secanalyst.toml` in the working directory), defaults.
+variables (nested with `__`, e.g. `SECANALYST_KAFKA__BOOTSTRAP_SERVERS`), secret files in
+`SECANALYST_SECRETS_DIR` (one file per setting, named like its variable, e.g.
+`/run/secrets/SECANALYST_DATABASE__URL`: how docker-compose's `secrets:` hand them over), a
+TOML file (`SECANALYST_CONFIG_FILE`, default `secanalyst.toml` in the working directory),
+defaults.
 
 An address left unset (`None`) means "use the embedded default stack" that
 `secanalyst dev up` starts on 127.0.0.1; setting it points secanalyst at an external
@@ -27,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -420,9 +424,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets = secrets_dir()
+        secret_files = () if secrets is None else (NestedSecretsSettingsSource(
+            file_secret_settings, secrets_dir=secrets, secrets_dir_missing="error"),)
         return (
             init_settings,
             env_settings,
+            *secret_files,
             TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
         )
 
@@ -462,6 +470,13 @@ class Settings(BaseSettings):
 def config_file() -> Path:
     """The TOML file settings are read from (when it exists)."""
     return Path(os.environ.get("SECANALYST_CONFIG_FILE", "secanalyst.toml"))
+
+
+def secrets_dir() -> Path | None:
+    """The folder of secret files (`SECANALYST_SECRETS_DIR`), None when unset. Secrets in
+    files stay out of the environment, where `docker inspect` and child processes see them."""
+    value = os.environ.get("SECANALYST_SECRETS_DIR")
+    return Path(value) if value else None
 
 
 def load_settings() -> Settings:
