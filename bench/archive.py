@@ -33,7 +33,8 @@ def superseded(sections: list[Section]) -> tuple[list[Section], list[Section]]:
     """(kept, moved): the last section of each measure and the unmeasured ones are kept,
     in their order; every earlier section of a measure is moved, in its order."""
     last = {section.source: index for index, section in enumerate(sections) if section.source}
-    kept, moved = [], []
+    kept: list[Section] = []
+    moved: list[Section] = []
     for index, section in enumerate(sections):
         is_old = section.source is not None and last[section.source] != index
         (moved if is_old else kept).append(section)
