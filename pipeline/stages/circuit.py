@@ -22,8 +22,15 @@ from enum import StrEnum
 from typing import TypeVar
 
 import structlog
+from prometheus_client import Gauge
 
 log = structlog.get_logger(__name__)
+
+# Open or half-open (a probe is deciding): the dependency's calls are held back. Shown on
+# the LLM dashboard; a process's gates of the same name share the series.
+CIRCUIT_OPEN = Gauge("secanalyst_circuit_open", "1 while a circuit breaker holds the calls "
+                     "to a dependency back (open, or half-open while a probe decides).",
+                     ["circuit"])
 
 T = TypeVar("T")
 
@@ -125,6 +132,8 @@ class CircuitGate:
         self._probe_done = asyncio.Event()
         self.outages = 0  # times the circuit opened (for tests and logs)
         self._last_outage: BaseException | None = None
+        self._open_gauge = CIRCUIT_OPEN.labels(name)
+        self._open_gauge.set(0)
 
     async def call(self, fn: Callable[[], Awaitable[T]],
                    outage: Callable[[BaseException], float | None], *,
@@ -149,6 +158,7 @@ class CircuitGate:
                 log.info("circuit_closed", circuit=self.name,
                          paused_s=round(self._clock() - (self.breaker.opened_at or 0), 1))
             self.breaker.record_success()
+            self._open_gauge.set(0)
             self._wake()
             return result
 
@@ -172,6 +182,7 @@ class CircuitGate:
         self._last_outage = exc
         was_closed = self.breaker.state is State.CLOSED
         delay = self.breaker.record_failure(self._clock(), ticket, hold)
+        self._open_gauge.set(1)
         if was_closed or ticket is Ticket.PROBE:
             if was_closed:
                 self.outages += 1

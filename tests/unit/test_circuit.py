@@ -7,6 +7,7 @@ import asyncio
 import itertools
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pipeline.router import (
     ContextTooLong,
@@ -139,6 +140,28 @@ async def test_gate_waiters_wait_for_the_probe_and_all_go_when_it_succeeds() -> 
     up = True
     results = await asyncio.gather(first, *waiters)
     assert len(results) == 11 and gate.breaker.state is State.CLOSED
+
+
+async def test_gate_exports_whether_its_circuit_is_open() -> None:
+    clock = FakeClock()
+    gate = CircuitGate("gauge_test", CircuitBreaker(Backoff(jitter=0.0)), clock=clock,
+                       sleep=clock.sleep)
+
+    def exported() -> float | None:
+        return REGISTRY.get_sample_value("secanalyst_circuit_open", {"circuit": "gauge_test"})
+
+    assert exported() == 0
+    seen_while_down: list[float | None] = []
+
+    async def flaky() -> str:
+        if len(seen_while_down) < 3:
+            seen_while_down.append(exported())
+            raise Down("connection refused")
+        return "ok"
+
+    assert await gate.call(flaky, outage) == "ok"
+    assert seen_while_down == [0, 1, 1]  # open from the first outage until the probe passes
+    assert exported() == 0
 
 
 async def test_gate_reraises_a_request_error_without_opening() -> None:
