@@ -5,8 +5,9 @@ dead letters of the lines they refuse."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -90,6 +91,27 @@ def settings_sink(settings: Settings, producer: AIOKafkaProducer, topic: str, *,
                           timeout_s=settings.ingest.produce_timeout_s,
                           dlq_topic=settings.kafka.topics.dlq,
                           max_alert_bytes=settings.ingest.max_alert_bytes)
+
+
+@asynccontextmanager
+async def open_alert_sink(settings: Settings, topic: str, *, priority: str,
+                          max_alert_bytes: int | None = None,
+                          **tuning: Any) -> AsyncIterator[KafkaAlertSink]:
+    """The one way a command opens its producer: acks=all, the settings' idempotence,
+    DLQ, per-alert limit (`max_alert_bytes` overrides it) and bounded acknowledgement
+    wait; the producer is stopped (its pending sends flushed) on the way out. `tuning`:
+    aiokafka producer options (linger_ms 5 unless given)."""
+    producer = alert_producer(settings.kafka_bootstrap,
+                              enable_idempotence=settings.kafka.enable_idempotence,
+                              **{"linger_ms": 5, **tuning})
+    try:
+        await producer.start()
+        sink = settings_sink(settings, producer, topic, priority=priority)
+        if max_alert_bytes is not None:
+            sink.max_alert_bytes = max_alert_bytes
+        yield sink
+    finally:
+        await producer.stop()
 
 
 async def dead_letter_line(sink: AlertSinkWithDLQ, stage: str, data: bytes,

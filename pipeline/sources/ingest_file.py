@@ -12,16 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from aiokafka import AIOKafkaProducer
-
 from pipeline.config import Settings
 from pipeline.kafka.alert_guard import AlertRefused, screen_alert
-from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER
 from pipeline.kafka.producer import (
+    PRODUCER_REQUEST_LIMIT,
     AlertSinkWithDLQ,
-    alert_producer,
     dead_letter_line,
-    settings_sink,
+    open_alert_sink,
 )
 
 
@@ -49,16 +46,9 @@ async def ingest_lines(settings: Settings, lines: Iterable[tuple[int, bytes]], *
                        tenant_id: str, topic: str | None = None, priority: str = "live",
                        report: IngestReport | None = None) -> IngestReport:
     """`send_lines` through a producer of its own to `topic` (default alerts.raw)."""
-    producer = alert_producer(settings.kafka_bootstrap,
-                              enable_idempotence=settings.kafka.enable_idempotence,
-                              linger_ms=5)
-    await producer.start()
-    try:
-        sink = settings_sink(settings, producer, topic or settings.kafka.topics.raw,
-                             priority=priority)
+    async with open_alert_sink(settings, topic or settings.kafka.topics.raw,
+                               priority=priority) as sink:
         return await send_lines(sink, lines, tenant_id=tenant_id, report=report)
-    finally:
-        await producer.stop()
 
 
 async def send_lines(sink: AlertSinkWithDLQ, lines: Iterable[tuple[int, bytes]], *,
@@ -90,23 +80,22 @@ async def send_lines(sink: AlertSinkWithDLQ, lines: Iterable[tuple[int, bytes]],
 
 
 async def publish_lines(settings: Settings, lines: Iterable[bytes], *, tenant_id: str,
-                        topic: str | None = None, priority: str = "live") -> int:
-    """Lines sent exactly as they are, unscreened: for tests and benches that need
-    malformed alerts on the topic (the normalize stage dead-letters them)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_idempotence=settings.kafka.enable_idempotence,
-                                linger_ms=5)
-    await producer.start()
-    headers = [(TENANT_HEADER, tenant_id.encode()), (PRIORITY_HEADER, priority.encode())]
+                        topic: str | None = None, priority: str = "live",
+                        chunk: int = 500) -> int:
+    """Lines sent exactly as they are, unscreened (only the producer's own size limit):
+    for the demo, tests and benches that need malformed alerts on the topic (the normalize
+    stage dead-letters them). Acknowledged chunk by chunk, each wait bounded."""
     sent = 0
-    try:
-        futures = []
+    async with open_alert_sink(settings, topic or settings.kafka.topics.raw,
+                               priority=priority,
+                               max_alert_bytes=PRODUCER_REQUEST_LIMIT) as sink:
+        pending: list[bytes] = []
         for line in lines:
-            futures.append(await producer.send(topic or settings.kafka.topics.raw, line,
-                                               key=None, headers=headers))
-            sent += 1
-        for future in futures:
-            await future  # delivered (acks=1 by default; all on real Kafka via config)
-    finally:
-        await producer.stop()
+            pending.append(line)
+            if len(pending) >= chunk:
+                await sink.publish(tenant_id, pending)
+                sent, pending = sent + len(pending), []
+        if pending:
+            await sink.publish(tenant_id, pending)
+            sent += len(pending)
     return sent

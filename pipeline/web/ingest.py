@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 
 from pipeline.config import Settings
 from pipeline.kafka.alert_guard import AlertRefused
-from pipeline.kafka.producer import AlertSink, alert_producer, settings_sink
+from pipeline.kafka.producer import AlertSink, open_alert_sink
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
 from pipeline.web.errors import GatewayError, unauthorized
 from pipeline.web.ingest_body import BodyError, gunzip_limited, parse_alerts, read_limited
@@ -47,19 +47,12 @@ async def open_ingest_resources(settings: Settings) -> AsyncIterator[IngestResou
     from pipeline.store.database import open_pool
 
     pool = await open_pool(settings)
-    producer = alert_producer(settings.kafka_bootstrap,
-                              enable_idempotence=settings.kafka.enable_idempotence,
-                              linger_ms=5)
     try:
-        await producer.start()
-        try:
+        async with open_alert_sink(settings, settings.kafka.topics.raw,
+                                   priority="live") as sink:
             auth = ApiKeyAuthenticator(pool, load_pepper(settings),
                                        cache_s=settings.gateway.api_key_cache_s)
-            sink = settings_sink(settings, producer, settings.kafka.topics.raw,
-                                 priority="live")
             yield IngestResources(auth=auth, sink=sink)
-        finally:
-            await producer.stop()
     finally:
         await pool.close()
 

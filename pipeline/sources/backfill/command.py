@@ -6,6 +6,7 @@ import asyncio
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -26,6 +27,11 @@ from pipeline.sources.backfill.filters import AlertFilter
 from pipeline.sources.backfill.ratelimit import TokenBucket
 from pipeline.sources.backfill.reader import ArchiveReader
 from pipeline.sources.backfill.runner import Backfill, BackfillReport
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from pipeline.kafka.producer import AlertSinkWithDLQ
 
 
 def _lines(files: list[Path], problems: list[str]) -> Iterator[bytes]:
@@ -85,39 +91,44 @@ async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
                        skip_existing: bool, console: Console) -> BackfillReport:
     from psycopg import AsyncConnection
 
-    from pipeline.kafka.producer import alert_producer, settings_sink
-    from pipeline.sources.backfill.existing import ExistingVerdictLookup
+    from pipeline.kafka.producer import open_alert_sink
 
     stop = stop_on_signals()
-    producer = alert_producer(settings.kafka_bootstrap,
-                              enable_idempotence=settings.kafka.enable_idempotence,
-                              linger_ms=20, max_batch_size=262_144)
-    await producer.start()
     conn: AsyncConnection | None = None
     try:
         if skip_existing:
             conn = await AsyncConnection.connect(settings.database_url, autocommit=True)
-        backfill = Backfill(
-            settings_sink(settings, producer, settings.kafka.topics.backfill,
-                          priority="batch"),
-            CheckpointStore(settings.state_dir / "backfill", job), tenant_id=tenant_id,
-            alert_filter=alert_filter, bucket=TokenBucket(rate, burst=max(rate, chunk)),
-            chunk_size=chunk, stop=stop,
-            **({"existing": ExistingVerdictLookup(conn)} if conn is not None else {}))
-        columns = (TextColumn("[bold]backfill"), BarColumn(),
-                   TextColumn("{task.fields[alerts]:,} alerts"),
-                   TextColumn("{task.fields[rate]:,.0f} alerts/s"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())
-        total = sum(p.stat().st_size for p in files)
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("backfill", total=total, alerts=0, rate=0.0)
-            report = await backfill.run(files, _RichProgress(progress, task))
-        return report
+        async with open_alert_sink(settings, settings.kafka.topics.backfill,
+                                   priority="batch", linger_ms=20,
+                                   max_batch_size=262_144) as sink:
+            return await _replay(sink, settings, files, conn, stop, tenant_id=tenant_id,
+                                 alert_filter=alert_filter, rate=rate, chunk=chunk,
+                                 job=job, console=console)
     finally:
         forget_signals()
         if conn is not None:
             await conn.close()
-        await producer.stop()
+
+
+async def _replay(sink: AlertSinkWithDLQ, settings: Settings, files: list[Path],
+                  conn: AsyncConnection | None, stop: asyncio.Event, *, tenant_id: str,
+                  alert_filter: AlertFilter, rate: float, chunk: int, job: str,
+                  console: Console) -> BackfillReport:
+    from pipeline.sources.backfill.existing import ExistingVerdictLookup
+
+    backfill = Backfill(
+        sink, CheckpointStore(settings.state_dir / "backfill", job), tenant_id=tenant_id,
+        alert_filter=alert_filter, bucket=TokenBucket(rate, burst=max(rate, chunk)),
+        chunk_size=chunk, stop=stop,
+        **({"existing": ExistingVerdictLookup(conn)} if conn is not None else {}))
+    columns = (TextColumn("[bold]backfill"), BarColumn(),
+               TextColumn("{task.fields[alerts]:,} alerts"),
+               TextColumn("{task.fields[rate]:,.0f} alerts/s"), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    total = sum(p.stat().st_size for p in files)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("backfill", total=total, alerts=0, rate=0.0)
+        return await backfill.run(files, _RichProgress(progress, task))
 
 
 def print_report(console: Console, report: BackfillReport) -> None:
