@@ -29,8 +29,8 @@ from bench.record import record
 from pipeline.cli.console import add_user
 from pipeline.config import Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
-from pipeline.store.console import encode_cursor
 from pipeline.store.migrate import migrate
+from pipeline.store.queue import encode_cursor
 from pipeline.web.console.app import create_console_app
 from tests.e2e.console_seed import free_port
 

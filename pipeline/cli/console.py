@@ -35,7 +35,7 @@ def add_user(settings: Settings, tenant: str, email: str, role: str, password: s
     role); audited."""
     from psycopg.types.json import Jsonb
 
-    from pipeline.store.console import create_tenant, create_user
+    from pipeline.store.users import create_tenant, create_user
     from pipeline.web.console.security import hash_password
 
     with psycopg.connect(settings.database_url) as conn:
@@ -73,7 +73,7 @@ def tenants_create(tenant: Annotated[str, typer.Argument(help="Tenant id.")],
                    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
                    ) -> None:
     """Create a tenant (idempotent)."""
-    from pipeline.store.console import create_tenant
+    from pipeline.store.users import create_tenant
 
     with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
         created = create_tenant(conn, tenant, name)

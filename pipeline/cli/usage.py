@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
@@ -16,6 +17,9 @@ from rich.table import Table
 
 from pipeline.cli.preflight import Need, command_settings
 from pipeline.config import Settings
+
+if TYPE_CHECKING:
+    from pipeline.store.apikeys import ApiKey
 
 usage_app = typer.Typer(help="LLM usage: reports and retention.", no_args_is_help=True)
 apikeys_app = typer.Typer(help="API keys of the gateway, per tenant.", no_args_is_help=True)
@@ -30,18 +34,29 @@ def maintain_partitions(settings: Settings) -> list[str]:
         return ensure_partitions(conn, months_ahead=settings.usage.partitions_ahead_months)
 
 
-def create_api_key(settings: Settings, tenant: str, name: str = "") -> tuple[str, str]:
+async def new_api_key(settings: Settings, tenant: str, name: str = "") -> tuple[str, str]:
+    """(key_id, full key) of a new key of `tenant` (owner connection)."""
     from pipeline.store.apikeys import create_key, load_pepper
 
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        return create_key(conn, load_pepper(settings), tenant, name)
+    async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                     autocommit=True) as conn:
+        return await create_key(conn, load_pepper(settings), tenant, name)
+
+
+def create_api_key(settings: Settings, tenant: str, name: str = "") -> tuple[str, str]:
+    """`new_api_key` for a caller outside an event loop (the command, sync tests)."""
+    return asyncio.run(new_api_key(settings, tenant, name))
 
 
 def revoke_api_key(settings: Settings, key_id: str) -> bool:
     from pipeline.store.apikeys import revoke_key
 
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        return revoke_key(conn, key_id)
+    async def revoke() -> bool:
+        async with await psycopg.AsyncConnection.connect(settings.database_url,
+                                                         autocommit=True) as conn:
+            return await revoke_key(conn, key_id)
+
+    return asyncio.run(revoke())
 
 
 def gateway(host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
@@ -83,8 +98,12 @@ def apikeys_list(tenant: Annotated[str | None, typer.Option(help="Only this tena
     """List keys (ids, tenants, names, dates; never secrets)."""
     from pipeline.store.apikeys import list_keys
 
-    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
-        keys = list_keys(conn, tenant)
+    async def listed() -> list[ApiKey]:
+        async with await psycopg.AsyncConnection.connect(
+                command_settings(Need.DATABASE).database_url) as conn:
+            return await list_keys(conn, tenant)
+
+    keys = asyncio.run(listed())
     table = Table("key id", "tenant", "name", "created", "revoked")
     for k in keys:
         table.add_row(k.key_id, k.tenant_id, k.name, f"{k.created_at:%Y-%m-%d %H:%M}",

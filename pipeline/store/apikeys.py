@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 from psycopg import AsyncConnection
 
 from pipeline.config import Settings
@@ -96,29 +95,31 @@ def verify(pepper: bytes, key: str, stored: StoredKey | None) -> str | None:
     return stored.tenant_id
 
 
-def create_key(conn: psycopg.Connection, pepper: bytes, tenant_id: str,
-               name: str = "") -> tuple[str, str]:
+async def create_key(conn: AsyncConnection, pepper: bytes, tenant_id: str,
+                     name: str = "") -> tuple[str, str]:
     """Store a new key for the tenant; return (key_id, full key). The full key is never
-    stored: show it once."""
+    stored: show it once. (On the owner's connection or a tenant's, under the policies.)"""
     key_id, key = new_key()
-    conn.execute("INSERT INTO api_keys (key_id, tenant_id, name, key_hash) "
-                 "VALUES (%s, %s, %s, %s)", (key_id, tenant_id, name, hash_key(pepper, key)))
+    await conn.execute("INSERT INTO api_keys (key_id, tenant_id, name, key_hash) "
+                       "VALUES (%s, %s, %s, %s)",
+                       (key_id, tenant_id, name, hash_key(pepper, key)))
     return key_id, key
 
 
-def revoke_key(conn: psycopg.Connection, key_id: str) -> bool:
-    """Revoke; False when no such active key."""
-    cur = conn.execute("UPDATE api_keys SET revoked_at = now() "
-                       "WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
+async def revoke_key(conn: AsyncConnection, key_id: str) -> bool:
+    """Revoke; False when no such active key (or, under the policies, another tenant's)."""
+    cur = await conn.execute("UPDATE api_keys SET revoked_at = now() "
+                             "WHERE key_id = %s AND revoked_at IS NULL", (key_id,))
     return cur.rowcount == 1
 
 
-def list_keys(conn: psycopg.Connection, tenant_id: str | None = None) -> list[ApiKey]:
-    rows = conn.execute(
+async def list_keys(conn: AsyncConnection, tenant_id: str | None = None) -> list[ApiKey]:
+    """Every key (or `tenant_id`'s) by tenant, oldest first; never a hash."""
+    cur = await conn.execute(
         """SELECT key_id, tenant_id, name, created_at, revoked_at FROM api_keys
            WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text
-           ORDER BY tenant_id, created_at""", {"tenant": tenant_id}).fetchall()
-    return [ApiKey(*row) for row in rows]
+           ORDER BY tenant_id, created_at""", {"tenant": tenant_id})
+    return [ApiKey(*row) for row in await cur.fetchall()]
 
 
 async def fetch_key(conn: AsyncConnection, key_id: str) -> StoredKey | None:

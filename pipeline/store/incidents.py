@@ -1,6 +1,6 @@
 """Incidents (migration 0010): the console's queue of incidents and their workflow.
 
-Runs inside `tenant_scope` (pipeline/store/console.py): row-level security shows only
+Runs inside `tenant_scope` (pipeline/store/tenant_scope.py): row-level security shows only
 the tenant's incidents, verdicts and accounts. Every change writes audit_log in the same
 transaction."""
 
@@ -13,7 +13,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from pipeline.store.console import User, audit
+from pipeline.store.audit import audit
+from pipeline.store.users import User
 
 STATUSES = ("new", "in_progress", "resolved")
 RESOLUTIONS = ("true_positive", "false_positive", "benign")

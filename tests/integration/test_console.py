@@ -4,6 +4,7 @@ queue's filters and keyset pages, usage for admins."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
@@ -403,8 +404,11 @@ def test_admins_create_and_revoke_their_tenants_api_keys(app_client: TestClient,
                                                          seeded: Seeded) -> None:
     from pipeline.store.apikeys import create_key, hash_key, load_pepper
 
-    with psycopg.connect(seeded.url, autocommit=True) as conn:
-        foreign_id, _ = create_key(conn, b"p" * 32, "globex", "theirs")
+    async def foreign_key() -> str:
+        async with await psycopg.AsyncConnection.connect(seeded.url, autocommit=True) as conn:
+            return (await create_key(conn, b"p" * 32, "globex", "theirs"))[0]
+
+    foreign_id = asyncio.run(foreign_key())
     csrf = sign_in(app_client, "analyst@acme.test")
     assert app_client.get("/admin/apikeys").status_code == 403
     csrf = sign_in(app_client, "admin@acme.test")

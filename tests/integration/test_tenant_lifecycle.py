@@ -4,6 +4,7 @@ any tenant table and does not touch the other tenant."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -25,15 +26,21 @@ ROOT = Path(__file__).parents[2]
 @pytest.fixture(scope="module")
 def seeded() -> Iterator[Seeded]:
     with console_database() as seeded:
+        asyncio.run(_hook_keys(seeded.url, ("acme", "globex")))
         with psycopg.connect(seeded.url) as conn:
             for tenant in ("acme", "globex"):
-                create_key(conn, b"test-pepper", tenant, "hook")
                 verdict_id = seeded.ids[tenant][0]
                 conn.execute(
                     """INSERT INTO feedback (tenant_id, verdict_id, user_email, action, note)
                        VALUES (%s, %s, %s, 'note', 'looked at it')""",
                     (tenant, verdict_id, f"analyst@{tenant}.test"))
         yield seeded
+
+
+async def _hook_keys(url: str, tenants: tuple[str, ...]) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for tenant in tenants:
+            await create_key(conn, b"test-pepper", tenant, "hook")
 
 
 def _cli(seeded: Seeded, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

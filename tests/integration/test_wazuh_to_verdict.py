@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
-from pipeline.cli.usage import create_api_key
+from pipeline.cli.usage import new_api_key
 from pipeline.config import Settings
 from tests.integration.conftest import wait_for
 from tests.servers import free_port
@@ -56,8 +56,8 @@ async def test_integratord_hook_alert_becomes_a_verdict(
         settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task,  # type: ignore[type-arg]
         tmp_path: Path) -> None:
     tenant = f"hook-{settings.kafka.group_prefix}"
-    _, key = create_api_key(settings.model_copy(update={"state_dir": tmp_path}), tenant,
-                            "wazuh-manager")
+    _, key = await new_api_key(settings.model_copy(update={"state_dir": tmp_path}), tenant,
+                               "wazuh-manager")
     port = free_port()
     server = subprocess.Popen([str(ROOT / ".venv/bin/secanalyst"), "ingest-server", "--port",
                                str(port)], cwd=tmp_path, env=service_env(settings, tmp_path))

@@ -32,7 +32,7 @@ import pytest
 from bench.common import varied_alerts
 from pipeline.analysis.normalize import normalize
 from pipeline.analysis.runbook_loader import load_runbooks
-from pipeline.cli.usage import create_api_key
+from pipeline.cli.usage import new_api_key
 from pipeline.config import DevStackSettings, KafkaSettings, LLMPool, LLMSettings, Settings
 from pipeline.devstack import stack
 from pipeline.devstack.kafka import TansuBroker
@@ -148,7 +148,7 @@ async def test_broker_database_and_model_outages_lose_nothing(
     migrate(settings.database_url)
     await load_runbooks(settings, ROOT / "runbooks")
     await sim.start()
-    _, key = create_api_key(settings, tenant, "hook")
+    _, key = await new_api_key(settings, tenant, "hook")
     env = settings_env(settings) | {"SECANALYST_GATEWAY__API_KEY_CACHE_S": "60"}
     ingest_port = free_port()
     server = subprocess.Popen(

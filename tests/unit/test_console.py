@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from starlette.requests import Request
 
 from pipeline.config import Settings
-from pipeline.store.console import QueueFilter, decode_cursor, encode_cursor, queue_sql
+from pipeline.store.queue import QueueFilter, decode_cursor, encode_cursor, queue_sql
 from pipeline.web.console import charts
 from pipeline.web.console.app import create_console_app, make_templates
 from pipeline.web.console.resources import ConsoleResources
@@ -163,7 +163,7 @@ def test_original_alert_is_pretty_and_keeps_what_json_cannot_show() -> None:
 
 
 def test_wazuh_link_quotes_values_and_needs_http() -> None:
-    from pipeline.web.console.app import _wazuh_link
+    from pipeline.web.console.routes.verdicts import wazuh_link as _wazuh_link
 
     verdict = {"alert_id": "1.2&x=<y>", "agent_name": "web 01"}
     assert _wazuh_link("https://w.example/a?id={alert_id}&agent={agent}", verdict) == (

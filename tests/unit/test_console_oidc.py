@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet, RSAKey
 from pydantic import ValidationError
 
 from pipeline.config import ConsoleSettings, OIDCSettings, Settings
-from pipeline.store.console_oidc import NO_PASSWORD
+from pipeline.store.users import NO_PASSWORD
 from pipeline.web.console.app import create_console_app
 from pipeline.web.console.oidc import (
     Flow,

@@ -18,21 +18,22 @@ import base64
 import json
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
 from authlib.oauth2 import OAuth2Error
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 from joserfc.errors import JoseError
 from psycopg import AsyncConnection
 
-from pipeline.config import OIDCSettings, Settings
-from pipeline.store import console as store
-from pipeline.store import console_oidc as accounts
+from pipeline.config import ConsoleSettings, OIDCSettings, Settings
+from pipeline.store import audit, sessions, users
+from pipeline.store.tenant_scope import tenant_scope
+from pipeline.web.console.deps import Resources, Templates
 from pipeline.web.console.resources import ConsoleResources
 from pipeline.web.console.security import SESSION_COOKIE, same_token
 
@@ -163,10 +164,10 @@ def identity_from_claims(cfg: OIDCSettings, claims: Mapping[str, Any]) -> Identi
 
 
 async def account_for(conn: AsyncConnection, cfg: OIDCSettings,
-                      who: Identity) -> tuple[store.User, bool]:
+                      who: Identity) -> tuple[users.User, bool]:
     """The console account of `who` (owner connection): (user, newly provisioned)."""
     detail = {**who.audit_detail(), "email": who.email}
-    user = await store.find_user(conn, who.email)
+    user = await users.find_user(conn, who.email)
     if user is not None:
         if who.tenant is not None and user.tenant_id != who.tenant:
             raise SignInRefused("tenant", {**detail, "tenant_claimed": who.tenant},
@@ -174,9 +175,9 @@ async def account_for(conn: AsyncConnection, cfg: OIDCSettings,
         return user, False
     if not cfg.auto_provision or who.tenant is None:
         raise SignInRefused("unknown_user", detail, who.tenant)
-    if not await accounts.tenant_exists(conn, who.tenant):
+    if not await users.tenant_exists(conn, who.tenant):
         raise SignInRefused("tenant", {**detail, "unknown_tenant": who.tenant})
-    created = await accounts.provision_analyst(conn, who.tenant, who.email)
+    created = await users.provision_analyst(conn, who.tenant, who.email)
     if created is None:  # taken meanwhile, or a disabled account
         raise SignInRefused("unknown_user", detail, who.tenant)
     return created, True
@@ -298,43 +299,23 @@ def _oauth_error(exc: Exception) -> str:
     return code if isinstance(code, str) and _ERROR_CODE.match(code) else type(exc).__name__
 
 
-# ---- the routes -----------------------------------------------------------------------
+# ---- the routes ----------------------------------------------------------------------
 
-def create_oidc_router(settings: Settings, templates: Jinja2Templates,
-                       resources: Callable[[Request], ConsoleResources],
-                       provider: OIDCProvider | None = None) -> APIRouter:
+def create_oidc_router(settings: Settings, provider: OIDCProvider | None = None) -> APIRouter:
     console = settings.console
     if console.oidc is None:
         raise ValueError("console.oidc is not configured")
     cfg = console.oidc
     rp = provider or OIDCProvider(cfg)
     router = APIRouter(include_in_schema=False)
-    Resources = Annotated[ConsoleResources, Depends(resources)]
-
-    def refused_page(request: Request, exc: SignInRefused) -> Response:
-        response = templates.TemplateResponse(
-            request, "oidc_error.html",
-            {"user": None, "csrf": "", "message": exc.message, "status": exc.status_code,
-             "provider": cfg.provider_name}, status_code=exc.status_code)
-        response.headers["Cache-Control"] = "no-store"
-        response.delete_cookie(FLOW_COOKIE, path=START_PATH)
-        return response
-
-    async def audit_refusal(res: ConsoleResources, exc: SignInRefused) -> None:
-        tenant = exc.tenant or cfg.tenant or console.platform_tenant or NO_TENANT
-        log.warning("console.oidc_sign_in_refused", reason=exc.reason, **exc.detail)
-        async with store.tenant_scope(res.pool, tenant) as conn:
-            await accounts.audit_event(conn, tenant, None, exc.detail.get("email"),
-                                       "auth.sign_in_failed", None,
-                                       {**exc.detail, "reason": exc.reason})
 
     @router.get(START_PATH)
-    async def start(request: Request, res: Resources) -> Response:
+    async def start(request: Request, res: Resources, templates: Templates) -> Response:
         try:
             url, flow = await rp.begin()
         except SignInRefused as exc:
-            await audit_refusal(res, exc)
-            return refused_page(request, exc)
+            await _audit_refusal(res, settings, exc)
+            return _refused_page(request, templates, cfg, exc)
         response = RedirectResponse(url, status_code=303)
         response.headers["Cache-Control"] = "no-store"
         # SameSite=Lax: the provider's redirect back is a top-level cross-site GET.
@@ -344,25 +325,14 @@ def create_oidc_router(settings: Settings, templates: Jinja2Templates,
         return response
 
     @router.get(CALLBACK_PATH)
-    async def callback(request: Request, res: Resources) -> Response:
+    async def callback(request: Request, res: Resources, templates: Templates) -> Response:
         flow = decode_flow(request.cookies.get(FLOW_COOKIE))
         try:
             who = await rp.finish(flow, request.query_params)
-            async with res.pool.connection() as conn:
-                user, provisioned = await account_for(conn, cfg, who)
-                token, _ = await store.create_session(conn, user.id, console.session_ttl_s)
-                await conn.commit()
+            token = await _sign_in(res, console, cfg, who)
         except SignInRefused as exc:
-            await audit_refusal(res, exc)
-            return refused_page(request, exc)
-        async with store.tenant_scope(res.pool, user.tenant_id) as scoped:
-            if provisioned:
-                await store.audit(scoped, user, "user.create", f"user:{user.id}",
-                                  {"email": user.email, "role": user.role, "via": "oidc",
-                                   **who.audit_detail()})
-            await store.audit(scoped, user, "auth.sign_in", None, who.audit_detail())
-        log.info("console.oidc_sign_in", user_id=user.id, tenant=user.tenant_id,
-                 subject=who.subject)
+            await _audit_refusal(res, settings, exc)
+            return _refused_page(request, templates, cfg, exc)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
                             secure=console.cookie_secure, max_age=int(console.session_ttl_s))
@@ -370,3 +340,44 @@ def create_oidc_router(settings: Settings, templates: Jinja2Templates,
         return response
 
     return router
+
+
+async def _sign_in(res: ConsoleResources, console: ConsoleSettings, cfg: OIDCSettings,
+                   who: Identity) -> str:
+    """The account of `who` (provisioned if allowed) signed in: its session token."""
+    async with res.pool.connection() as conn:
+        user, provisioned = await account_for(conn, cfg, who)
+        token, _ = await sessions.create_session(conn, user.id, console.session_ttl_s)
+        await conn.commit()
+    async with tenant_scope(res.pool, user.tenant_id) as scoped:
+        if provisioned:
+            await audit.audit(scoped, user, "user.create", f"user:{user.id}",
+                              {"email": user.email, "role": user.role, "via": "oidc",
+                               **who.audit_detail()})
+        await audit.audit(scoped, user, "auth.sign_in", None, who.audit_detail())
+    log.info("console.oidc_sign_in", user_id=user.id, tenant=user.tenant_id,
+             subject=who.subject)
+    return token
+
+
+def _refused_page(request: Request, templates: Jinja2Templates, cfg: OIDCSettings,
+                  exc: SignInRefused) -> Response:
+    response = templates.TemplateResponse(
+        request, "oidc_error.html",
+        {"user": None, "csrf": "", "message": exc.message, "status": exc.status_code,
+         "provider": cfg.provider_name}, status_code=exc.status_code)
+    response.headers["Cache-Control"] = "no-store"
+    response.delete_cookie(FLOW_COOKIE, path=START_PATH)
+    return response
+
+
+async def _audit_refusal(res: ConsoleResources, settings: Settings,
+                         exc: SignInRefused) -> None:
+    oidc = settings.console.oidc
+    tenant = (exc.tenant or (oidc.tenant if oidc else None)
+              or settings.console.platform_tenant or NO_TENANT)
+    log.warning("console.oidc_sign_in_refused", reason=exc.reason, **exc.detail)
+    async with tenant_scope(res.pool, tenant) as conn:
+        await audit.audit_event(conn, tenant, None, exc.detail.get("email"),
+                                "auth.sign_in_failed", None,
+                                {**exc.detail, "reason": exc.reason})

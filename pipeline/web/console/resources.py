@@ -10,8 +10,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.config import Settings
-from pipeline.store.console import tenant_scope
 from pipeline.store.database import open_pool
+from pipeline.store.tenant_scope import tenant_scope
 
 
 @dataclass(frozen=True)
