@@ -23,8 +23,9 @@ import structlog
 
 import bench.record
 from bench.vllm_sim.harness import SimProcess, percentile, record
-from pipeline.config import LLMPool, Settings
+from pipeline.config import Settings
 from pipeline.router import ChatRequest, Router
+from pipeline.router.config import PoolConfig
 from pipeline.router.discovery import StaticDiscovery
 from pipeline.router.tokens import counter_for
 from pipeline.runtime import tokenizer_dir
@@ -75,8 +76,8 @@ async def run(seconds: float, rate: float, refresh_s: float) -> dict[str, float]
     source = StaticDiscovery(urls[:1])
     router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
                     usage=ListSink(),
-                    pools={"default": LLMPool(endpoints=urls[:1], max_context_tokens=8192,
-                                              refresh_s=refresh_s)},
+                    pools={"default": PoolConfig(endpoints=urls[:1], max_context_tokens=8192,
+                                                  refresh_s=refresh_s)},
                     discovery={"default": source}, connect_timeout_s=1.0,
                     request_timeout_s=10.0)
     total = int(seconds * rate)
@@ -119,7 +120,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=24.0)
     parser.add_argument("--rate", type=float, default=40.0, help="requests per second")
-    parser.add_argument("--refresh", type=float, default=0.5, help="LLMPool.refresh_s")
+    parser.add_argument("--refresh", type=float, default=0.5, help="PoolConfig.refresh_s")
     parser.add_argument("--no-record", dest="record", action="store_false")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

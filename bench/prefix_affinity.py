@@ -44,8 +44,9 @@ from bench.vllm_replicas import (
     model_geometry,
 )
 from bench.vllm_sim.harness import SimProcess, percentile, record, scrape
-from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, Settings, TenantDefaults
+from pipeline.config import Settings
 from pipeline.router import ChatRequest, Router
+from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
 from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import Message, TokenCounter, counter_for
 from pipeline.runtime import tokenizer_dir
@@ -186,8 +187,8 @@ async def run_variant(counter: TokenCounter, urls: list[str], model: str, affini
         weights["prefix-affinity"] = 0.0
         weights["prefill-wait"] = weights.pop("ttft", 0.0)
     router = Router(model_name=model, counter=counter, usage=NullSink(),
-                    pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768)},
-                    tenants=TenantDefaults(tokens_per_minute=10**9, tokens_per_day=10**10),
+                    pools={"default": PoolConfig(endpoints=urls, max_context_tokens=32768)},
+                    tenants=TenantLimits(tokens_per_minute=10**9, tokens_per_day=10**10),
                     picker=build_picker(weights, urls))
     before = await scrape(urls)
     outcome = Outcome(load=(os.getloadavg()[0], 0.0))

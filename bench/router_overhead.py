@@ -47,8 +47,9 @@ from typing import Any
 import structlog
 
 from bench.vllm_sim.harness import SimProcess, percentile, record
-from pipeline.config import LLMPool, Settings, TenantDefaults
+from pipeline.config import Settings
 from pipeline.router import ChatRequest, Router
+from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
 from pipeline.router.dispatch import ReplicaClient
 from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import counter_for
@@ -221,9 +222,9 @@ async def main(args: argparse.Namespace) -> None:
         for sim in sims:
             await sim.ready()
         ours = Router(model_name="sim-model", counter=counter, usage=NullSink(),
-                      pools={"default": LLMPool(endpoints=urls, max_context_tokens=8192)},
-                      tenants=TenantDefaults(tokens_per_minute=10**12, tokens_per_day=10**13),
-                      picker=build_picker(Settings().llm.scorers, urls))
+                      pools={"default": PoolConfig(endpoints=urls, max_context_tokens=8192)},
+                      tenants=TenantLimits(tokens_per_minute=10**12, tokens_per_day=10**13),
+                      picker=build_picker(DEFAULT_SCORER_WEIGHTS, urls))
         theirs = litellm.Router(
             model_list=[{"model_name": "sim", "litellm_params": {
                 "model": "openai/sim-model", "api_base": u, "api_key": "EMPTY"}}

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import structlog
 
 from bench.vllm_sim.harness import SimProcess, percentile, record, scrape
-from pipeline.config import DEFAULT_SCORER_WEIGHTS, LLMPool, Settings, TenantDefaults, TenantQuota
+from pipeline.config import Settings
 from pipeline.router import ChatRequest, Router
 from pipeline.router.admission import Admission
+from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits, TenantQuota
 from pipeline.router.replicas import Pool
 from pipeline.router.scoring import ReplicaPicker, build_picker
 from pipeline.router.scoring.picker import Choice
@@ -161,11 +162,11 @@ async def measure_capacity(send: Send, seconds: float, callers: int,
 def our_router(counter: TokenCounter, urls: list[str], picker: ReplicaPicker,
                per_replica: int, prefill_tokens: int | None = None,
                priority_scheduling: bool = False) -> Router:
-    tenants = TenantDefaults(tokens_per_minute=10**9, tokens_per_day=10**10,
-                             overrides={"gold": TenantQuota(priority="premium")})
+    tenants = TenantLimits(tokens_per_minute=10**9, tokens_per_day=10**10,
+                           overrides={"gold": TenantQuota(priority="premium")})
     return Router(model_name="sim-model", counter=counter, usage=NullSink(),
-                  pools={"default": LLMPool(endpoints=urls, max_context_tokens=32768,
-                                            priority_scheduling=priority_scheduling)},
+                  pools={"default": PoolConfig(endpoints=urls, max_context_tokens=32768,
+                                               priority_scheduling=priority_scheduling)},
                   tenants=tenants, picker=picker,
                   admission=Admission(max_in_flight_per_replica=per_replica, max_queue=10_000,
                                       max_wait_s=120,
@@ -317,7 +318,7 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
                 send, _ = litellm_sender(sim.urls)
                 ttfts = await drive(send, jobs, setup.warmup)
             else:
-                picker = (build_picker(setup.weights, sim.urls, scrape_interval_s=0.5)
+                picker = (build_picker(setup.weights, sim.urls)
                           if name == "our router" else RoundRobin())
                 # Ours holds the queue itself (by class) beyond `per_replica` in flight;
                 # round robin sends everything on, as a load-blind balancer would.

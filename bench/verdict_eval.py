@@ -54,10 +54,11 @@ from pipeline.analysis.prompt import TaskSize
 from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.analysis.runbooks import load_chunks
 from pipeline.analysis.severity import band_for_level
-from pipeline.config import LLMPool, Settings
+from pipeline.config import Settings
 from pipeline.logging import configure_logging
-from pipeline.router import Router
+from pipeline.router import PoolConfig, Router
 from pipeline.router.tokens import counter_for
+from pipeline.router_settings import router_config
 from pipeline.runtime import tokenizer_dir
 from pipeline.store.database import open_pool
 from pipeline.store.runbooks import nearest_chunks
@@ -133,10 +134,10 @@ def runbook_rules() -> set[str]:
 def build_router(settings: Settings, endpoint: str | None, model: str | None,
                  tokenizer: Path | None) -> Router:
     if endpoint is None:
-        pools = settings.llm_pools
+        pools = router_config(settings).pools
     else:
-        pools = {"eval": LLMPool(endpoints=[endpoint],
-                                 max_context_tokens=settings.dev.vllm_max_model_len)}
+        pools = {"eval": PoolConfig(endpoints=[endpoint],
+                                    max_context_tokens=settings.dev.vllm_max_model_len)}
     return Router(model_name=model or settings.llm.model_name, pools=pools,
                   counter=counter_for(tokenizer or tokenizer_dir(settings)), usage=_Usage(),
                   connect_timeout_s=settings.llm.connect_timeout_s,

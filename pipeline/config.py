@@ -37,9 +37,6 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
-    "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
-    "ttft": 8.0}
 
 
 class _Frozen(BaseModel):
@@ -140,7 +137,11 @@ class LLMSettings(_Frozen):
         default_factory=lambda: {"repetition_penalty": 1.1})
     # Replica scorers by registered name → weight (0 = off); formulas in
     # pipeline/router/scoring/README.md. Each scores in [0, 1]; the best Σ weight×score wins.
-    scorers: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORER_WEIGHTS))
+    # None: the router's tuned defaults (DEFAULT_SCORER_WEIGHTS, pipeline/router/config.py).
+    scorers: dict[str, float] | None = None
+    # Each scorer's parameters by name, e.g. `[llm.scorer_params.ttft] smoothing_s = 0.1`;
+    # their models and defaults: pipeline/router/scoring/params.py.
+    scorer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # How often the router scrapes each replica's /metrics (queue, running, KV cache).
     metrics_scrape_interval_s: float = Field(default=0.5, gt=0)
     # Admission: requests this router sends to one replica at once; beyond that they

@@ -12,12 +12,11 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.analysis.embedding import Embedder
 from pipeline.config import Settings
 from pipeline.router import Router
-from pipeline.router.admission import Admission
+from pipeline.router.build import build_router as build_router_from
 from pipeline.router.metrics import MeteredUsageSink
-from pipeline.router.quota import quota_store_for
-from pipeline.router.scoring import build_picker
 from pipeline.router.tokens import counter_for
 from pipeline.router.usage import BatchingUsageWriter, UsageSink
+from pipeline.router_settings import router_config
 from pipeline.store.database import open_pool
 from pipeline.store.usage import PostgresUsageStore
 
@@ -77,17 +76,5 @@ def usage_writer_for(settings: Settings, pool: AsyncConnectionPool) -> BatchingU
 
 
 def build_router(settings: Settings, usage: UsageSink) -> Router:
-    return Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
-                  counter=counter_for(tokenizer_dir(settings)), usage=usage,
-                  connect_timeout_s=settings.llm.connect_timeout_s,
-                  request_timeout_s=settings.llm.request_timeout_s,
-                  quota=quota_store_for(settings), tenants=settings.tenants,
-                  admission=Admission(
-                      max_in_flight_per_replica=settings.llm.max_in_flight_per_replica,
-                      max_queue=settings.llm.admission_queue_size,
-                      max_wait_s=settings.llm.max_queue_wait_s,
-                      max_prefill_tokens_per_replica=settings.llm.max_prefill_tokens_per_replica),
-                  picker=build_picker(
-                      settings.llm.scorers,
-                      [url for pool in settings.llm_pools.values() for url in pool.endpoints],
-                      scrape_interval_s=settings.llm.metrics_scrape_interval_s))
+    return build_router_from(router_config(settings), counter_for(tokenizer_dir(settings)),
+                             usage)

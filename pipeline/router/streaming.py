@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from pipeline.router.dispatch import DeltaCallback
-    from pipeline.router.router import ChatRequest, Completion
+from pipeline.router.dispatch import DeltaCallback
+from pipeline.router.types import ChatRequest, Completion
 
 
 class _Completes(Protocol):

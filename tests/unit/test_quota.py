@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.config import TenantDefaults, TenantQuota
+from pipeline.router.config import TenantLimits, TenantQuota
 from pipeline.router.errors import QuotaExceeded
 from pipeline.router.quota import MemoryQuotaStore, QuotaLimits, resolve_limits
 
@@ -128,7 +128,7 @@ async def test_no_60_second_interval_exceeds_the_limit() -> None:
 
 
 def test_limits_resolve_from_defaults_and_overrides() -> None:
-    tenants = TenantDefaults(tokens_per_minute=100, tokens_per_day=1_000, overrides={
+    tenants = TenantLimits(tokens_per_minute=100, tokens_per_day=1_000, overrides={
         "acme": TenantQuota(tokens_per_minute=500, priority="premium"),
         "bulk": TenantQuota(priority="batch", tokens_per_day=50)})
     assert resolve_limits(tenants, "other") == QuotaLimits(100, 1_000, "standard")

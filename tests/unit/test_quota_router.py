@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from pipeline.config import LLMPool, TenantDefaults, TenantQuota
 from pipeline.router import ChatRequest, QuotaExceeded, RequestOverQuota, Router, Saturated
 from pipeline.router.admission import Admission
+from pipeline.router.config import PoolConfig, TenantLimits, TenantQuota
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.quota import MemoryQuotaStore, QuotaLimits
 from pipeline.router.quota.blocks import QuotaBlocks
@@ -80,9 +80,9 @@ def closed_port_url() -> str:
 
 def make_router(url: str, store: MemoryQuotaStore, sink: ListSink,
                 admission: Admission | None = None) -> Router:
-    tenants = TenantDefaults(tokens_per_minute=1_000, tokens_per_day=100_000, overrides={
+    tenants = TenantLimits(tokens_per_minute=1_000, tokens_per_day=100_000, overrides={
         "vip": TenantQuota(priority="premium")})
-    return Router(model_name="m", pools={"default": LLMPool(endpoints=[url])},
+    return Router(model_name="m", pools={"default": PoolConfig(endpoints=[url])},
                   counter=FixedCounter(), usage=sink,  # type: ignore[arg-type]
                   connect_timeout_s=1, request_timeout_s=5, quota=store,
                   admission=admission, tenants=tenants)

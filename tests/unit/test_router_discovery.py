@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from pipeline.config import LLMPool
+from pipeline.router.config import PoolConfig
 from pipeline.router.discovery import (
     DiscoveryError,
     DnsDiscovery,
@@ -175,8 +175,8 @@ async def test_dns_resolves_a_real_name_with_the_loop() -> None:
 
 def test_dns_discovery_takes_one_service_url() -> None:
     with pytest.raises(ValidationError, match="exactly one endpoint"):
-        LLMPool(endpoints=[A, B], discovery="dns")
+        PoolConfig(endpoints=[A, B], discovery="dns")
     with pytest.raises(ValueError, match="host name"):
         build_discovery("dns", ["http:///v1"])
-    pool = LLMPool(endpoints=["http://vllm.ns.svc:8000/v1"], discovery="dns", refresh_s=2)
+    pool = PoolConfig(endpoints=["http://vllm.ns.svc:8000/v1"], discovery="dns", refresh_s=2)
     assert isinstance(build_discovery(pool.discovery, pool.endpoints), DnsDiscovery)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-from pipeline.config import TenantDefaults
-
-Priority = Literal["premium", "standard", "batch"]
+from pipeline.router.config import Priority, TenantLimits
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class QuotaStore(Protocol):
         ...
 
 
-def resolve_limits(tenants: TenantDefaults, tenant_id: str) -> QuotaLimits:
+def resolve_limits(tenants: TenantLimits, tenant_id: str) -> QuotaLimits:
     """A tenant's limits: its override where it sets one, the defaults elsewhere."""
     override = tenants.overrides.get(tenant_id)
     if override is None:

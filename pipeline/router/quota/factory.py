@@ -3,13 +3,13 @@ process), else in memory (one process)."""
 
 from __future__ import annotations
 
-from pipeline.config import Settings
+from pipeline.router.config import QuotaBackend
 from pipeline.router.quota.base import QuotaStore
 from pipeline.router.quota.memory import MemoryQuotaStore
 from pipeline.router.quota.redis_store import RedisQuotaStore
 
 
-def quota_store_for(settings: Settings) -> QuotaStore:
-    if settings.redis_url:
-        return RedisQuotaStore.from_url(settings.redis_url)
+def quota_store_for(backend: QuotaBackend) -> QuotaStore:
+    if backend.redis_url:
+        return RedisQuotaStore.from_url(backend.redis_url, prefix=backend.key_prefix)
     return MemoryQuotaStore()

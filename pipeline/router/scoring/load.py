@@ -1,7 +1,8 @@
 """Load scorers. Each returns one score in [0, 1] per candidate, higher = less loaded.
 
 Relative form for counts: score = 1 − x / (max(x over candidates) + s), with a smoothing
-`s` so that 0 vs 1 waiting is a half-point, not a full one. Missing or stale engine stats
+`s` (a field of the scorer's parameters, params.py) so that 0 vs 1 waiting is a
+half-point, not a full one. Missing or stale engine stats
 score 0.5 (neutral): the circuit breaker, not a scorer, deals with a dead replica.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pipeline.router.engine_stats import EngineStats
 from pipeline.router.replicas import Replica
 from pipeline.router.scoring.base import PickContext, StatsSource
+from pipeline.router.scoring.params import GaugeParams, InFlightParams, WaitParams
 from pipeline.router.scoring.prefix import PrefixAffinity
 
 NEUTRAL = 0.5
@@ -26,10 +28,10 @@ class _GaugeScorer:
     """Relative score of one scraped gauge; neutral where stats are missing."""
 
     def __init__(self, stats: StatsSource, gauge: Callable[[EngineStats], float],
-                 smoothing: float) -> None:
+                 params: GaugeParams | None) -> None:
         self._stats = stats
         self._gauge = gauge
-        self._smoothing = smoothing
+        self._smoothing = (params or GaugeParams()).smoothing
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         found = [self._stats.get(r.url, ctx.now) for r in replicas]
@@ -41,15 +43,15 @@ class _GaugeScorer:
 class QueueScorer(_GaugeScorer):
     """vllm:num_requests_waiting."""
 
-    def __init__(self, stats: StatsSource, smoothing: float = 1.0) -> None:
-        super().__init__(stats, lambda s: s.num_requests_waiting, smoothing)
+    def __init__(self, stats: StatsSource, params: GaugeParams | None = None) -> None:
+        super().__init__(stats, lambda s: s.num_requests_waiting, params)
 
 
 class RunningScorer(_GaugeScorer):
     """vllm:num_requests_running."""
 
-    def __init__(self, stats: StatsSource, smoothing: float = 1.0) -> None:
-        super().__init__(stats, lambda s: s.num_requests_running, smoothing)
+    def __init__(self, stats: StatsSource, params: GaugeParams | None = None) -> None:
+        super().__init__(stats, lambda s: s.num_requests_running, params)
 
 
 class KVCacheScorer:
@@ -70,36 +72,25 @@ class InFlightScorer:
     """The router's own in-flight requests and tokens, updated at dispatch and completion
     (fresher than any scrape): the mean of the relative scores of the two."""
 
-    def __init__(self, token_smoothing: float = 256.0) -> None:
-        self._token_smoothing = token_smoothing
+    def __init__(self, params: InFlightParams | None = None) -> None:
+        self._params = params or InFlightParams()
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
-        requests = relative([r.in_flight_requests for r in replicas], 1.0)
-        tokens = relative([r.in_flight_tokens for r in replicas], self._token_smoothing)
+        requests = relative([r.in_flight_requests for r in replicas],
+                            self._params.request_smoothing)
+        tokens = relative([r.in_flight_tokens for r in replicas], self._params.token_smoothing)
         return [(a + b) / 2 for a, b in zip(requests, tokens, strict=True)]
 
 
-class PrefillQueueScorer:
-    """The prefill work queued on each replica by this router: the prompt tokens of its
-    requests there that have not had their first token yet. Prefill is serial on a
-    replica, so a new request's wait for its first token grows with it (≈ tokens × the
-    per-token prefill cost): the least queued prefill is the shortest expected TTFT."""
-
-    def __init__(self, token_smoothing: float = 256.0) -> None:
-        self._token_smoothing = token_smoothing
-
-    def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
-        return relative([r.pending_prefill_tokens for r in replicas], self._token_smoothing)
-
-
 class PrefillWaitScorer:
-    """The expected wait before a new prompt starts prefilling on each replica
+    """Deprecated (replaced by `ttft`; kept for bench/prefix_affinity.py's comparison).
+    The expected wait before a new prompt starts prefilling on each replica
     (`Replica.prefill.expected_wait`, pipeline/router/prefill.py: queued prompt tokens ×
     the replica's learned seconds per token, running down with the clock). Unlike
     counting tokens it sees that a long prompt sent a while ago is nearly done."""
 
-    def __init__(self, smoothing_s: float = 0.05) -> None:
-        self._smoothing_s = smoothing_s
+    def __init__(self, params: WaitParams | None = None) -> None:
+        self._smoothing_s = (params or WaitParams()).smoothing_s
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         return relative([r.prefill.expected_wait(ctx.now) for r in replicas],
@@ -114,9 +105,9 @@ class ExpectedTTFTScorer:
     seconds per token. Scored relative to the best candidate, so a prompt the cache
     spares on one replica goes there unless the others would start it that much sooner."""
 
-    def __init__(self, affinity: PrefixAffinity, smoothing_s: float = 0.05) -> None:
+    def __init__(self, affinity: PrefixAffinity, params: WaitParams | None = None) -> None:
         self._affinity = affinity
-        self._smoothing_s = smoothing_s
+        self._smoothing_s = (params or WaitParams()).smoothing_s
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         tokens = ctx.prompt_tokens or ctx.needed_tokens

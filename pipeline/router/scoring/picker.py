@@ -10,12 +10,14 @@ import random
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.router.engine_stats import EngineStatsScraper
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.replicas import Pool, Replica
 from pipeline.router.scoring.base import Filter, NoStats, PickContext, Scorer, StatsSource
-from pipeline.router.scoring.prefix import PrefixAffinity, prefix_key, prompt_blocks
+from pipeline.router.scoring.params import AffinityParams, ScrapeParams
+from pipeline.router.scoring.prefix import PrefixAffinity
 from pipeline.router.scoring.registry import (
     DEFAULT_FILTERS,
     ScoringDeps,
@@ -42,12 +44,13 @@ class ReplicaPicker:
                  stats: StatsSource | None = None,
                  affinity: PrefixAffinity | None = None,
                  filters: Sequence[str] = DEFAULT_FILTERS,
+                 params: Mapping[str, Mapping[str, Any]] | None = None,
                  rng: random.Random | None = None) -> None:
         self._stats = stats if stats is not None else NoStats()
         self.affinity = affinity if affinity is not None else PrefixAffinity()
         self._filters: list[Filter] = build_filters(tuple(filters))
         self._scorers: list[tuple[str, float, Scorer]] = build_scorers(
-            dict(weights), ScoringDeps(stats=self._stats, affinity=self.affinity))
+            weights, ScoringDeps(stats=self._stats, affinity=self.affinity), params)
         self._wants_prefix = any(name == "prefix-affinity" for name, _, _ in self._scorers)
         self._rng = rng if rng is not None else random.Random()
         # The totals of the latest choice, by replica URL (for metrics and debugging).
@@ -66,10 +69,10 @@ class ReplicaPicker:
                messages: Sequence[Message] = (), exclude: Collection[str] = ()) -> Choice:
         self._ensure_scraping()
         now = time.monotonic()
-        blocks = prompt_blocks(messages) if messages else ()
+        blocks = self.affinity.blocks(messages) if messages else ()
+        key = self.affinity.key(messages, blocks) if self._wants_prefix else None
         ctx = PickContext(needed_tokens=needed_tokens, max_context_tokens=pool.max_context_tokens,
-                          exclude=exclude, now=now,
-                          prefix_key=prefix_key(messages, blocks) if self._wants_prefix else None,
+                          exclude=exclude, now=now, prefix_key=key,
                           prompt_tokens=prompt_tokens, blocks=blocks)
         candidates = [r for r in pool.replicas if all(f.keep(r, ctx) for f in self._filters)]
         if not candidates:
@@ -108,8 +111,12 @@ class ReplicaPicker:
 
 
 def build_picker(weights: Mapping[str, float], base_urls: Collection[str], *,
-                 scrape_interval_s: float = 0.5, scrape: bool = True) -> ReplicaPicker:
-    """The picker the router uses: the given scorer weights, and (when `scrape`) a scraper
+                 params: Mapping[str, Mapping[str, Any]] | None = None,
+                 affinity: AffinityParams | None = None,
+                 scrape: ScrapeParams | None = None) -> ReplicaPicker:
+    """The picker the router uses: the given scorer weights and parameters, and a scraper
     of every replica's /metrics that starts with the first pick."""
-    stats = EngineStatsScraper(base_urls, interval_s=scrape_interval_s) if scrape else None
-    return ReplicaPicker(weights, stats=stats)
+    scrape = scrape if scrape is not None else ScrapeParams()
+    stats = EngineStatsScraper(base_urls, interval_s=scrape.interval_s,
+                               timeout_s=scrape.timeout_s, max_age_s=scrape.max_age_s)
+    return ReplicaPicker(weights, stats=stats, params=params, affinity=PrefixAffinity(affinity))

@@ -24,21 +24,10 @@ from collections.abc import Sequence
 
 from pipeline.router.replicas import Replica
 from pipeline.router.scoring.base import PickContext
+from pipeline.router.scoring.params import AffinityParams
 from pipeline.router.tokens import Message
 
-# ~4 characters per token: 512 characters ≈ one 128-token block of vLLM's CPU cache.
-BLOCK_CHARS = 512
-# Of the first user message, the key covers this much: an explain prompt opens with the
-# runbook excerpts of the alert's rule, the alert itself comes after them.
-USER_PREFIX_CHARS = 1024
-# Score of the consistent-hashing target of a prefix that no replica served recently.
-UNSEEN = 0.1
-# Blocks hashed per prompt (128 KiB of text): a prompt longer than that is rare, and its
-# fraction is then estimated from its first blocks.
-MAX_BLOCKS = 256
-# Blocks remembered per replica (≈ 140 bytes each: 14 MB): 100,000 × 512 characters ≈ 12M
-# tokens, more than any replica's KV cache holds.
-BLOCKS_PER_REPLICA = 100_000
+_DEFAULTS = AffinityParams()
 
 
 def _hash(data: bytes) -> int:
@@ -46,7 +35,8 @@ def _hash(data: bytes) -> int:
 
 
 def prefix_key(messages: Sequence[Message], blocks: Sequence[int] | None = None, *,
-               block_chars: int = BLOCK_CHARS, user_chars: int = USER_PREFIX_CHARS) -> int | None:
+               block_chars: int = _DEFAULTS.block_chars,
+               user_chars: int = _DEFAULTS.user_prefix_chars) -> int | None:
     """The key: the messages before the first user message + the first `user_chars` of
     it, cut to whole blocks — i.e. the hash of the prompt's block where that span ends
     (`blocks`: the prompt's `prompt_blocks`, when already computed). None when the span
@@ -70,8 +60,8 @@ def prompt_text(messages: Sequence[Message]) -> str:
     return "".join(f"<{m.get('role', '')}>{m.get('content', '')}" for m in messages)
 
 
-def prompt_blocks(messages: Sequence[Message], *, block_chars: int = BLOCK_CHARS,
-                  max_blocks: int = MAX_BLOCKS) -> tuple[int, ...]:
+def prompt_blocks(messages: Sequence[Message], *, block_chars: int = _DEFAULTS.block_chars,
+                  max_blocks: int = _DEFAULTS.max_blocks) -> tuple[int, ...]:
     """Chained hashes of the prompt's whole blocks, then one for its partial last block
     (so a prompt's every character is counted when it is compared)."""
     text = prompt_text(messages).encode()
@@ -87,19 +77,23 @@ class PrefixAffinity:
     """The ring of a pool's replicas (`vnodes` points each) plus a short memory of which
     replicas served which prefix recently."""
 
-    def __init__(self, *, epsilon: float = 0.25, min_bound: int = 4, vnodes: int = 64,
-                 recent_ttl_s: float = 120.0, recent_capacity: int = 50_000) -> None:
-        self.epsilon = epsilon
-        self.min_bound = min_bound
-        self._vnodes = vnodes
+    def __init__(self, params: AffinityParams | None = None) -> None:
+        self.params = params if params is not None else AffinityParams()
         self._rings: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
         self._recent: OrderedDict[tuple[int, str], float] = OrderedDict()
         self._last: OrderedDict[int, str] = OrderedDict()
-        self._recent_ttl_s = recent_ttl_s
-        self._recent_capacity = recent_capacity
         # Per replica URL: block hash → when the router last sent that block there (LRU).
         self._blocks: dict[str, OrderedDict[int, float]] = {}
-        self._blocks_per_replica = BLOCKS_PER_REPLICA
+
+    def blocks(self, messages: Sequence[Message]) -> tuple[int, ...]:
+        """The prompt's chained block hashes, cut by these parameters."""
+        return prompt_blocks(messages, block_chars=self.params.block_chars,
+                             max_blocks=self.params.max_blocks)
+
+    def key(self, messages: Sequence[Message], blocks: Sequence[int]) -> int | None:
+        """The prompt's prefix key (`prefix_key`), cut by these parameters."""
+        return prefix_key(messages, blocks, block_chars=self.params.block_chars,
+                          user_chars=self.params.user_prefix_chars)
 
     def ring_order(self, key: int, urls: Sequence[str]) -> list[str]:
         """Distinct replicas in ring order clockwise from the key's point."""
@@ -118,8 +112,8 @@ class PrefixAffinity:
         """max(ceil((1 + ε) × average in-flight, counting this request), min_bound): at low
         load a replica may take a few requests of one prefix before it spills."""
         total = sum(r.in_flight_requests for r in replicas) + 1
-        return max(math.ceil((1 + self.epsilon) * total / max(len(replicas), 1)),
-                   self.min_bound)
+        return max(math.ceil((1 + self.params.epsilon) * total / max(len(replicas), 1)),
+                   self.params.min_bound)
 
     def target(self, key: int, replicas: Sequence[Replica]) -> Replica | None:
         """The first replica clockwise whose in-flight requests + 1 stay within the bound."""
@@ -135,7 +129,7 @@ class PrefixAffinity:
     def target_scores(self, replicas: Sequence[Replica], ctx: PickContext) -> list[float]:
         """Within the load bound: 1 for the replica that served this prefix last (within
         the TTL), 0.5 for others that served it; for a prefix no in-bound replica served,
-        `UNSEEN` for its consistent-hashing target (a tie-breaker: the load scorers place a
+        `unseen_score` for its consistent-hashing target (a tie-breaker: the load scorers place a
         new prefix, then it stays). All 0 without a key."""
         out = [0.0] * len(replicas)
         key = ctx.prefix_key
@@ -151,7 +145,7 @@ class PrefixAffinity:
                 seen = True
         if not seen:
             chosen = self.target(key, replicas)
-            out = [UNSEEN if r is chosen else 0.0 for r in replicas]
+            out = [self.params.unseen_score if r is chosen else 0.0 for r in replicas]
         return out
 
     def served(self, key: int | None, url: str, now: float) -> None:
@@ -159,11 +153,11 @@ class PrefixAffinity:
             return
         self._last[key] = url
         self._last.move_to_end(key)
-        while len(self._last) > self._recent_capacity:
+        while len(self._last) > self.params.recent_capacity:
             self._last.popitem(last=False)
         self._recent[(key, url)] = now
         self._recent.move_to_end((key, url))
-        while len(self._recent) > self._recent_capacity:
+        while len(self._recent) > self.params.recent_capacity:
             self._recent.popitem(last=False)
 
     def cached_fraction(self, blocks: Sequence[int], url: str, now: float) -> float:
@@ -175,7 +169,7 @@ class PrefixAffinity:
         hits = 0
         for block in blocks:
             seen = sent.get(block)
-            if seen is None or now - seen > self._recent_ttl_s:
+            if seen is None or now - seen > self.params.recent_ttl_s:
                 break
             hits += 1
         return hits / len(blocks)
@@ -185,18 +179,18 @@ class PrefixAffinity:
         for block in blocks:
             sent[block] = now
             sent.move_to_end(block)
-        while len(sent) > self._blocks_per_replica:
+        while len(sent) > self.params.blocks_per_replica:
             sent.popitem(last=False)
 
     def _served_recently(self, key: int, url: str, now: float) -> bool:
         seen = self._recent.get((key, url))
-        return seen is not None and now - seen <= self._recent_ttl_s
+        return seen is not None and now - seen <= self.params.recent_ttl_s
 
     def _ring(self, urls: tuple[str, ...]) -> tuple[list[int], list[str]]:
         ring = self._rings.get(urls)
         if ring is None:
             pairs = sorted((_hash(f"{url}#{v}".encode()), url)
-                           for url in urls for v in range(self._vnodes))
+                           for url in urls for v in range(self.params.vnodes))
             ring = ([p for p, _ in pairs], [u for _, u in pairs])
             self._rings[urls] = ring
         return ring

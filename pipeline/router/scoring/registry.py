@@ -1,9 +1,18 @@
-"""Plugins by name: the names the settings use (`llm.scorers`) → factories."""
+"""Plugins by name: the names the configuration uses (`ScoringConfig.weights`) → factories.
+
+Like llm-d's plugin factories, a scorer factory takes its raw parameters
+(`ScoringConfig.params[name]`, a mapping) and validates them into the plugin's own model
+(params.py) before it builds the scorer; no parameter is a constant in the scorer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
 
 from pipeline.router.scoring.base import Filter, Scorer, StatsSource
 from pipeline.router.scoring.filters import CircuitClosed, ContextFits, NotExcluded
@@ -11,33 +20,57 @@ from pipeline.router.scoring.load import (
     ExpectedTTFTScorer,
     InFlightScorer,
     KVCacheScorer,
-    PrefillQueueScorer,
     PrefillWaitScorer,
     QueueScorer,
     RunningScorer,
 )
+from pipeline.router.scoring.params import (
+    GaugeParams,
+    InFlightParams,
+    NoParams,
+    PluginParams,
+    WaitParams,
+)
 from pipeline.router.scoring.prefix import PrefixAffinity, PrefixAffinityScorer
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class ScoringDeps:
-    """What a scorer factory may need."""
+    """What a scorer factory may need besides its parameters."""
 
     stats: StatsSource
     affinity: PrefixAffinity
 
 
-ScorerFactory = Callable[[ScoringDeps], Scorer]
+@dataclass(frozen=True)
+class ScorerPlugin:
+    """A scorer's parameter model and its factory; `deprecated` says why it is retired
+    (it still builds, with a warning, for the benchmarks that compare against it)."""
 
-SCORERS: dict[str, ScorerFactory] = {
-    "queue": lambda deps: QueueScorer(deps.stats),
-    "running": lambda deps: RunningScorer(deps.stats),
-    "kv-cache": lambda deps: KVCacheScorer(deps.stats),
-    "in-flight": lambda deps: InFlightScorer(),
-    "prefill-queue": lambda deps: PrefillQueueScorer(),
-    "prefill-wait": lambda deps: PrefillWaitScorer(),
-    "ttft": lambda deps: ExpectedTTFTScorer(deps.affinity),
-    "prefix-affinity": lambda deps: PrefixAffinityScorer(deps.affinity),
+    params: type[PluginParams]
+    build: Callable[[Any, ScoringDeps], Scorer]
+    deprecated: str | None = None
+
+    def validate(self, name: str, raw: Mapping[str, Any] | None) -> PluginParams:
+        try:
+            return self.params.model_validate(dict(raw or {}))
+        except ValidationError as exc:
+            raise ValueError(f"scorer {name!r}: bad parameters: {exc}") from exc
+
+
+SCORERS: dict[str, ScorerPlugin] = {
+    "queue": ScorerPlugin(GaugeParams, lambda p, deps: QueueScorer(deps.stats, p)),
+    "running": ScorerPlugin(GaugeParams, lambda p, deps: RunningScorer(deps.stats, p)),
+    "kv-cache": ScorerPlugin(NoParams, lambda p, deps: KVCacheScorer(deps.stats)),
+    "in-flight": ScorerPlugin(InFlightParams, lambda p, deps: InFlightScorer(p)),
+    "prefill-wait": ScorerPlugin(WaitParams, lambda p, deps: PrefillWaitScorer(p),
+                                 deprecated="replaced by 'ttft', which also counts the "
+                                            "prompt's cached prefix"),
+    "ttft": ScorerPlugin(WaitParams, lambda p, deps: ExpectedTTFTScorer(deps.affinity, p)),
+    "prefix-affinity": ScorerPlugin(NoParams,
+                                    lambda p, deps: PrefixAffinityScorer(deps.affinity)),
 }
 
 FILTERS: dict[str, Callable[[], Filter]] = {
@@ -55,16 +88,27 @@ class UnknownPlugin(ValueError):
         self.name = name
 
 
-def build_scorers(weights: dict[str, float], deps: ScoringDeps) -> list[tuple[str, float, Scorer]]:
-    """(name, weight, scorer) for every scorer with a non-zero weight."""
-    out = []
-    for name, weight in weights.items():
+def build_scorers(weights: Mapping[str, float], deps: ScoringDeps,
+                  params: Mapping[str, Mapping[str, Any]] | None = None,
+                  ) -> list[tuple[str, float, Scorer]]:
+    """(name, weight, scorer) for every scorer with a non-zero weight. Every parameter
+    set given is validated, even that of a scorer switched off (a typo fails here)."""
+    params = params or {}
+    for name in [*weights, *params]:
         if name not in SCORERS:
             raise UnknownPlugin("scorer", name, list(SCORERS))
+    validated = {name: SCORERS[name].validate(name, params.get(name))
+                 for name in {*weights, *params}}
+    out = []
+    for name, weight in weights.items():
         if weight < 0:
             raise ValueError(f"scorer {name!r} has a negative weight {weight}")
-        if weight > 0:
-            out.append((name, weight, SCORERS[name](deps)))
+        if weight == 0:
+            continue
+        plugin = SCORERS[name]
+        if plugin.deprecated:
+            log.warning("deprecated_scorer", scorer=name, why=plugin.deprecated)
+        out.append((name, weight, plugin.build(validated[name], deps)))
     return out
 
 

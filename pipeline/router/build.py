@@ -1,0 +1,34 @@
+"""A router from its configuration (config.py): quota store, admission and picker as
+configured. The caller brings what configuration cannot: a token counter and a sink."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipeline.router.admission import Admission
+from pipeline.router.config import RouterConfig
+from pipeline.router.discovery import Discovery
+from pipeline.router.quota import quota_store_for
+from pipeline.router.router import Router
+from pipeline.router.scoring import build_picker
+from pipeline.router.tokens import TokenCounter
+from pipeline.router.usage import UsageSink
+
+
+def build_router(config: RouterConfig, counter: TokenCounter, usage: UsageSink, *,
+                 discovery: Mapping[str, Discovery] | None = None) -> Router:
+    admission, scoring = config.admission, config.scoring
+    # Every configured URL is scraped from the start; discovered replicas join later.
+    urls = [url for pool in config.pools.values() for url in pool.endpoints]
+    return Router(
+        model_name=config.model_name, pools=config.pools, counter=counter, usage=usage,
+        connect_timeout_s=config.connect_timeout_s,
+        request_timeout_s=config.request_timeout_s,
+        quota=quota_store_for(config.quota), tenants=config.tenants,
+        admission=Admission(
+            max_in_flight_per_replica=admission.max_in_flight_per_replica,
+            max_queue=admission.max_queue, max_wait_s=admission.max_wait_s,
+            max_prefill_tokens_per_replica=admission.max_prefill_tokens_per_replica),
+        picker=build_picker(scoring.weights, urls, params=scoring.params,
+                            affinity=scoring.affinity, scrape=scoring.scrape),
+        discovery=discovery)

@@ -1,0 +1,102 @@
+"""The router's own configuration: what a program that embeds the router tells it.
+
+Nothing here knows where the values come from. An application maps its settings onto
+these types in one place (secanalyst: `pipeline/router_settings.py`), so the router can
+be built, used and tested without that application.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.router.scoring.params import AffinityParams, ScrapeParams
+
+Priority = Literal["premium", "standard", "batch"]
+
+# Scorer name → weight (scoring/registry.py); the best Σ weight × score wins.
+DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
+    "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
+    "ttft": 8.0}
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PoolConfig(_Config):
+    """One pool of OpenAI-compatible replicas (base URLs ending in `/v1`)."""
+
+    endpoints: list[str]
+    max_context_tokens: int = Field(default=4096, gt=0)
+    # The replicas run vLLM's `--scheduling-policy priority`: requests carry their class.
+    priority_scheduling: bool = False
+    # "static": `endpoints` as listed; "dns": one headless Service URL re-resolved every
+    # `refresh_s` into one replica per address (discovery.py, membership.py).
+    discovery: Literal["static", "dns"] = "static"
+    refresh_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_service_for_dns(self) -> PoolConfig:
+        if self.discovery == "dns" and len(self.endpoints) != 1:
+            raise ValueError("discovery 'dns' takes exactly one endpoint: the headless "
+                             "Service's URL")
+        return self
+
+
+class TenantQuota(_Config):
+    """One tenant's limits (unset: the defaults') and admission class."""
+
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_day: int | None = Field(default=None, gt=0)
+    priority: Priority = "standard"
+
+
+class TenantLimits(_Config):
+    """Every tenant's token quota, with per-tenant overrides by tenant id."""
+
+    tokens_per_minute: int = Field(default=200_000, gt=0)
+    tokens_per_day: int = Field(default=20_000_000, gt=0)
+    overrides: dict[str, TenantQuota] = Field(default_factory=dict)
+
+
+class AdmissionConfig(_Config):
+    """Per-replica dispatch slots and the bounded queue in front of them (admission.py)."""
+
+    max_in_flight_per_replica: int = Field(default=16, ge=1)
+    max_queue: int = Field(default=256, ge=0)
+    max_wait_s: float = Field(default=30.0, gt=0)
+    # Token-aware admission (None: off).
+    max_prefill_tokens_per_replica: int | None = Field(default=None, ge=1)
+
+
+class QuotaBackend(_Config):
+    """Where quotas live: Redis when `redis_url` is set (shared by every router process),
+    else in this process's memory."""
+
+    redis_url: str | None = None
+    key_prefix: str = "secanalyst:quota"
+
+
+class ScoringConfig(_Config):
+    """Replica choice (scoring/): scorer weights (0 = off), each scorer's raw parameters
+    (validated by the scorer's own parameter model), the prefix memory and the scrape."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SCORER_WEIGHTS))
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    affinity: AffinityParams = AffinityParams()
+    scrape: ScrapeParams = ScrapeParams()
+
+
+class RouterConfig(_Config):
+    """Everything `build_router` needs besides a token counter and a usage sink."""
+
+    model_name: str
+    pools: dict[str, PoolConfig] = Field(min_length=1)
+    tenants: TenantLimits = TenantLimits()
+    admission: AdmissionConfig = AdmissionConfig()
+    quota: QuotaBackend = QuotaBackend()
+    scoring: ScoringConfig = ScoringConfig()
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)

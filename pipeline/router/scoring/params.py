@@ -1,0 +1,69 @@
+"""Typed parameters of the scoring plugins, with today's tuned values as defaults.
+
+A plugin factory (registry.py) gets its raw parameters from the configuration
+(`ScoringConfig.params[name]`) and validates them into its model here, so a typo or a
+value out of range fails when the router is built, not at the first request.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PluginParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoParams(PluginParams):
+    """A plugin without parameters."""
+
+
+class GaugeParams(PluginParams):
+    """A scraped gauge scored `1 − x / (max x + smoothing)`: with 1, 0 vs 1 waiting
+    request is half a point, not a whole one."""
+
+    smoothing: float = Field(default=1.0, gt=0)
+
+
+class InFlightParams(PluginParams):
+    """The router's own in-flight requests and tokens, each scored relatively."""
+
+    request_smoothing: float = Field(default=1.0, gt=0)
+    token_smoothing: float = Field(default=256.0, gt=0)
+
+
+class WaitParams(PluginParams):
+    """An expected wait in seconds, scored relatively; 50 ms of difference is half a point."""
+
+    smoothing_s: float = Field(default=0.05, gt=0)
+
+
+class AffinityParams(PluginParams):
+    """Prefix affinity (prefix.py): the consistent-hashing ring with bounded loads and the
+    router's memory of which prompt blocks it sent to which replica."""
+
+    # bound = max(ceil((1 + ε) × mean in-flight), min_bound) before a prefix spills
+    epsilon: float = Field(default=0.25, ge=0)
+    min_bound: int = Field(default=4, ge=1)
+    vnodes: int = Field(default=64, ge=1)  # ring points per replica
+    recent_ttl_s: float = Field(default=120.0, gt=0)  # how long "served/sent recently" lasts
+    recent_capacity: int = Field(default=50_000, ge=1)  # (prefix, replica) pairs remembered
+    # ~4 characters per token: 512 characters ≈ one 128-token block of vLLM's CPU cache.
+    block_chars: int = Field(default=512, ge=1)
+    # Of the first user message the key covers this much: an explain prompt opens with
+    # the runbook excerpts of the alert's rule, the alert itself comes after them.
+    user_prefix_chars: int = Field(default=1024, ge=0)
+    # Score of the hashing target of a prefix no replica served recently (a tie-breaker).
+    unseen_score: float = Field(default=0.1, ge=0, le=1)
+    # Blocks hashed per prompt (128 KiB of text); a longer prompt is judged by its first.
+    max_blocks: int = Field(default=256, ge=1)
+    # Blocks remembered per replica (≈ 140 bytes each: 14 MB), more than a KV cache holds.
+    blocks_per_replica: int = Field(default=100_000, ge=1)
+
+
+class ScrapeParams(PluginParams):
+    """The background scrape of every replica's /metrics (engine_stats.py)."""
+
+    interval_s: float = Field(default=0.5, gt=0)
+    timeout_s: float = Field(default=0.5, gt=0)
+    max_age_s: float = Field(default=5.0, gt=0)  # older stats score neutral
