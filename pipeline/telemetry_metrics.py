@@ -42,6 +42,7 @@ _CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("not_an_object", re.compile(r"^expected a JSON object")),
     ("invalid_field", re.compile(r"^field '")),
     ("invalid_message", re.compile(r"^invalid (normalized|embedded|enriched) alert")),
+    ("invalid_utf8", re.compile(r"not UTF-8")),
     ("context_too_long", re.compile(r"context|too long", re.IGNORECASE)),
     ("quota", re.compile(r"quota", re.IGNORECASE)),
     ("invalid_json", re.compile(r"JSON|nested|number|string|escape|control character",

@@ -44,9 +44,12 @@ class NormalizedAlert(_Message):
     full_log: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any]
-    # What normalize noticed: "text_sanitized" (NUL removed or lone surrogates replaced by
-    # U+FFFD; the original bytes are in original_b64), "timestamp_invalid" (timestamp unreadable),
-    # "data_truncated" (a string in data over 4,000 characters cut; raw has it whole).
+    # What normalize noticed: "text_sanitized" (NUL or lone surrogates replaced by U+FFFD;
+    # the original bytes are in original_b64), "timestamp_invalid" (timestamp unreadable),
+    # "data_truncated" (a string in data over 4,000 characters cut, fields over 64 KiB in
+    # all left out; raw has them whole), "fields_truncated" (a manager-written field —
+    # rule id, description, groups, MITRE ids, agent, manager, decoder — over its cap cut;
+    # raw has it whole). See pipeline/analysis/normalize.py.
     flags: list[str] = Field(default_factory=list)
     original_b64: str | None = None
 

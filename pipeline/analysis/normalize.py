@@ -6,10 +6,17 @@ wazuh-logtest output, and 3.x layouts with decoded fields at the top level.
 
 Alert content is attacker-controlled. Decoding is bounded (size, nesting, numbers:
 pipeline/analysis/safe_json.py), so a hostile alert is a NormalizationError with a reason (a dead
-letter), never a library error. What PostgreSQL cannot store is made storable (NUL
-removed, lone UTF-16 surrogates replaced by U+FFFD); such an alert is flagged
-`text_sanitized` and keeps its original bytes (base64) in `original_b64`. An unparseable
-timestamp is flagged `timestamp_invalid` and logged, not silently dropped.
+letter), never a library error. What PostgreSQL cannot store is made storable (NUL and
+lone UTF-16 surrogates replaced by U+FFFD); such an alert is flagged `text_sanitized` and
+keeps its original bytes (base64) in `original_b64`. An unparseable timestamp is flagged
+`timestamp_invalid` and logged, not silently dropped.
+
+The normalized message is `raw` plus bounded copies of some of its fields, so any alert
+under `ingest.max_alert_bytes` fits the broker's message size: `data` is capped
+(`data_truncated`), and so are the fields the manager writes — rule id, description,
+groups, MITRE ids, agent, manager, decoder (`fields_truncated`); `raw` keeps them whole.
+A large alert whose message would still not fit (numbers re-serialized longer, e.g.
+`1e15` → `1000000000000000.0`) loses its `data` copy, else it is refused with the sizes.
 """
 
 from __future__ import annotations
@@ -45,6 +52,18 @@ DATA_TEXT_LIMIT = 4000
 # ... and at most this much of it in all (serialized), so the normalized message stays
 # `raw` plus a bounded rest, under the broker's message size.
 DATA_BYTES_LIMIT = 64 * 1024
+# Fields the manager writes: short in real alerts, bounded by nothing.
+ID_LIMIT = 64  # rule, agent and MITRE ids, agent address
+NAME_LIMIT = 200  # agent, manager and decoder names, each rule group
+LIST_LIMIT = 32  # rule groups, MITRE ids
+HASHES_LIMIT = 8
+# The largest normalized message: under the producer's 1,048,576-byte request with room
+# for what later stages add to it (embedding ~10 KB, runbook passages, similar verdicts),
+# key, headers and framing. And the smallest alert whose message can reach it:
+# under CHECKED_FROM bytes even a 4.5x growth of `raw` (numbers) plus every capped copy
+# stays under the limit, so only larger alerts are measured.
+NORMALIZED_LIMIT = 960_000
+CHECKED_FROM = 128 * 1024
 # Fields 3.x managers decoded at the top level instead of under `data`.
 _TOP_LEVEL_DECODED = ("srcip", "dstip", "srcport", "dstport", "srcuser", "dstuser", "user",
                       "url", "protocol", "action", "id", "status", "system_name", "command")
@@ -58,6 +77,43 @@ class NormalizationError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _Caps:
+    """Cuts the manager-written fields to their limits; counts what it cut."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+
+    def text(self, value: Any, limit: int) -> str | None:
+        """As text, control characters stripped, at most `limit` characters."""
+        if value is None:
+            return None
+        text = _CONTROL.sub("", str(value))
+        if len(text) <= limit:
+            return text
+        self.cut += 1
+        return text[:limit] + " …[truncated]"
+
+    def ident(self, value: Any) -> str | None:
+        """An id: cut, never changed (stripping "1\x002" to "12" would name another)."""
+        if value is None:
+            return None
+        text = str(value)
+        if len(text) <= ID_LIMIT:
+            return text
+        self.cut += 1
+        return text[:ID_LIMIT] + " …[truncated]"
+
+    def texts(self, values: list[str], limit: int) -> list[str]:
+        if len(values) > LIST_LIMIT:
+            self.cut += 1
+        return [self.text(v, limit) or "" for v in values[:LIST_LIMIT]]
+
+    def idents(self, values: list[str]) -> list[str]:
+        if len(values) > LIST_LIMIT:
+            self.cut += 1
+        return [self.ident(v) or "" for v in values[:LIST_LIMIT]]
 
 
 def clean_text(value: str | None, limit: int = 4000) -> str | None:
@@ -167,9 +223,12 @@ def bounded_strings(value: Any, limit: int = DATA_TEXT_LIMIT) -> tuple[Any, int]
 
 
 def alert_id_for(document: dict[str, Any], raw: RawWazuhAlert) -> str:
-    """Wazuh's own id when it has one, else a stable hash of the whole alert."""
+    """Wazuh's own id when it has one (a hash of it when it is longer than any id Wazuh
+    writes: it is a key, a header and a column), else a stable hash of the whole alert."""
     if raw.id:
-        return raw.id
+        if len(raw.id) <= ID_LIMIT:
+            return raw.id
+        return "sha256:" + hashlib.sha256(raw.id.encode()).hexdigest()[:32]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -180,6 +239,8 @@ def _clean_entities(entities: Entities) -> Entities:
     for key, value in values.items():
         if isinstance(value, str):
             values[key] = clean_text(value, 500)
+    values["hashes"] = {clean_text(k, 32) or "": clean_text(v, 200) or ""
+                        for k, v in list(entities.hashes.items())[:HASHES_LIMIT]}
     return Entities(**values)
 
 
@@ -202,11 +263,17 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "alert"
         raise NormalizationError(f"field '{where}': {first['msg']}") from exc
+    alert = _assemble(raw, document, tenant_id=tenant_id, priority=priority, flags=flags,
+                      original=value if sanitized else None)
+    return alert if len(value) < CHECKED_FROM else fitted(alert)
 
+
+def _assemble(raw: RawWazuhAlert, document: dict[str, Any], *, tenant_id: str,
+              priority: Priority, flags: list[str], original: bytes | None) -> NormalizedAlert:
+    """The normalized alert of a validated one: bounded copies of its fields beside it."""
     data, cut = bounded_data(_decoded_fields(raw, document))
     if cut:
         flags.append("data_truncated")
-    agent = raw.agent
     full_log = clean_text(raw.full_log)
     entities = _clean_entities(extract_entities({**document, "data": data}, full_log))
     stated_time = raw.timestamp or document.get("@timestamp")
@@ -216,33 +283,54 @@ def normalize(value: bytes, *, tenant_id: str, priority: Priority = "live") -> N
         flags.append("timestamp_invalid")
         log.warning("alert_timestamp_invalid", tenant_id=tenant_id, alert_id=alert_id,
                     timestamp=clean_text(str(stated_time), 100))
+    agent = raw.agent
+    caps = _Caps()
     return NormalizedAlert(
         tenant_id=tenant_id,
         alert_id=alert_id,
         priority=priority,
+        # Over the whole values: two alerts that differ past a cut are not one incident.
         fingerprint=fingerprint(raw.rule.id, agent.name if agent else None, raw.rule.groups,
                                 entities),
         incident_key=incident_key(raw.rule.id, raw.rule.groups, entities),
         timestamp=timestamp,
-        rule_id=raw.rule.id,
+        rule_id=caps.ident(raw.rule.id) or "",
         rule_level=raw.rule.level,
-        rule_description=clean_text(raw.rule.description, 500) or "",
-        rule_groups=raw.rule.groups,
-        wazuh_mitre_ids=list(raw.rule.mitre.id) if raw.rule.mitre else [],
-        agent_id=agent.id if agent else None,
-        agent_name=clean_text(agent.name, 200) if agent else None,
-        agent_ip=agent.ip if agent else None,
-        manager=_text((raw.manager or {}).get("name")),
+        rule_description=caps.text(raw.rule.description, 500) or "",
+        rule_groups=caps.texts(raw.rule.groups, NAME_LIMIT),
+        wazuh_mitre_ids=caps.idents(list(raw.rule.mitre.id) if raw.rule.mitre else []),
+        agent_id=caps.ident(agent.id) if agent else None,
+        agent_name=caps.text(agent.name, NAME_LIMIT) if agent else None,
+        agent_ip=caps.ident(agent.ip) if agent else None,
+        manager=caps.text((raw.manager or {}).get("name"), NAME_LIMIT),
         location=clean_text(raw.location, 500),
-        decoder=_text((raw.decoder or {}).get("name")),
+        decoder=caps.text((raw.decoder or {}).get("name"), NAME_LIMIT),
         entities=entities,
         full_log=full_log,
         data=data,
         raw=document,
-        flags=flags,
-        original_b64=base64.b64encode(value).decode() if sanitized else None,
+        flags=flags + (["fields_truncated"] if caps.cut else []),
+        original_b64=None if original is None else base64.b64encode(original).decode(),
     )
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def message_size(alert: NormalizedAlert) -> int:
+    """Bytes of the message the normalize stage publishes (without original_b64)."""
+    return len(alert.model_dump_json(exclude={"original_b64"}).encode())
+
+
+def fitted(alert: NormalizedAlert) -> NormalizedAlert:
+    """`alert` if its message fits NORMALIZED_LIMIT; else without its `data` copy (the
+    alerts row and `raw` have it) if that fits; else a NormalizationError with the sizes."""
+    size = message_size(alert)
+    if size <= NORMALIZED_LIMIT:
+        return alert
+    lean = alert.model_copy(update={"data": {}, "flags": sorted(
+        {*alert.flags, "data_truncated"})})
+    lean_size = message_size(lean)
+    if lean_size <= NORMALIZED_LIMIT:
+        return lean
+    raise NormalizationError(
+        f"the normalized alert is {lean_size:,} bytes (raw re-serialized: numbers such "
+        f"as 1e15 written out), over the {NORMALIZED_LIMIT:,}-byte message limit")
+
