@@ -1,7 +1,7 @@
 """The router's model of one replica's prefill queue, as a time: how long until a prompt
 dispatched now would start prefilling there.
 
-Counting queued prompt tokens (the `prefill-queue` scorer) treats a long prompt that is
+Counting queued prompt tokens (the removed `prefill-queue` scorer did) treats a long prompt that is
 almost done the same as one just sent. This model keeps an expected finish time,
 `busy_until`, that runs down with the clock:
 
