@@ -43,11 +43,14 @@ TenantOption = Annotated[str | None, typer.Option(
 
 
 @dev_app.command("up")
-def dev_up() -> None:
+def dev_up(consumers: Annotated[bool, typer.Option(
+        "--consumers", help="Also run the four stages' consumers (`secanalyst run`) as a "
+        "managed process, stopped by `dev down`; waits until they joined their groups.")]
+        = False) -> None:
     """Start every embedded service that has no external address configured (idempotent)."""
     from pipeline.devstack import stack
 
-    _print_status(stack.up(command_settings()))
+    _print_status(stack.up(command_settings(), consumers=consumers))
 
 
 @dev_app.command("down")
@@ -61,11 +64,16 @@ def dev_down() -> None:
 
 @dev_app.command("status")
 def dev_status() -> None:
-    """Show each service, whether it is embedded or external, and its address."""
+    """Show each service, whether it is embedded or external, and its address; then the
+    consumers of each stage and their lag, from the broker."""
+    from pipeline.cli.devstatus import print_consumers
     from pipeline.devstack import stack
 
-    rows = stack.status(command_settings())
+    settings = command_settings()
+    rows = stack.status(settings)
     _print_status(rows)
+    if any(r.name == "kafka" and r.running is not False for r in rows):
+        print_consumers(settings, console)
     if any(r.running is False for r in rows):
         raise typer.Exit(1)
 

@@ -1,5 +1,6 @@
 """`secanalyst dev up | down | status`: the embedded default stack, one service each,
-skipped when its external address is configured."""
+skipped when its external address is configured; with `--consumers`, `secanalyst run` too
+(pipeline/devstack/consumers.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.config import Settings
+from pipeline.devstack.consumers import ManagedConsumers
 from pipeline.devstack.kafka import TansuBroker
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.devstack.seaweedfs import SeaweedS3
@@ -57,15 +59,19 @@ def embedded_services(settings: Settings) -> list[Service]:
     return [s for name in settings.embedded_services for s in services[name]]
 
 
-def up(settings: Settings) -> list[ServiceStatus]:
+def up(settings: Settings, *, consumers: bool = False) -> list[ServiceStatus]:
     for service in embedded_services(settings):
         service.start()
+    if consumers:  # after the services they consume from
+        ManagedConsumers(settings.state_dir.resolve()).start()
     return status(settings)
 
 
 def down(settings: Settings) -> list[str]:
     # Reverse order: consumers of the broker and database go first.
-    return [s.name for s in reversed(embedded_services(settings)) if s.stop()]
+    services = [ManagedConsumers(settings.state_dir.resolve()),
+                *reversed(embedded_services(settings))]
+    return [s.name for s in services if s.stop()]
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
@@ -81,4 +87,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
                                       embedded[name].address()))
         else:
             rows.append(ServiceStatus(name, False, None, external[name]))
+    consumers = ManagedConsumers(settings.state_dir.resolve())
+    if consumers.started():  # a row only when `dev up --consumers` started them
+        rows.append(ServiceStatus(consumers.name, True, consumers.running(),
+                                  consumers.address()))
     return rows
