@@ -11,6 +11,7 @@ declare -A PACKAGES=(
   [redis-server]=redis-server   # the quota store's Redis test (tests/integration/test_quota_redis.py)
   [kubectl]=kubectl             # renders the Kubernetes overlays (ships kustomize)
   [promtool]=prometheus         # checks and unit-tests the alert rules
+  [prometheus]=prometheus       # the real Prometheus of tests/integration/test_prometheus_autoscaling.py
   [chromium]=chromium           # the console's browser tests (tests/e2e), driven by playwright
   [npm]=npm                     # the real OpenID provider of the OIDC tests (tests/oidc)
 )
@@ -19,11 +20,18 @@ for command in "${!PACKAGES[@]}"; do
   command -v "$command" >/dev/null || missing+=("${PACKAGES[$command]}")
 done
 if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)  # promtool + prometheus: one
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "make test needs: ${missing[*]} (Debian packages; install them, e.g. sudo apt-get install -y ${missing[*]})" >&2
     exit 1
   fi
   echo "installing ${missing[*]} (apt-get)"
+  # The packages' services (prometheus, redis-server) must not start: the tests run their
+  # own instances on free ports. policy-rc.d answering 101 tells invoke-rc.d "not now".
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The OIDC provider's node modules, from its lock file, only when the lock file changed.
