@@ -209,7 +209,9 @@ def test_every_image_is_pinned_and_from_an_approved_registry(overlay: Any) -> No
             image = container["image"]
             where = f"{_name(workload)}/{container['name']}: {image}"
             assert not image.endswith(":latest") and ":latest@" not in image, where
-            assert DIGEST.search(image) or EXACT_TAG.search(image), f"unpinned {where}"
+            # by digest (what runs cannot change under a tag), with the version beside it
+            assert DIGEST.search(image), f"not pinned by digest: {where}"
+            assert EXACT_TAG.search(image.partition("@")[0]), f"no exact version tag: {where}"
             assert any(fnmatch.fnmatchcase(image, p) for p in approved), \
                 f"registry not approved by the Kyverno policy: {where}"
 
@@ -247,6 +249,38 @@ def test_long_running_components_have_probes_and_disruption_budgets(overlay: Any
         assert any(b["metadata"].get("namespace") == deployment["metadata"].get("namespace")
                    and _selects(b["spec"]["selector"], labels) for b in budgets), \
             f"{_name(deployment)}: no PodDisruptionBudget"
+
+
+def _serves_metrics(container: dict[str, Any]) -> bool:
+    """The stage workers, the gateway and the ingest server serve /metrics (the console and
+    the write-back do not); so do vLLM and kafka-exporter."""
+    command = container.get("command", [])
+    app = command[:1] == ["secanalyst"] and command[1] in {"run", "gateway", "ingest-server"}
+    return app or container["name"] in {"vllm", "kafka-exporter"}
+
+
+def test_every_metrics_endpoint_is_scraped_by_a_service_monitor(overlay: Any) -> None:
+    _, docs = overlay
+    monitors, services = _of_kind(docs, "ServiceMonitor"), _of_kind(docs, "Service")
+    scraped = 0
+    for deployment in _of_kind(docs, "Deployment"):
+        pod = deployment["spec"]["template"]
+        if not any(_serves_metrics(c) for c in pod["spec"]["containers"]):
+            continue
+        namespace = deployment["metadata"]["namespace"]
+        # a ServiceMonitor without namespaceSelector watches its own namespace only
+        endpoints = [endpoint for service in services
+                     if service["metadata"]["namespace"] == namespace
+                     and _selects({"matchLabels": service["spec"]["selector"]},
+                                  pod["metadata"]["labels"])
+                     for monitor in monitors if monitor["metadata"]["namespace"] == namespace
+                     and _selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+                     for endpoint in monitor["spec"]["endpoints"]
+                     if endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+                     and endpoint.get("path", "/metrics") == "/metrics"]
+        assert endpoints, f"{_name(deployment)} serves /metrics that no ServiceMonitor scrapes"
+        scraped += 1
+    assert scraped == len(STAGES) + 5  # + gateway, ingest-server, kafka-exporter, 2 vLLM pools
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
