@@ -12,6 +12,9 @@ COPY runbooks runbooks
 # CPU torch (the embedding model runs on CPU; the LLM is vLLM's own image).
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir .
+# The code runs from /app, not from site-packages: it finds the runbooks beside the package
+# (pipeline/analysis/runbooks.py: DEFAULT_FOLDER), and they are not in the wheel.
+ENV PYTHONPATH=/app
 # uid 1000 (as deploy/k8s runs it) owns the folders named volumes are mounted on: Docker
 # copies this ownership into an empty named volume, so the non-root processes can write
 # their state and the model fetch can fill /models.

@@ -168,6 +168,21 @@ def test_the_app_image_is_the_projects_version_and_matches_kubernetes(
     assert shared >= 2  # vLLM and kafka-exporter
 
 
+def test_the_image_runs_the_code_beside_the_runbooks_it_loads(
+        services: dict[str, dict[str, Any]]) -> None:
+    """explain and the console read runbooks from DEFAULT_FOLDER, beside the package; the
+    wheel has no runbooks, so the image must run the code from /app (PYTHONPATH), where
+    runbooks/ is copied and runbooks-load reads them."""
+    from pipeline.analysis.runbooks import DEFAULT_FOLDER
+
+    assert DEFAULT_FOLDER == ROOT / "runbooks"
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    assert "WORKDIR /app" in dockerfile and "COPY runbooks runbooks" in dockerfile
+    assert "ENV PYTHONPATH=/app" in dockerfile
+    load = _command(services["runbooks-load"])
+    assert load[load.index("--folder") + 1] == "/app/runbooks"
+
+
 # --- health and order --------------------------------------------------------------------
 
 def test_every_long_running_service_has_a_healthcheck(
