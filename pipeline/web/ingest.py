@@ -6,7 +6,8 @@ messages; any refusal (401, 400 naming the item, 413, 415, 503) publishes nothin
 alert is checked first (bounded JSON: depth, number size; `ingest.max_alert_bytes` per
 alert, 413 naming the item), and only then is anything produced. Served
 on its own by `secanalyst ingest-server` — it needs Kafka and the key table, not the
-router — and `create_ingest_router` can be mounted into another app.
+router — and `create_ingest_router` can be mounted into another app (whose lifespan sets
+`app.state.ingest_resources` and `use_key_authenticator`).
 
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases at
 definition time."""
@@ -24,8 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from pipeline.config import Settings
 from pipeline.kafka.alert_guard import AlertRefused
 from pipeline.kafka.producer import AlertSink, open_alert_sink
+from pipeline.web.app_state import opened
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
-from pipeline.web.errors import GatewayError, unauthorized
+from pipeline.web.bearer import BearerTenant, use_key_authenticator
+from pipeline.web.errors import GatewayError
 from pipeline.web.ingest_body import BodyError, gunzip_limited, parse_alerts, read_limited
 from pipeline.web.openai_api import error_body
 
@@ -61,27 +64,11 @@ ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[IngestResourc
 
 
 def _resources(request: Request) -> IngestResources:
-    found: IngestResources | None = getattr(request.app.state, "ingest_resources", None)
-    if found is None:
-        raise RuntimeError("ingest resources are not open: run the app's lifespan")
+    found: IngestResources = opened(request, "ingest_resources")
     return found
 
 
 Resources = Annotated[IngestResources, Depends(_resources)]
-
-
-async def _tenant(res: Resources,
-                  authorization: Annotated[str | None, Header()] = None) -> str:
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise unauthorized()
-    tenant_id = await res.auth.tenant_for(key.strip())
-    if tenant_id is None:
-        raise unauthorized()
-    return tenant_id
-
-
-Tenant = Annotated[str, Depends(_tenant)]
 
 
 def _refusal(exc: BodyError) -> GatewayError:
@@ -94,7 +81,7 @@ def create_ingest_router(settings: Settings) -> APIRouter:
     router = APIRouter()
 
     @router.post("/ingest/wazuh", status_code=202)
-    async def ingest_wazuh(request: Request, res: Resources, tenant_id: Tenant,
+    async def ingest_wazuh(request: Request, res: Resources, tenant_id: BearerTenant,
                            content_type: Annotated[str, Header()] = "application/json",
                            content_encoding: Annotated[str, Header()] = "identity",
                            ) -> JSONResponse:
@@ -142,6 +129,7 @@ def create_ingest_app(settings: Settings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings) as resources:
             app.state.ingest_resources = resources
+            use_key_authenticator(app, resources.auth)
             yield
 
     app = FastAPI(title="secanalyst alert ingest", lifespan=lifespan, docs_url=None,

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipeline.router.errors import QuotaExceeded
 from pipeline.router.metrics import count_rejection
 from pipeline.web.auth import CachedKeys
+from pipeline.web.bearer import bearer_key
 from pipeline.web.deadline import clock_of
 from pipeline.web.errors import REFUSAL_HEADER, retry_after
 from pipeline.web.openai_api import error_body
@@ -82,12 +83,12 @@ def _tenant(scope: Scope, auth: CachedKeys) -> str | None:
             acting_for = value
     if authorization is None or acting_for is not None:  # the endpoint answers these
         return None
-    scheme, _, key = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = bearer_key(authorization.decode("latin-1"))
+    if key is None:
         return None
     # A stale entry is fine here: it only decides a refusal, and refusing an expired or
     # revoked key with 503 instead of 401 grants nothing.
-    return auth.cached_tenant(key.strip(), stale_ok=True)
+    return auth.cached_tenant(key, stale_ok=True)
 
 
 async def _send_refusal(send: Send, status: int, body: bytes, retry: str,

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from pipeline.config import ConsoleSettings, Settings
 from pipeline.store.sessions import Session, find_session
+from pipeline.web.app_state import opened
 from pipeline.web.console.errors import NotSignedIn, bad_csrf, forbidden
 from pipeline.web.console.resources import ConsoleResources
 from pipeline.web.console.security import SESSION_COOKIE, same_token
@@ -38,9 +39,7 @@ def templates(request: Request) -> Jinja2Templates:
 
 
 def resources(request: Request) -> ConsoleResources:
-    found: ConsoleResources | None = getattr(request.app.state, "resources", None)
-    if found is None:
-        raise RuntimeError("console resources are not open: run the app's lifespan")
+    found: ConsoleResources = opened(request, "resources")
     return found
 
 
