@@ -382,6 +382,19 @@ def test_prometheus_scrapes_every_metrics_endpoint(
     assert {"target_label": "pool", "replacement": "default"} in vllm["relabel_configs"]
 
 
+def test_prometheus_evaluates_the_cluster_alert_rules(
+        services: dict[str, dict[str, Any]]) -> None:
+    """One source of alert rules (the PrometheusRule promtool unit-tests); the copy here is
+    current (`.venv/bin/python -m deploy.prometheus.sync_rules` rewrites it)."""
+    from deploy.prometheus.sync_rules import TARGET, render
+
+    assert TARGET.read_text() == render(), "stale: run python -m deploy.prometheus.sync_rules"
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    assert config["rule_files"] == [TARGET.name]  # checked by promtool check config too
+    assert (f"./{TARGET.relative_to(ROOT)}:/etc/prometheus/{TARGET.name}:ro"
+            in services["prometheus"]["volumes"])
+
+
 def test_grafana_provisions_the_generated_dashboards(
         services: dict[str, dict[str, Any]]) -> None:
     mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in services["grafana"]["volumes"]
