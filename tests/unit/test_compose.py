@@ -253,6 +253,19 @@ def test_stages_start_after_the_migrations_completed(
         assert _depends(services[name]).get(migrate) == "service_completed_successfully"
 
 
+def test_nothing_uses_a_topic_before_a_stage_created_them(
+        services: dict[str, dict[str, Any]]) -> None:
+    """The stages create the topics with their partition count at start; the broker
+    auto-creates none (it would with one partition). Producers and other consumers wait
+    for a stage that is healthy, i.e. has created them and joined its group."""
+    kafka = _environment(services["kafka"])
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    stages = {n for n, s in services.items() if _is_stage(s)}
+    for name in ("ingest-server", "wazuh-writeback"):
+        waits = {n for n, c in _depends(services[name]).items() if c == "service_healthy"}
+        assert waits & stages, f"{name} may start before any topic exists"
+
+
 def test_one_shot_jobs_are_one_shot_and_waited_for_by_completion(
         services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
