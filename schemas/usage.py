@@ -10,7 +10,9 @@ replica processed. Settled states, by `error_kind`:
   streamed up to the cut, charged, never refunded.
 - `upstream_error` (502) / the replica's 4xx: failed at the replica; what it processed.
 - `abandoned` (no status): the process that sent it died; a later start settles the row
-  with its prompt tokens (the replica did the prefill; the output is unknown).
+  with what its last progress write saw (pipeline/router/progress.py): the prompt once
+  the first token was out and the output streamed until then; nothing if no token was
+  seen (vLLM does not count the prompt of a request aborted before its first token).
 - `in_flight` (no status): sent and not settled yet.
 """
 

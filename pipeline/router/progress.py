@@ -6,6 +6,12 @@ the reservation only, and the output the replica generated before the kill goes 
 (measured on real vLLM: tests/reliability/test_usage_reconcile_vllm.py). With it, the row
 holds the prompt and the output streamed up to the last write (at most `interval_s` plus
 the writer's tick behind). Only rows still in flight are touched (pipeline/store/usage.py).
+
+A request's first token is passed on at once (polled every `FIRST_TOKEN_POLL_S`, written
+by the writer without waiting for its tick): vLLM counts a prompt only once its first
+token is out, and so does the settlement of an abandoned row — a row that shows no output
+bills nothing (pipeline/store/usage.py). The sooner the first token is on the row, the
+smaller the window where a kill leaves a prefilled prompt unbilled.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class ProgressSink(Protocol):
 
 
 Snapshot = Callable[[], UsageEvent]  # the request's in-flight row as it stands now
+FIRST_TOKEN_POLL_S = 0.1
 
 
 class InFlightProgress:
@@ -65,10 +72,31 @@ class InFlightProgress:
                 passed += 1
         return passed
 
+    def pass_on_first_tokens(self) -> int:
+        """The rows whose first output token came since the last round; how many."""
+        if self._sink is None:
+            return 0
+        passed = 0
+        for row_id, snapshot in list(self._tracked.items()):
+            if self._sent.get(row_id, (0, 0))[1] > 0:
+                continue
+            event = snapshot()
+            if event.output_tokens > 0:
+                self._sink.progress(event)
+                self._sent[row_id] = (event.input_tokens, event.output_tokens)
+                passed += 1
+        return passed
+
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self._interval_s
         while self._tracked:
-            await asyncio.sleep(self._interval_s)
-            self.pass_on()
+            await asyncio.sleep(min(FIRST_TOKEN_POLL_S, self._interval_s))
+            if loop.time() >= next_round:
+                self.pass_on()
+                next_round = loop.time() + self._interval_s
+            else:
+                self.pass_on_first_tokens()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -9,9 +9,10 @@ Metering (what the usage table and the quota are charged):
   closed, client disconnected: `client_disconnect`). The tokens are those the replica
   processed up to the end or the cut: its prompt and the output streamed so far (vLLM's
   running counts in each chunk); the quota is settled with the same, never refunded. A
-  process killed mid-call leaves the row in flight, holding the prompt and the output
-  streamed up to the last progress write (every second: router/progress.py); the next
-  start of a usage writer settles it as `abandoned` with those (router/usage.py).
+  process killed mid-call leaves the row in flight, holding the prompt (once the first
+  token is out) and the output streamed up to the last progress write
+  (router/progress.py); the next start of a usage writer settles it as `abandoned` with
+  those — a row without output bills nothing, as vLLM counts it (store/usage.py).
 - A request refused before reaching any replica — quota (429), admission saturated (503),
   context or quota too small (413), no healthy replica (503: circuit open, or every
   replica failed to connect / answered 5xx) — gets no usage row: it is counted in the

@@ -99,6 +99,7 @@ class BatchingUsageWriter:
         self._wake = asyncio.Event()
         self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
         self._progress: dict[uuid.UUID, UsageEvent] = {}  # latest running counts per row
+        self._started: set[uuid.UUID] = set()  # reserved rows whose first token was seen
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
         self.abandoned_settled = 0
@@ -123,8 +124,14 @@ class BatchingUsageWriter:
     def progress(self, event: UsageEvent) -> None:
         """Running counts of a reserved row still in flight; the latest is written at
         the next tick (never over a settled row: see pipeline/store/usage.py)."""
-        if event.id in self._reserved:
-            self._progress[event.id] = event
+        if event.id not in self._reserved:
+            return
+        self._progress[event.id] = event
+        if event.output_tokens > 0 and event.id not in self._started:
+            # The first token: written at once, by the reservations' task (the prompt
+            # of a row without output is not billed if its process dies).
+            self._started.add(event.id)
+            self._wake.set()
 
     def _put(self, item: _Item, queue: asyncio.Queue[_Item] | None = None) -> bool:
         try:
@@ -183,6 +190,7 @@ class BatchingUsageWriter:
             while not self._reservations.empty():
                 await self._write_with_retry(self._drain(self._reservations,
                                                                self._batch_size))
+            await self._write_progress()
 
     async def _settle_abandoned(self, older_than_s: float) -> None:
         """Rows left in flight by earlier processes (killed mid-call)."""
@@ -216,8 +224,10 @@ class BatchingUsageWriter:
                 latest[event.id] = event
                 if event.status_code is not None:  # settled: no longer reserved
                     self._reserved.discard(event.id)
+                    self._started.discard(event.id)
                 continue
             self._reserved.discard(event.id)
+            self._started.discard(event.id)
             if latest.pop(event.id, None) is None:
                 deletes.append(event)
         return UsageBatch(upserts=list(latest.values()), deletes=deletes)

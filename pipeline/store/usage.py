@@ -38,19 +38,23 @@ _DELETE = """DELETE FROM llm_usage_events e
              WHERE e.id = d.id AND e.created_at = d.created_at"""
 
 # Running counts of requests under way: only a row still in flight (a late progress write
-# never undoes its final event).
+# never undoes its final event), output never lowered (two writers' rounds may cross).
 _PROGRESS = f"""UPDATE llm_usage_events e
-SET input_tokens = p.input_tokens, output_tokens = p.output_tokens,
-    total_tokens = p.input_tokens + p.output_tokens
+SET input_tokens = p.input_tokens,
+    output_tokens = GREATEST(e.output_tokens, p.output_tokens),
+    total_tokens = p.input_tokens + GREATEST(e.output_tokens, p.output_tokens)
 FROM unnest(%s::uuid[], %s::timestamptz[], %s::int4[], %s::int4[])
      AS p(id, created_at, input_tokens, output_tokens)
 WHERE e.id = p.id AND e.created_at = p.created_at AND e.error_kind = '{IN_FLIGHT}'"""
 
-# Rows whose process died mid-call: the replica had the prompt (it prefilled it), the
-# output is what the last progress write saw (up to ~1.5 s of streaming before the kill
-# is not in it).
+# Rows whose process died mid-call, billed as vLLM counts (router/progress.py): the prompt
+# once the first token was out, and the output streamed up to the last progress write
+# (the last ~1.5 s before the kill are not in it). A row that shows no output was killed
+# before its first token as far as anyone knows: vLLM did not count its prompt, nor do we.
 _SETTLE_ABANDONED = f"""
-UPDATE llm_usage_events SET error_kind = '{ABANDONED}'
+UPDATE llm_usage_events SET error_kind = '{ABANDONED}',
+    input_tokens = CASE WHEN output_tokens > 0 THEN input_tokens ELSE 0 END,
+    total_tokens = CASE WHEN output_tokens > 0 THEN input_tokens + output_tokens ELSE 0 END
 WHERE error_kind = '{IN_FLIGHT}' AND created_at < now() - make_interval(secs => %s)"""
 
 

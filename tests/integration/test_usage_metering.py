@@ -211,7 +211,7 @@ async def test_a_caller_killed_mid_call_leaves_a_row_the_next_start_settles(
         while not await asyncio.to_thread(fetch_rows, stack.settings, tenant):
             assert time.monotonic() < deadline and caller.poll() is None
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # mid-stream (200 tokens take 4 s)
+        await asyncio.sleep(1.5)  # mid-stream (200 tokens take 4 s)
         caller.send_signal(signal.SIGKILL)
         caller.wait(10)
     finally:
@@ -236,7 +236,8 @@ async def test_a_caller_killed_mid_call_leaves_a_row_the_next_start_settles(
         await pool.close()
     [row] = await asyncio.to_thread(usage_rows, stack.settings, tenant, 1)
     assert row["error_kind"] == ABANDONED and row["status_code"] is None
-    assert row["input_tokens"] > 0  # the prompt, charged (the replica prefilled it)
+    # The prompt and the output streamed before the kill (progress writes), charged.
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0
 
 
 class _ListSink:
@@ -306,7 +307,8 @@ async def test_a_caller_that_cancels_is_charged_what_the_replica_processed(
 async def test_the_store_settles_rows_in_place_deletes_and_abandons(
         stack: GatewayStack) -> None:
     """The write path's SQL: one upsert per batch keyed by (id, created_at), the delete of
-    a reservation whose request reached no replica, the settlement of stale ones."""
+    a reservation whose request reached no replica, running counts of rows in flight, the
+    settlement of stale ones (billed only if a token was seen)."""
     tenant = f"store-{uuid.uuid4().hex[:6]}"
 
     def reserved(minutes_ago: float) -> UsageEvent:
@@ -316,23 +318,34 @@ async def test_the_store_settles_rows_in_place_deletes_and_abandons(
                           created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago))
 
     done, unserved, stale, recent = (reserved(0), reserved(0), reserved(10), reserved(0))
+    started = reserved(10)  # killed after its first tokens
     pool = await open_pool(stack.settings)
     try:
         store = PostgresUsageStore(pool)
-        await store.write(UsageBatch(upserts=[done, unserved, stale, recent]))
+        await store.write(UsageBatch(upserts=[done, unserved, stale, recent, started]))
+        await store.write(UsageBatch(progress=[started.model_copy(update={
+            "input_tokens": 29, "output_tokens": 7})]))
+        await store.write(UsageBatch(progress=[started.model_copy(update={
+            "input_tokens": 29, "output_tokens": 5})]))  # a crossed round: never lower
         await store.write(UsageBatch(
             upserts=[done.model_copy(update={"status_code": 200, "error_kind": None,
                                              "input_tokens": 31, "output_tokens": 9})],
             deletes=[unserved]))
+        # A late progress write never touches a settled row.
+        await store.write(UsageBatch(progress=[done.model_copy(update={
+            "input_tokens": 99, "output_tokens": 99})]))
         assert await store.settle_abandoned(older_than_s=60) >= 1
         # A reservation never overwrites a settled row.
         await store.write(UsageBatch(upserts=[done]))
     finally:
         await pool.close()
     rows = {r["request_id"]: r for r in fetch_rows(stack.settings, tenant)}
-    assert set(rows) == {done.request_id, stale.request_id, recent.request_id}
+    assert set(rows) == {done.request_id, stale.request_id, recent.request_id,
+                         started.request_id}
     assert (rows[done.request_id]["status_code"], rows[done.request_id]["input_tokens"],
             rows[done.request_id]["output_tokens"]) == (200, 31, 9)
     assert rows[stale.request_id]["error_kind"] == ABANDONED
-    assert rows[stale.request_id]["input_tokens"] == 30
+    assert rows[stale.request_id]["input_tokens"] == 0  # no token seen: vLLM counted none
+    assert (rows[started.request_id]["error_kind"], rows[started.request_id]["input_tokens"],
+            rows[started.request_id]["output_tokens"]) == (ABANDONED, 29, 7)
     assert rows[recent.request_id]["error_kind"] == IN_FLIGHT  # may still be running

@@ -21,13 +21,17 @@ TABLE = ROOT / "docs" / "reliability.md"
 COMMAND = "make reliability"
 
 
-def report_row(test: str, outcome: Mapping[str, object], *, command: str = COMMAND) -> None:
-    """Record one test's outcome (a flat dict of figures) as a row of docs/reliability.md."""
+def report_row(test: str, outcome: Mapping[str, object], *, command: str = COMMAND,
+               note: str | None = None) -> None:
+    """Record one test's outcome (a flat dict of figures) as a row of docs/reliability.md;
+    `note`: what the figures mean (what is and is not counted), printed under the table."""
     if not FULL:
         return
     rows = json.loads(ROWS.read_text()) if ROWS.exists() else {}
     rows[test] = {"outcome": dict(outcome), "command": command,
                   "date": datetime.now(UTC).strftime("%Y-%m-%d")}
+    if note:
+        rows[test]["note"] = note
     ROWS.write_text(json.dumps(dict(sorted(rows.items())), indent=2) + "\n")
     _render(rows)
 
@@ -49,4 +53,7 @@ def _render(rows: dict[str, dict[str, object]]) -> None:
         assert isinstance(outcome, dict)
         figures = "; ".join(f"{k}: {v}" for k, v in outcome.items())
         lines.append(f"| {test} | {figures} | {row['date']} | `{row['command']}` |")
+    notes = [f"- **{test}**: {row['note']}" for test, row in rows.items() if row.get("note")]
+    if notes:
+        lines += ["", "## What the figures count", "", *notes]
     TABLE.write_text("\n".join(lines) + "\n")

@@ -81,6 +81,45 @@ async def test_the_writer_writes_the_latest_counts_of_reserved_rows_only() -> No
         update={"status_code": 200, "error_kind": None}))
     await asyncio.sleep(0.2)
     await writer.close()
+    written = {(e.id, e.output_tokens) for batch in store.batches for e in batch.progress}
+    # The latest counts per row (written at once: first tokens), never the unknown row's.
+    assert written == {(reserved, 9), (settled, 9)}
+    # The final event is written after its row's progress (the SQL keeps a settled row).
+    final = [n for n, batch in enumerate(store.batches)
+             if any(e.id == settled and e.status_code == 200 for e in batch.upserts)]
+    last_progress = max(n for n, batch in enumerate(store.batches)
+                        if any(e.id == settled for e in batch.progress))
+    assert final and final[0] > last_progress
+    writer.progress(in_flight(settled, 20))  # after its final event: ignored
+    assert settled not in writer._progress
+
+
+def test_a_first_token_is_passed_on_without_waiting_for_the_round() -> None:
+    sink = ProgressList()
+    progress = InFlightProgress(sink, interval_s=60)
+    rows = [uuid.uuid4(), uuid.uuid4()]
+    streamed = {rows[0]: 0, rows[1]: 0}
+    for row in rows:
+        progress._tracked[row] = lambda row=row: in_flight(row, streamed[row])  # type: ignore[misc]
+    assert progress.pass_on_first_tokens() == 0  # no output yet: nothing to say
+    streamed[rows[0]] = 1
+    assert progress.pass_on_first_tokens() == 1
+    streamed[rows[0]] = 6  # later tokens wait for the round
+    assert progress.pass_on_first_tokens() == 0
+    assert [(e.id, e.output_tokens) for e in sink.events] == [(rows[0], 1)]
+
+
+async def test_the_writer_writes_a_first_token_at_once() -> None:
+    store = ListStore()
+    writer = BatchingUsageWriter(store, interval_s=60)  # its tick would wait a minute
+    writer.start()
+    row = uuid.uuid4()
+    await writer.reserve(in_flight(row, 0))
+    writer.progress(in_flight(row, 0))  # no token yet: waits for the tick
+    await asyncio.sleep(0.05)
+    assert not [e for batch in store.batches for e in batch.progress]
+    writer.progress(in_flight(row, 1))
+    await asyncio.sleep(0.05)
     written = [e for batch in store.batches for e in batch.progress]
-    # The settled row's final event went first; its progress was dropped.
-    assert [(e.id, e.output_tokens) for e in written] == [(reserved, 9)]
+    assert [(e.id, e.output_tokens) for e in written] == [(row, 1)]
+    await writer.close()
