@@ -23,10 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.common import varied_alerts
 from pipeline.analysis.normalize import normalize
-from pipeline.config import LLMPool, RetrievalSettings, Settings, StormSettings
+from pipeline.config import RetrievalSettings, Settings, StormSettings
 from pipeline.kafka.admin import ensure_topics
 from pipeline.kafka.messaging import Record
-from pipeline.router import Router
+from pipeline.router import PoolConfig, Router
 from pipeline.router.tokens import counter_for
 from pipeline.runtime import tokenizer_dir
 from pipeline.stages.common import headers_for, message_key
@@ -106,8 +106,8 @@ async def test_an_outage_mid_batch_pauses_explain_without_dead_letters_or_repeat
     usage = ListSink()
     router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
                     usage=usage, connect_timeout_s=1.0, request_timeout_s=10.0,
-                    pools={"default": LLMPool(endpoints=[f"http://127.0.0.1:{sim.port}/v1"],
-                                              max_context_tokens=8192)})
+                    pools={"default": PoolConfig(endpoints=[f"http://127.0.0.1:{sim.port}/v1"],
+                                                 max_context_tokens=8192)})
     for replica in router._pools[0].replicas:
         replica.circuit.cooldown_s = 1.0  # the router's own per-replica breaker
     broker = build_broker(settings)

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from bench.discovery import steady_load
-from pipeline.config import LLMPool, Settings
-from pipeline.router import Router
+from pipeline.config import Settings
+from pipeline.router import PoolConfig, Router
 from pipeline.router.discovery import StaticDiscovery
 from pipeline.router.tokens import TokenCounter, counter_for
 from pipeline.runtime import tokenizer_dir
@@ -41,8 +41,8 @@ async def test_replicas_added_and_removed_under_load(two_sims: tuple[Sim, Sim]) 
     source = StaticDiscovery([first.url])
     sink = ListSink()
     router = Router(model_name="sim-model", counter=counter, usage=sink,
-                    pools={"default": LLMPool(endpoints=[first.url], max_context_tokens=8192,
-                                              refresh_s=0.2)},
+                    pools={"default": PoolConfig(endpoints=[first.url], max_context_tokens=8192,
+                                                 refresh_s=0.2)},
                     discovery={"default": source}, connect_timeout_s=1.0,
                     request_timeout_s=10.0)
     started = time.monotonic()
@@ -55,7 +55,7 @@ async def test_replicas_added_and_removed_under_load(two_sims: tuple[Sim, Sim]) 
         source.set([second.url])  # the first one is being drained
         removed = time.monotonic()
         load = await running
-        drained = first.url not in router._clients
+        drained = first.url not in router._fleet.clients
         await asyncio.sleep(0.5)
         first.kill()  # terminated after its grace period: nothing must still need it
     finally:
@@ -84,9 +84,9 @@ async def test_a_dns_pool_routes_to_the_addresses_of_its_service_name(
     sim = two_sims[0]
     router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
                     usage=ListSink(),
-                    pools={"default": LLMPool(endpoints=[f"http://localhost:{sim.port}/v1"],
-                                              discovery="dns", refresh_s=0.2,
-                                              max_context_tokens=8192)},
+                    pools={"default": PoolConfig(endpoints=[f"http://localhost:{sim.port}/v1"],
+                                                 discovery="dns", refresh_s=0.2,
+                                                 max_context_tokens=8192)},
                     connect_timeout_s=1.0, request_timeout_s=10.0)
     try:
         load = await steady_load(router, 10, 50.0)

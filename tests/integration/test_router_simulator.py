@@ -18,8 +18,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pipeline.config import LLMPool, Settings
-from pipeline.router import ChatRequest, Router
+from pipeline.config import Settings
+from pipeline.router import ChatRequest, PoolConfig, Router
 from pipeline.router.engine_stats import EngineStats, EngineStatsScraper, metrics_url
 from pipeline.router.scoring import ReplicaPicker
 from pipeline.router.tokens import TokenCounter, counter_for
@@ -109,8 +109,8 @@ def make_router(counter: TokenCounter, replicas: list[Sim], picker: ReplicaPicke
                 ) -> tuple[Router, ListSink]:
     sink = ListSink()
     router = Router(model_name="sim-model", counter=counter, usage=sink, picker=picker,
-                    pools={"default": LLMPool(endpoints=[s.url for s in replicas],
-                                              max_context_tokens=8192)},
+                    pools={"default": PoolConfig(endpoints=[s.url for s in replicas],
+                                                 max_context_tokens=8192)},
                     connect_timeout_s=1.0, request_timeout_s=10.0)
     return router, sink
 
@@ -227,20 +227,20 @@ async def test_premium_requests_go_first_in_a_replica_with_priority_scheduling(
     """The pool's replicas order their queues by `priority` (vLLM's `--scheduling-policy
     priority`): the router sends each request's class, so a premium request sent after
     three standard ones that are still queued on the replica starts before them."""
-    from pipeline.config import TenantDefaults, TenantQuota
     from pipeline.router.admission import Admission
+    from pipeline.router.config import TenantLimits, TenantQuota
     from pipeline.router.errors import UpstreamError
 
     replicas = await sims(1, "--max-num-seqs", "1", "--itl-ms", "40", "--output-tokens", "30",
                           "--priority-scheduling", "1")
     plain = await sims(1)  # no priority scheduling: refuses a request that carries one
-    tenants = TenantDefaults(overrides={"gold": TenantQuota(priority="premium")})
+    tenants = TenantLimits(overrides={"gold": TenantQuota(priority="premium")})
 
     def router_for(urls: list[str], priority_scheduling: bool) -> Router:
         return Router(model_name="sim-model", counter=counter, usage=ListSink(),
                       tenants=tenants, admission=Admission(max_in_flight_per_replica=100),
-                      pools={"default": LLMPool(endpoints=urls, max_context_tokens=8192,
-                                                priority_scheduling=priority_scheduling)},
+                      pools={"default": PoolConfig(endpoints=urls, max_context_tokens=8192,
+                                                   priority_scheduling=priority_scheduling)},
                       connect_timeout_s=1.0, request_timeout_s=10.0)
 
     router = router_for([replicas[0].url], priority_scheduling=True)

@@ -10,6 +10,7 @@ import pytest_asyncio
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, ContextTooLong, Router
 from pipeline.router.tokens import counter_for
+from pipeline.router_settings import router_config
 from pipeline.runtime import tokenizer_dir
 from schemas.usage import UsageEvent
 from tests.integration.test_usage_metering import cancel_after
@@ -36,7 +37,7 @@ class ListSink:
 @pytest_asyncio.fixture(scope="module")
 async def router_and_sink(settings: Settings) -> AsyncIterator[tuple[Router, ListSink]]:
     sink = ListSink()
-    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+    router = Router(model_name=settings.llm.model_name, pools=router_config(settings).pools,
                     counter=counter_for(tokenizer_dir(settings)), usage=sink)
     yield router, sink
     await router.close()  # its HTTP sessions
@@ -78,13 +79,13 @@ async def test_every_class_is_sent_as_vllm_priority_and_served(settings: Setting
     """The embedded vLLM runs `--scheduling-policy priority` and its pool says so: each
     request carries its class as `priority`, which a server without that policy would
     refuse with a 400 for any class but premium."""
-    from pipeline.config import TenantDefaults, TenantQuota
+    from pipeline.router.config import TenantLimits, TenantQuota
 
     assert all(pool.priority_scheduling for pool in settings.llm_pools.values())
     sink = ListSink()
-    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+    router = Router(model_name=settings.llm.model_name, pools=router_config(settings).pools,
                     counter=counter_for(tokenizer_dir(settings)), usage=sink,
-                    tenants=TenantDefaults(overrides={"t-gold": TenantQuota(priority="premium")}))
+                    tenants=TenantLimits(overrides={"t-gold": TenantQuota(priority="premium")}))
     try:
         for tenant, requested in (("t-gold", "standard"), ("t-std", "standard"),
                                   ("t-std", "batch")):
@@ -103,7 +104,7 @@ async def test_a_call_cut_mid_stream_is_charged_what_vllm_processed(
     """vLLM's own running counts (`continuous_usage_stats`) meter a call its caller
     cancels mid-stream: the prompt as vLLM counted it and the output streamed so far."""
     sink = ListSink()
-    router = Router(model_name=settings.llm.model_name, pools=settings.llm_pools,
+    router = Router(model_name=settings.llm.model_name, pools=router_config(settings).pools,
                     counter=counter_for(tokenizer_dir(settings)), usage=sink)
     request = ChatRequest(tenant_id="t-cut", max_tokens=200, messages=[
         {"role": "user", "content": "Write a long story about a cat who audits logs."}])
