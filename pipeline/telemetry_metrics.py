@@ -38,7 +38,7 @@ CONSUMER_LAG = Gauge("secanalyst_stage_consumer_lag", "Records behind the log en
 # First match wins; anything else is "other". Exception names (the batch runner's reasons
 # are "TypeName: message") come from the code, so they are a bounded set too.
 _CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("too_large", re.compile(r"^the alert is [\d,]+ bytes")),
+    ("too_large", re.compile(r"^the (normalized )?alert is [\d,]+ bytes")),
     ("not_an_object", re.compile(r"^expected a JSON object")),
     ("invalid_field", re.compile(r"^field '")),
     ("invalid_message", re.compile(r"^invalid (normalized|embedded|enriched) alert")),
