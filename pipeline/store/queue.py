@@ -54,35 +54,29 @@ _QUEUE_COLUMNS = """v.id, v.alert_id, v.rule_id, v.rule_level, v.severity, v.sev
     v.created_at, v.incident_id"""
 
 
+# The queue's plain filters: (QueueFilter field, its condition), in this order.
+_CONDITIONS = (
+    ("severity", "v.severity = %(severity)s"),
+    ("status", "v.analyst_status = %(status)s"),
+    ("rule", "v.rule_id = %(rule)s"),
+    ("agent", """EXISTS (SELECT 1 FROM alerts a WHERE a.tenant_id = v.tenant_id
+                 AND a.alert_id = v.alert_id AND a.agent_name = %(agent)s)"""),
+    ("technique", "v.attack @> %(technique)s"),
+    ("since", "v.created_at >= %(since)s"),
+    ("until", "v.created_at < %(until)s"),
+    ("search", "to_tsvector('english', v.summary) "
+               "@@ websearch_to_tsquery('english', %(search)s)"),
+)
+
+
 def queue_sql(tenant_id: str, flt: QueueFilter, limit: int) -> tuple[str, dict[str, Any]]:
     where = ["v.tenant_id = %(tenant)s"]
     params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
-    if flt.severity:
-        where.append("v.severity = %(severity)s")
-        params["severity"] = flt.severity
-    if flt.status:
-        where.append("v.analyst_status = %(status)s")
-        params["status"] = flt.status
-    if flt.rule:
-        where.append("v.rule_id = %(rule)s")
-        params["rule"] = flt.rule
-    if flt.agent:
-        where.append("""EXISTS (SELECT 1 FROM alerts a WHERE a.tenant_id = v.tenant_id
-                        AND a.alert_id = v.alert_id AND a.agent_name = %(agent)s)""")
-        params["agent"] = flt.agent
-    if flt.technique:
-        where.append("v.attack @> %(technique)s")
-        params["technique"] = Jsonb([{"id": flt.technique}])
-    if flt.since:
-        where.append("v.created_at >= %(since)s")
-        params["since"] = flt.since
-    if flt.until:
-        where.append("v.created_at < %(until)s")
-        params["until"] = flt.until
-    if flt.search:
-        where.append("to_tsvector('english', v.summary) "
-                     "@@ websearch_to_tsquery('english', %(search)s)")
-        params["search"] = flt.search
+    for name, condition in _CONDITIONS:
+        value = getattr(flt, name)
+        if value:
+            where.append(condition)
+            params[name] = Jsonb([{"id": value}]) if name == "technique" else value
     if flt.after:
         where.append("(v.created_at, v.id) < (%(after_ts)s, %(after_id)s)")
         params["after_ts"], params["after_id"] = flt.after
