@@ -10,9 +10,11 @@ from pathlib import Path
 
 from pipeline.devstack.processes import (
     ServiceFiles,
+    log_size,
     pid_alive,
     port_open,
     start_detached,
+    start_failure,
     stop_recorded,
     wait_until,
 )
@@ -67,12 +69,16 @@ class TansuBroker:
             env = {"AWS_ENDPOINT": self.storage.endpoint(), "AWS_ALLOW_HTTP": "true",
                    "AWS_ACCESS_KEY_ID": "secanalyst", "AWS_SECRET_ACCESS_KEY": "secanalyst",
                    "AWS_DEFAULT_REGION": "us-east-1"}
+        since = log_size(self.files)
         pid = start_detached(self.files, [
             str(tansu_binary()), "broker", "--listener-url", url,
             "--advertised-listener-url", url, "--storage-engine", engine], env=env)
         self._storage_file.write_text("memory\n" if self.storage is None else "s3\n")
-        wait_until(lambda: port_open(self.port), timeout_s=20, what="tansu broker",
-                   alive=lambda: pid_alive(pid))
+        try:
+            wait_until(lambda: port_open(self.port), timeout_s=20, what="tansu broker",
+                       alive=lambda: pid_alive(pid))
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}: {start_failure(self.files, pid, since)}") from exc
 
     def stop(self) -> bool:
         return stop_recorded(self.files)

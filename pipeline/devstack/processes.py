@@ -66,11 +66,17 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie child of ours is not alive
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
-    except OSError:
-        return True
-    return state != "Z"
+    # A zombie is not alive — but a process whose leader thread is a zombie while its other
+    # threads still run is (a killed multi-threaded server: until its last thread has
+    # exited its sockets are open, and a restart finds its port taken). Every thread's state.
+    states = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                states.append((task / "stat").read_text().rsplit(") ", 1)[-1][:1])
+    if not states:
+        return True  # /proc unreadable: signal 0 said it exists
+    return any(state not in ("Z", "X") for state in states)
 
 
 def _process_group(pid: int) -> int | None:
@@ -169,3 +175,30 @@ def wait_until(check: object, *, timeout_s: float, what: str, interval_s: float 
             raise RuntimeError(f"{what} exited during start-up; see its log")
         time.sleep(interval_s)
     raise TimeoutError(f"{what} was not ready after {timeout_s:.0f}s; see its log")
+
+
+def log_size(files: ServiceFiles) -> int:
+    """Where the service's log ends now: what a start writes comes after."""
+    try:
+        return files.log_file.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def start_failure(files: ServiceFiles, pid: int, since: int, *, lines: int = 15) -> str:
+    """Why a start failed, as far as can be seen: how the process ended (a child of this
+    process can be asked) and the last lines it wrote to its log since `since`."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        ended = ("still running" if done == 0
+                 else f"exit code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status)
+                 else f"killed by signal {os.WTERMSIG(status)}")
+    except ChildProcessError:
+        ended = "running" if pid_alive(pid) else "ended (not a child of this process)"
+    try:
+        with files.log_file.open("rb") as log:
+            log.seek(since)
+            tail = log.read().decode(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        tail = []
+    return f"pid {pid} {ended}; its output: " + (" | ".join(tail) or "(none)")

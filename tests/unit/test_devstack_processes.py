@@ -14,8 +14,10 @@ from pipeline.devstack.processes import (
     MARK_ENV,
     ServiceFiles,
     pid_alive,
+    port_open,
     service_processes,
     start_detached,
+    start_failure,
     stop_recorded,
 )
 
@@ -120,3 +122,49 @@ def test_unmarked_processes_are_never_signalled(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# The leader thread exits (pthread_exit) while another thread keeps a port listening: the
+# state a killed multi-threaded server is in for a moment, here for as long as we like.
+_LEADER_GONE_THREAD_LISTENING = """
+import ctypes, socket, sys, threading, time
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+print(server.getsockname()[1], flush=True)
+threading.Thread(target=time.sleep, args=(600,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_leader_thread_is_a_zombie_is_alive_while_a_thread_runs() -> None:
+    child = subprocess.Popen([sys.executable, "-c", _LEADER_GONE_THREAD_LISTENING],
+                             stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z":
+            assert time.monotonic() < deadline, "the leader thread did not exit"
+            time.sleep(0.02)
+        assert port_open(port)  # its socket is still open...
+        assert pid_alive(child.pid)  # ...so it is alive (a restart would find the port taken)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert not pid_alive(child.pid)
+
+
+def test_a_failed_start_says_how_the_process_ended_and_what_it_wrote(tmp_path: Path) -> None:
+    files = ServiceFiles("dummy", tmp_path)
+    files.log_file.parent.mkdir(parents=True)
+    files.log_file.write_text("an earlier run\n")
+    since = files.log_file.stat().st_size
+    pid = start_detached(files, [sys.executable, "-c",
+                                 "print('address in use'); raise SystemExit(3)"])
+    deadline = time.monotonic() + 10
+    while pid_alive(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    why = start_failure(files, pid, since)
+    assert "exit code 3" in why and "address in use" in why and "earlier" not in why
