@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Annotated
 
@@ -33,20 +34,21 @@ def serve(host: Annotated[str | None, typer.Option(help="Listen address.")] = No
 def add_user(settings: Settings, tenant: str, email: str, role: str, password: str) -> int:
     """Create the tenant if new, then the user (or reset an existing user's password and
     role); audited."""
-    from psycopg.types.json import Jsonb
-
+    from pipeline.store.audit import audit_event
     from pipeline.store.users import create_tenant, create_user
     from pipeline.web.console.security import hash_password
 
-    with psycopg.connect(settings.database_url) as conn:
-        created_tenant = create_tenant(conn, tenant)
-        user_id = create_user(conn, tenant, email, role, hash_password(password))
-        conn.execute(
-            """INSERT INTO audit_log (tenant_id, user_email, action, target, detail)
-               VALUES (%s, 'cli', 'user.create', %s, %s)""",
-            (tenant, f"user:{user_id}", Jsonb({"email": email, "role": role,
-                                               "new_tenant": created_tenant})))
-    return user_id
+    password_hash = hash_password(password)
+
+    async def add() -> int:
+        async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+            created_tenant = await create_tenant(conn, tenant)
+            user_id = await create_user(conn, tenant, email, role, password_hash)
+            await audit_event(conn, tenant, None, "cli", "user.create", f"user:{user_id}",
+                              {"email": email, "role": role, "new_tenant": created_tenant})
+            return user_id
+
+    return asyncio.run(add())
 
 
 @users_app.command("create")
@@ -75,8 +77,12 @@ def tenants_create(tenant: Annotated[str, typer.Argument(help="Tenant id.")],
     """Create a tenant (idempotent)."""
     from pipeline.store.users import create_tenant
 
-    with psycopg.connect(command_settings(Need.DATABASE).database_url) as conn:
-        created = create_tenant(conn, tenant, name)
+    async def create() -> bool:
+        async with await psycopg.AsyncConnection.connect(
+                command_settings(Need.DATABASE).database_url) as conn:
+            return await create_tenant(conn, tenant, name)
+
+    created = asyncio.run(create())
     console.print(f"tenant {tenant}: {'created' if created else 'already exists'}")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
@@ -27,23 +26,25 @@ class User:
 
 
 
-def create_tenant(conn: psycopg.Connection, tenant_id: str, name: str | None = None) -> bool:
-    cur = conn.execute("INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) "
+async def create_tenant(conn: AsyncConnection, tenant_id: str,
+                        name: str | None = None) -> bool:
+    cur = await conn.execute("INSERT INTO tenants (tenant_id, name) VALUES (%s, %s) "
                        "ON CONFLICT DO NOTHING", (tenant_id, name or tenant_id))
     return cur.rowcount == 1
 
 
-def create_user(conn: psycopg.Connection, tenant_id: str, email: str, role: str,
-                password_hash: str) -> int:
+async def create_user(conn: AsyncConnection, tenant_id: str, email: str, role: str,
+                      password_hash: str) -> int:
     """Create (or, for an existing email, reset password and role of) a user."""
-    row = conn.execute(
+    cur = await conn.execute(
         """INSERT INTO console_users (tenant_id, email, role, password_hash)
            VALUES (%s, %s, %s, %s)
            ON CONFLICT (lower(email)) DO UPDATE
                SET role = EXCLUDED.role, password_hash = EXCLUDED.password_hash,
                    disabled_at = NULL
            WHERE console_users.tenant_id = EXCLUDED.tenant_id
-           RETURNING id""", (tenant_id, email, role, password_hash)).fetchone()
+           RETURNING id""", (tenant_id, email, role, password_hash))
+    row = await cur.fetchone()
     if row is None:
         raise ValueError(f"{email} already belongs to another tenant")
     return int(row[0])
