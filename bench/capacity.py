@@ -128,47 +128,51 @@ def _pipeline(alerts: list[bytes], prefix: str, task_size: str) -> dict[str, flo
     return {**result, "ok_calls": calls, "tokens_in": tokens_in, "tokens_out": tokens_out}
 
 
-def measure(distinct: int, storm: int, task_size: str) -> None:
-    """Tokens per call of `task_size` prompts on `distinct` alerts; with `storm` > 0 also
-    the LLM calls one storm of that many alerts costs."""
+def measure(distinct: int, storm: int, task_sizes: Sequence[str]) -> None:
+    """Tokens per call of each task size's prompts on `distinct` alerts, then the LLM calls
+    one storm of `storm` alerts costs (0: no storm run); one section in benchmarks.md."""
     from pipeline.logging import configure_logging
 
     configure_logging("WARNING", "console")
-    command = f"{MEASURE_COMMAND} --task-size {task_size} --distinct {distinct} --storm {storm}"
-    plain = _pipeline(varied_alerts(distinct, seed=23), "cd", task_size)
-    if plain["verdicts"] < distinct or not plain["ok_calls"]:
-        raise SystemExit(f"incomplete run: {plain}")
-    goal = (f"{task_size} task, {distinct} distinct alerts (usage table: the model server's "
-            "count)")
+    command = (f"{MEASURE_COMMAND} --measure-sizes {' '.join(task_sizes)} --distinct {distinct}"
+               f" --storm {storm}")
+    rows: list[tuple[str, str]] = []
+    for task_size in task_sizes:
+        plain = _pipeline(varied_alerts(distinct, seed=23), "cd", task_size)
+        if plain["verdicts"] < distinct or not plain["ok_calls"]:
+            raise SystemExit(f"incomplete run: {plain}")
+        _record_calls(plain, task_size, distinct, command)
+        rows += [(f"{task_size} task: distinct alerts → verdict rows, LLM calls (200)",
+                  f"{distinct} → {plain['verdicts']:.0f}, {plain['llm_calls']:.0f} "
+                  f"({plain['ok_calls']})"),
+                 (f"{task_size} task: tokens per LLM call (in / out)",
+                  f"{plain['tokens_in'] / plain['ok_calls']:,.0f} / "
+                  f"{plain['tokens_out'] / plain['ok_calls']:,.0f}"),
+                 (f"{task_size} task: wall time", f"{plain['seconds']:.0f} s")]
+    if storm:
+        storm_run = _pipeline(storm_alerts(storm, seed=29), "cs", task_sizes[0])
+        if storm_run["verdicts"] < storm:
+            raise SystemExit(f"incomplete run: {storm_run}")
+        record("capacity.llm_calls_per_storm_alert", round(storm_run["llm_calls"] / storm, 4),
+               goal=f"≤ 0.01 (one storm of {storm} alerts, de-duplicated)", command=command)
+        rows += [("storm alerts → verdict rows, LLM calls",
+                  f"{storm} → {storm_run['verdicts']:.0f}, {storm_run['llm_calls']:.0f} "
+                  f"({storm / max(storm_run['llm_calls'], 1):,.0f} alerts per call)"),
+                 ("storm: wall time", f"{storm_run['seconds']:.0f} s")]
+    _append_benchmarks(rows, command)
+
+
+def _record_calls(plain: dict[str, float], task_size: str, distinct: int, command: str) -> None:
+    goal = f"{task_size} task, {distinct} distinct alerts (usage table: the model server's count)"
     for name, value in (("input_tokens_per_call", plain["tokens_in"] / plain["ok_calls"]),
                         ("output_tokens_per_call", plain["tokens_out"] / plain["ok_calls"])):
         record(f"capacity.{task_size}.{name}", round(value, 1), goal=goal, command=command)
     record(f"capacity.{task_size}.llm_calls_per_distinct_alert",
            round(plain["llm_calls"] / distinct, 3), goal="1 + repair retries", command=command)
-    storm_run = None
-    if storm:
-        storm_run = _pipeline(storm_alerts(storm, seed=29), "cs", task_size)
-        if storm_run["verdicts"] < storm:
-            raise SystemExit(f"incomplete run: {storm_run}")
-        record("capacity.llm_calls_per_storm_alert", round(storm_run["llm_calls"] / storm, 4),
-               goal=f"≤ 0.01 (one storm of {storm} alerts, de-duplicated)", command=command)
-    _append_benchmarks(plain, storm_run, distinct, storm, command)
 
 
-def _append_benchmarks(plain: dict[str, float], storm_run: dict[str, float] | None,
-                       distinct: int, storm: int, command: str) -> None:
+def _append_benchmarks(rows: list[tuple[str, str]], command: str) -> None:
     load = Path("/proc/loadavg").read_text().split()[:3]
-    rows = [
-        ("distinct alerts → verdict rows, LLM calls", f"{distinct} → {plain['verdicts']:.0f}, "
-         f"{plain['llm_calls']:.0f} calls ({plain['ok_calls']} answered 200)"),
-        ("tokens per LLM call (in / out)", f"{plain['tokens_in'] / plain['ok_calls']:,.0f} / "
-         f"{plain['tokens_out'] / plain['ok_calls']:,.0f}"),
-        ("wall time, distinct alerts", f"{plain['seconds']:.0f} s")]
-    if storm_run is not None:
-        rows += [("storm alerts → verdict rows, LLM calls",
-                  f"{storm} → {storm_run['verdicts']:.0f}, {storm_run['llm_calls']:.0f} calls "
-                  f"({storm / max(storm_run['llm_calls'], 1):,.0f} alerts per call)"),
-                 ("wall time, storm", f"{storm_run['seconds']:.0f} s")]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     section = (f"\n## Capacity inputs: tokens per alert, storm de-duplication (issue 14.7) — "
                f"`bench/capacity.py`\n\nRun: `{command}`\n\n{stamp()} — {machine()}; load "
@@ -312,12 +316,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="measure tokens and de-duplication on the embedded stack first")
     parser.add_argument("--task-size", choices=("small", "large"), default="large",
-                        help="llm.task_size to measure and plan with (large: a 7-8B model)")
+                        help="llm.task_size to plan with (large: a 7-8B model)")
+    parser.add_argument("--measure-sizes", nargs="+", choices=("small", "large"),
+                        default=["large", "small"], help="task sizes --measure measures")
     parser.add_argument("--distinct", type=int, default=16)
     parser.add_argument("--storm", type=int, default=400, help="0: no storm run")
     args = parser.parse_args(argv)
     if args.measure:
-        measure(args.distinct, args.storm, args.task_size)
+        measure(args.distinct, args.storm, args.measure_sizes)
     section = render(Measured.from_benchmarks(args.task_size), pool_scaling())
     write_doc(section)
     print(section)
