@@ -263,6 +263,12 @@ class IngestSettings(_Frozen):
     # per acknowledged chunk (the checkpoint granularity), and the estimate's defaults.
     backfill_rate_per_s: float = Field(default=500.0, ge=0)
     backfill_chunk: int = Field(default=500, ge=1)
+    # Backfill chunks sent and not yet acknowledged while the next ones are read (the
+    # broker's round trip overlaps the parsing); a hard kill re-sends at most these.
+    backfill_in_flight: int = Field(default=4, ge=1)
+    # Producer record batch of the backfill (aiokafka max_batch_size): a chunk goes out
+    # as one batch per partition when it fits, few large requests instead of many.
+    backfill_batch_bytes: int = Field(default=1 << 20, ge=16_384)
     default_input_tokens_per_verdict: int = Field(default=900, ge=0)
     default_output_tokens_per_verdict: int = Field(default=250, ge=0)
     # `backfill` asks for confirmation when the estimate costs more than this.

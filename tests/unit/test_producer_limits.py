@@ -146,18 +146,44 @@ def test_lone_surrogates_and_control_characters_are_accepted_as_valid_json(
     assert json.loads(published)["full_log"] == "a\ud800b\x00c\x1b"
 
 
+class _Batch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+
+    def append(self, *, timestamp: None, key: None, value: bytes,
+               headers: list[tuple[str, bytes]]) -> object:
+        self.records.append((value, headers))
+        return object()
+
+
 class _Producer:
-    """Records sends; each future is already acknowledged."""
+    """Records sends (single messages and record batches); each future is already
+    acknowledged."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
-                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
-        self.sent.append((topic, value, headers))
+    @staticmethod
+    def _acknowledged() -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        self.sent.append((topic, value, headers))
+        return self._acknowledged()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        self.sent.extend((topic, value, headers) for value, headers in batch.records)
+        return self._acknowledged()
 
 
 def test_kafka_sink_checks_every_size_before_sending_any_and_letters_go_to_the_dlq() -> None:

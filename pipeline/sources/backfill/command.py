@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ from pipeline.sources.backfill.runner import Backfill, BackfillReport
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-    from pipeline.kafka.producer import AlertSinkWithDLQ
+    from pipeline.kafka.producer import AlertSinkWithDLQ, KafkaAlertSink
 
 
 def _lines(files: list[Path], problems: list[str]) -> Iterator[bytes]:
@@ -86,21 +87,26 @@ class _RichProgress:
                              rate=self.alerts / elapsed)
 
 
+def backfill_sink(settings: Settings) -> AbstractAsyncContextManager[KafkaAlertSink]:
+    """The backfill's producer: the one producer path (acks=all), its batches sized by
+    `ingest.backfill_batch_bytes` (the sink sends each chunk as record batches)."""
+    from pipeline.kafka.producer import open_alert_sink
+
+    return open_alert_sink(settings, settings.kafka.topics.backfill, priority="batch",
+                           max_batch_size=settings.ingest.backfill_batch_bytes)
+
+
 async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
                        alert_filter: AlertFilter, rate: float, chunk: int, job: str,
                        skip_existing: bool, console: Console) -> BackfillReport:
     from psycopg import AsyncConnection
-
-    from pipeline.kafka.producer import open_alert_sink
 
     stop = stop_on_signals()
     conn: AsyncConnection | None = None
     try:
         if skip_existing:
             conn = await AsyncConnection.connect(settings.database_url, autocommit=True)
-        async with open_alert_sink(settings, settings.kafka.topics.backfill,
-                                   priority="batch", linger_ms=20,
-                                   max_batch_size=262_144) as sink:
+        async with backfill_sink(settings) as sink:
             return await _replay(sink, settings, files, conn, stop, tenant_id=tenant_id,
                                  alert_filter=alert_filter, rate=rate, chunk=chunk,
                                  job=job, console=console)
@@ -119,8 +125,8 @@ async def _replay(sink: AlertSinkWithDLQ, settings: Settings, files: list[Path],
     backfill = Backfill(
         sink, CheckpointStore(settings.state_dir / "backfill", job), tenant_id=tenant_id,
         alert_filter=alert_filter, bucket=TokenBucket(rate, burst=max(rate, chunk)),
-        chunk_size=chunk, stop=stop,
-        **({"existing": ExistingVerdictLookup(conn)} if conn is not None else {}))
+        chunk_size=chunk, stop=stop, max_in_flight=settings.ingest.backfill_in_flight,
+        existing=ExistingVerdictLookup(conn) if conn is not None else None)
     columns = (TextColumn("[bold]backfill"), BarColumn(),
                TextColumn("{task.fields[alerts]:,} alerts"),
                TextColumn("{task.fields[rate]:,.0f} alerts/s"), TimeElapsedColumn(),
