@@ -225,7 +225,8 @@ async def check_burst_and_fall_back(prom: Prometheus, triggers: list[Trigger],
 
 
 async def check_scraped_components(prom: Prometheus) -> None:
-    """The consumer's and the gateway's own metrics reached Prometheus too."""
+    """The consumer's and the gateway's own metrics reached Prometheus too, and the gateway
+    spread the load over both replicas."""
     async def consumed() -> bool:
         value = await asyncio.to_thread(prom.scalar, 'sum(secanalyst_stage_records_in_total'
                                         '{job="stage-normalize",stage="normalize"})')
@@ -234,3 +235,5 @@ async def check_scraped_components(prom: Prometheus) -> None:
     assert await wait_for(consumed, timeout_s=20, interval_s=0.5)
     served = prom.scalar('sum(secanalyst_llm_requests_total{job="gateway",status="200"})')
     assert served is not None and served > 0
+    per_replica = prom.query('sum by (instance) (vllm:request_success_total{job="vllm"})')
+    assert len(per_replica) == REPLICAS and all(n > 0 for _, n in per_replica), per_replica
