@@ -33,7 +33,8 @@ def raw_records(msg: StreamMessage[Any]) -> Any:
     stage's reach. The stages decode each record themselves, with bounds, and dead-letter
     the one that fails (pipeline/decoding.py)."""
     raw = msg.raw_message
-    return raw if isinstance(raw, tuple) else (raw,)
+    # aiokafka hands a batch over as a tuple, FastStream's TestKafkaBroker as a list.
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 def with_utf8_headers(records: Any) -> Any:

@@ -1,11 +1,12 @@
 """Commands of the ingest side: `ingest-server` (POST /ingest/wazuh), `backfill` (replay
-Wazuh archives into alerts.backfill) and `tail` (follow alerts.json into alerts.raw)."""
+Wazuh archives into alerts.backfill), `tail` (follow alerts.json into alerts.raw) and
+`wazuh-writeback` (starts the consumer of consumers/writeback.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -173,22 +174,15 @@ def tail(path: Annotated[Path, typer.Argument(
 
 async def _tail(settings: Settings, path: Path, tenant_id: str, from_start: bool,
                 positions: Path) -> None:
-    from pipeline.kafka.producer import alert_producer, settings_sink
+    from pipeline.kafka.producer import open_alert_sink
     from pipeline.shutdown import stop_on_signals
     from pipeline.sources.tail import PositionFile, Tailer
 
     stop = stop_on_signals()
-    producer = alert_producer(settings.kafka_bootstrap,
-                              enable_idempotence=settings.kafka.enable_idempotence,
-                              linger_ms=5)
-    await producer.start()
-    try:
-        sink = settings_sink(settings, producer, settings.kafka.topics.raw, priority="live")
+    async with open_alert_sink(settings, settings.kafka.topics.raw, priority="live") as sink:
         tailer = Tailer(path, sink, PositionFile(positions), tenant_id=tenant_id,
                         from_start=from_start)
         await tailer.run(stop, settings.ingest.tail_poll_s)
-    finally:
-        await producer.stop()
     if tailer.dead_lettered:
         console.print(f"{tailer.dead_lettered} lines refused → {settings.kafka.topics.dlq} "
                       "(see the warnings)")
@@ -209,32 +203,22 @@ def wazuh_writeback() -> None:
 
 
 async def _writeback(settings: Settings) -> None:
-    from aiokafka import AIOKafkaConsumer
-
-    from pipeline.kafka.messaging import run_batch
+    """Start the write-back consumer (consumers/writeback.py) until SIGINT / SIGTERM."""
+    from consumers.writeback import register as register_writeback
     from pipeline.shutdown import stop_on_signals
-    from pipeline.sources.writeback import QueueSocket, write_verdicts
+    from pipeline.sources.writeback import QueueSocket
+    from pipeline.worker import BrokerPublisher, build_broker
 
     stop = stop_on_signals()
     queue = QueueSocket(settings.ingest.wazuh_queue_socket)
-    tenants = set(settings.ingest.writeback_tenants)
-    consumer = AIOKafkaConsumer(settings.kafka.topics.verdicts,
-                                bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"{settings.kafka.group_prefix}-wazuh-writeback",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-
-    async def handle(batch: list[Any]) -> None:
-        write_verdicts(queue, (r.value for r in batch), tenants)
-
-    await consumer.start()
+    broker = build_broker(settings)
+    register_writeback(broker, settings, queue, BrokerPublisher(broker))
     try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
-            for records in batches.values():
-                await run_batch(consumer, records, handle)
+        await broker.start()
+        await stop.wait()
     finally:
+        await broker.stop()
         queue.close()
-        await consumer.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -4,12 +4,16 @@
 in deploy/wazuh/secanalyst_rules.xml turn it into an alert in the Wazuh dashboard.
 
 The socket is a Unix datagram socket owned by wazuh-analysisd, so this runs on the
-manager host (`secanalyst wazuh-writeback`), consuming the verdicts topic with its own
-consumer group; offsets are committed after the batch is written (at least once).
+manager host (`secanalyst wazuh-writeback`): the consumer in consumers/writeback.py reads
+the verdicts topic with its own group and commits after the batch is written (at least
+once). A manager that cannot be reached is the world's failure (ManagerUnreachable, a
+ConnectionError: the batch waits and is retried); a message the socket refuses is the
+verdict's (dead-lettered).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 from collections.abc import Iterable
@@ -50,6 +54,11 @@ def writeback_event(verdict: dict[str, Any]) -> bytes:
     return message
 
 
+class ManagerUnreachable(ConnectionError):
+    """analysisd's queue socket is absent, refuses or was closed: the manager is down or
+    restarting, not the verdict's fault (pipeline/kafka/transient.py retries it)."""
+
+
 class QueueSocket:
     """Sends datagrams to analysisd's queue; reconnects once when the manager restarted."""
 
@@ -69,10 +78,12 @@ class QueueSocket:
                     self._sock = self._connect()
                 self._sock.send(message)
                 return
-            except OSError:
+            except OSError as exc:
                 self.close()
                 if attempt == 2:
-                    raise
+                    if exc.errno == errno.EMSGSIZE:  # this message: too big for the socket
+                        raise
+                    raise ManagerUnreachable(f"Wazuh queue socket {self.path}: {exc}") from exc
 
     def close(self) -> None:
         if self._sock is not None:
