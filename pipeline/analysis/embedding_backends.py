@@ -1,0 +1,141 @@
+"""The engines that run the MiniLM: PyTorch (sentence-transformers), ONNX Runtime (float or
+int8) and OpenVINO, chosen by `embedding.backend`.
+
+All produce what sentence-transformers produces for this model — tokens (stripped text,
+truncated at 256), the mean of the token vectors under the attention mask, unit length —
+so the float32 engines' vectors agree with PyTorch's to a cosine of ~1.0. bfloat16 (where
+the CPU has it; OpenVINO's own default there) moves them a little (cosine ≈ 0.99998) and
+int8 more (≈ 0.99): each is its own space, see `compatible`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, get_args
+
+import numpy as np
+
+from pipeline.analysis.embedding_export import (
+    INPUT_NAMES,
+    MAX_SEQ_LENGTH,
+    exported_model,
+    model_fingerprint,
+)
+
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
+BACKENDS: tuple[str, ...] = get_args(EmbeddingBackend)
+# Backends whose vectors are interchangeable (float32 arithmetic on the same weights):
+# switching among them keeps stored vectors; any other switch re-embeds.
+_PRECISION = {"torch": "fp32", "onnx": "fp32", "openvino": "fp32", "onnx-int8": "int8",
+              "openvino-bf16": "bf16"}
+
+
+def compatible(backend_a: str, backend_b: str) -> bool:
+    return _PRECISION.get(backend_a, backend_a) == _PRECISION.get(backend_b, backend_b)
+
+
+class Encoder(Protocol):
+    backend: str
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    backend = "torch"
+
+    def __init__(self, model_path: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(model_path), device="cpu")
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return np.asarray(self._model.encode(list(texts), batch_size=batch_size,
+                                             normalize_embeddings=True,
+                                             convert_to_numpy=True,
+                                             show_progress_bar=False), dtype=np.float32)
+
+
+RunGraph = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class GraphEncoder:
+    """Tokenize, run an exported graph (token vectors out), mean-pool, normalize."""
+
+    def __init__(self, backend: str, model_path: Path, run: RunGraph) -> None:
+        from transformers import AutoTokenizer
+
+        self.backend = backend
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self._run = run
+        config = json.loads((model_path / "config.json").read_text())
+        self._dimensions = int(config["hidden_size"])
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.empty((0, self._dimensions), dtype=np.float32)
+        # Longest first, as sentence-transformers does: each batch pads to similar lengths.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        batches = [self._encode_batch([texts[i].strip() for i in order[start:start + batch_size]])
+                   for start in range(0, len(order), batch_size)]
+        out = np.empty((len(texts), self._dimensions), dtype=np.float32)
+        out[order] = np.concatenate(batches)
+        return out
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        tokens = self._tokenizer(texts, padding=True, truncation="longest_first",
+                                 max_length=MAX_SEQ_LENGTH, return_tensors="np")
+        feeds = {name: np.asarray(tokens[name], dtype=np.int64) for name in INPUT_NAMES}
+        hidden = self._run(feeds)
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return (pooled / norms).astype(np.float32)
+
+
+def _onnxruntime_runner(graph: Path) -> RunGraph:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    return lambda feeds: np.asarray(session.run(None, feeds)[0])
+
+
+def _openvino_runner(graph: Path, precision: str) -> RunGraph:
+    import openvino as ov
+
+    core = ov.Core()
+    # LATENCY: one batch at a time on all cores, as the embed stage calls it. The precision
+    # is explicit: OpenVINO would pick bf16 by itself on a CPU that has it.
+    compiled = core.compile_model(core.read_model(str(graph)), "CPU",
+                                  {"PERFORMANCE_HINT": "LATENCY",
+                                   "INFERENCE_PRECISION_HINT": precision})
+    request = compiled.create_infer_request()
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return np.array(request.infer(feeds)[0])  # a copy: the request reuses its buffer
+
+    return run
+
+
+def open_encoder(backend: str, model_path: Path, cache_root: Path,
+                 fingerprint: str | None = None) -> Encoder:
+    """The engine for `backend`; ONNX graphs are exported from `model_path` into
+    `cache_root` the first time (PyTorch is needed then, not afterwards)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if backend == "torch":
+        return TorchEncoder(model_path)
+    if backend not in BACKENDS:
+        raise ValueError(f"embedding.backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    fingerprint = fingerprint or model_fingerprint(model_path)
+    if backend == "onnx-int8":
+        graph = exported_model(model_path, cache_root, "onnx-int8", fingerprint)
+        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph))
+    graph = exported_model(model_path, cache_root, "onnx", fingerprint)
+    if backend == "onnx":
+        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph))
+    precision = "bf16" if backend == "openvino-bf16" else "f32"
+    return GraphEncoder(backend, model_path, _openvino_runner(graph, precision))
