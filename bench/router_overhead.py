@@ -1,321 +1,324 @@
-"""Router overhead per request, ours vs litellm.Router (least-busy), in one run, against
-the simulator (replicas answering at once: no prefill, one output token).
+"""Router overhead timed at the socket boundary, and router CPU per streamed request:
+our router vs a plain round-robin proxy vs litellm.Router, each in a process of its own
+(bench/router_proxy.py), against the vLLM simulator with a real per-request CPU cost.
 
-Load: an OPEN loop at `--rate` requests/s (after a warm-up of `--warmup-s` at that rate):
-request i is due at start + i / rate and is started then, whether or not the earlier
-ones have finished, so a router that cannot keep up falls behind instead of slowing the
-load down. `--seconds` of it for our router, `--litellm-seconds` for litellm (which falls
-behind at 1,000 req/s: its backlog grows by the second; `--litellm-rate` offers it a rate
-of its own, e.g. one it sustains). Every request is a distinct chat
-(the alert's address and port vary), so no cache can serve a repeat. Printed per router:
-the achieved rate (requests finished / time from the first due to the last finished),
-the share that kept pace, i.e. started no more than `--late-ms` after its due time (the
-event loop's timers have a 1 ms granularity; a loop that cannot keep up falls behind
-without bound), the lateness p99, the CPU per request of this process (router + HTTP
-client + load generator) and of the simulator's, and the garbage collections.
+Method (bench/socket_clock.py): an open-loop client sends request i at start + i / rate
+whether or not earlier ones finished; it stamps the request's send, its first generated
+text and its end. The simulator (`--record-timings 1`) stamps the same request's arrival,
+its first token written and its last byte written, matched by an id in the last message.
+Overhead = client time − simulator time, to the first token (the headline) and to the
+end. No timer inside the router is used. The simulator burns `--sim-cpu-us` µs of CPU per
+prompt token (tokenizer-like work), so the router shares the 2 cores with a busy server.
 
-Method: the time a request spends in the router minus the time it spends in the backend
-call. Ours: `Router.complete` total − `ReplicaClient.chat` (the streamed HTTP call, read to
-its end) = estimate (real tokenizer + chat template) + quota + admission + choose + record.
-litellm: `Router.acompletion` total − `OpenAIChatCompletion.make_openai_chat_completion_request`
-(its openai-SDK HTTP call) = routing, pre/post-call hooks, response transformation, logging.
-Both are timed per request inside the process with perf_counter, so an event loop busy
-with other requests (or stopped by a garbage collection) shows up in these figures too.
+Runs, each after `--warmup-s` of the same load:
+1. latency: short chats (one output token) at each of `--rates` (200 and 1,000 req/s),
+   ours and round robin;
+2. CPU per streamed request: explain-sized requests (≈1,000-token prompt: a shared system
+   prompt, 2 of 8 shared runbook passages, a distinct alert; `--stream-tokens` output
+   tokens streamed) at `--stream-rate`, all three routers; CPU = the router process's
+   user + system time (/proc) ÷ requests finished;
+3. vs litellm: short chats at each of `--litellm-rates` until litellm no longer sustains
+   one (achieved ≥ 95% of offered, no error, its time to first token not growing over the
+   run); ours at the highest rate litellm sustained; ratio of the two p99 overheads.
 
-As in the gateway: the routers run on uvloop (uvicorn's loop; `--loop asyncio` for the
-standard one), and the long-lived objects are frozen out of the garbage collector once
-set up (`gc.freeze()`). The simulator's replicas run in `--sim-processes` processes on
-the same machine.
+The 1-min load average is read before and after every run and printed beside it; a run
+whose load went above 1.5 is marked NOT quiet, and no quiet-machine goal is called met
+from it. `--quiet-check` refuses to start unless the load is ≤ 1.5 (for re-running on a
+quiet machine).
 
-Run: `.venv/bin/python -m bench.router_overhead [--rate 1000] [--seconds 10]`
+Run: `.venv/bin/python -m bench.router_overhead [--quiet-check] [--no-record]`
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
-import gc
-import logging
-import os
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Callable
 
-import structlog
+from bench.record import record as record_figure
+from bench.socket_clock import (
+    QUIET_LOAD,
+    Run,
+    cpu_seconds,
+    fetch_timings,
+    load_average,
+    open_loop,
+)
+from bench.vllm_sim.harness import ROOT, SimProcess, free_port, record
 
-from bench.vllm_sim.harness import SimProcess, percentile, record
-from pipeline.config import Settings
-from pipeline.router import ChatRequest, Router
-from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
-from pipeline.router.dispatch import ReplicaClient
-from pipeline.router.scoring import build_picker
-from pipeline.router.tokens import counter_for
-from pipeline.runtime import tokenizer_dir
-from schemas.usage import UsageEvent
-
-SIM_FLAGS = ["--max-num-seqs", "1000", "--prefill-ms-per-token", "0", "--itl-ms", "0",
-             "--output-tokens", "1", "--cached-prefill-ms-per-token", "0"]
-MESSAGES = [{"role": "system", "content": "You are a SOC analyst."},
-            {"role": "user", "content": "Explain: sshd authentication failure for root from "
-                                        "203.0.113.7 port 4242, rule 5710 level 5."}]
-
-
-def chats(count: int) -> list[list[dict[str, str]]]:
-    """`count` distinct chats (the alert's address and port vary, as in real traffic), so
-    that no cache of a tokenizer or template can serve a repeat."""
-    return [[MESSAGES[0], {"role": "user", "content": (
-        f"Explain: sshd authentication failure for root from 203.0.{n // 250 % 250}."
-        f"{n % 250 + 1} port {1024 + n % 60_000}, rule 5710 level 5.")}]
-        for n in range(count)]
-OURS, LITELLM = "our router", "litellm.Router least-busy"
-_backend: contextvars.ContextVar[list[float]] = contextvars.ContextVar("backend")
+OURS, ROUND_ROBIN, LITELLM = "ours", "round-robin", "litellm"
+SYSTEM = ("You are a SOC analyst. Explain the alert below for an on-call engineer: what "
+          "happened, how severe it is, what to check first and which runbook step applies. "
+          "Answer in JSON with the fields summary, severity, evidence, next_steps. ")
+_VOCAB_TEXT = ("alert sshd failed password user root from source address port rule level "
+               "agent host login attempt brute force block firewall check logs account lock "
+               "reset escalate incident ticket review policy network segment endpoint "
+               "process hash file integrity registry service restart")
+VOCAB = _VOCAB_TEXT.split()
+Body = tuple[str, bytes]
 
 
-class NullSink:
-    def record(self, event: UsageEvent) -> None:
-        pass
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(VOCAB) for _ in range(words))
 
 
-def timed(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+def short_bodies(start: int, count: int) -> list[Body]:
+    """Distinct short chats (the alert's address and port vary), one output token."""
+    out = []
+    for n in range(start, start + count):
+        text = (f"Explain: sshd authentication failure for root from 203.0.{n // 250 % 250}."
+                f"{n % 250 + 1} port {1024 + n % 60_000}, rule 5710 level 5. [rid:{n}]")
+        out.append((str(n), _body([{"role": "system", "content": "You are a SOC analyst."},
+                                   {"role": "user", "content": text}], 1)))
+    return out
+
+
+def explain_bodies(start: int, count: int, output_tokens: int) -> list[Body]:
+    """Explain-sized chats: one shared system prompt (≈250 words), two of eight shared
+    runbook passages (≈300 words each), a distinct alert (≈120 words)."""
+    system = SYSTEM + _text(random.Random(-1), 220)
+    passages = [_text(random.Random(-2 - i), 300) for i in range(8)]
+    rng = random.Random(start)
+    out = []
+    for n in range(start, start + count):
+        first = rng.randrange(8)
+        user = (f"Runbook:\n{passages[first]}\n{passages[(first + 1) % 8]}\n\nAlert: "
+                f"srcip 198.51.{n // 250 % 250}.{n % 250 + 1} port {1024 + n % 60_000} "
+                f"{_text(rng, 110)} [rid:{n}]")
+        out.append((str(n), _body([{"role": "system", "content": system},
+                                   {"role": "user", "content": user}], output_tokens)))
+    return out
+
+
+def _body(messages: list[dict[str, str]], max_tokens: int) -> bytes:
+    return json.dumps({"model": "sim", "messages": messages, "max_tokens": max_tokens,
+                       "stream": True}).encode()
+
+
+class Proxy:
+    """One router process (bench/router_proxy.py)."""
+
+    def __init__(self, kind: str, upstreams: list[str]) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.router_proxy", "--kind", kind, "--port",
+             str(self.port), "--upstreams", ",".join(upstreams)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+    def ready(self) -> None:
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"router process {self.kind} did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            return await method(*args, **kwargs)
-        finally:
-            _backend.get().append(time.perf_counter() - started)
-
-    return wrapper
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
-@dataclass
-class Run:
-    overheads: list[float]  # seconds per successful request: total − backend
-    lateness: list[float]  # seconds between a request's due time and its start
-    errors: int
-    achieved: float  # requests finished per second
-    late_s: float
-    cpu_ms: float = 0.0  # CPU of this process (router + HTTP client + load) per request
-    sim_cpu_ms: float = 0.0  # CPU of the simulator processes per request
+class Bench:
+    def __init__(self, args: argparse.Namespace, sims: list[SimProcess],
+                 proxies: dict[str, Proxy]) -> None:
+        self.args, self.sims, self.proxies = args, sims, proxies
+        self.sim_urls = [u for sim in sims for u in sim.urls]
+        self._next_id = 0
 
-    @property
-    def on_pace(self) -> float:
-        return sum(1 for x in self.lateness if x <= self.late_s) / max(len(self.lateness), 1)
+    def bodies(self, maker: Callable[[int, int], list[Body]], count: int) -> list[Body]:
+        start, self._next_id = self._next_id, self._next_id + count
+        return maker(start, count)
 
-    def ms(self, q: float) -> float:
-        return percentile(self.overheads, q) * 1000
-
-
-class GCPauses:
-    """Collections of the cyclic garbage collector and how long they stopped the loop."""
-
-    def __init__(self) -> None:
-        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
-        self._started = 0.0
-        gc.callbacks.append(self._observe)
-
-    def _observe(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.pauses.append((info["generation"], time.perf_counter() - self._started))
-
-    def take(self) -> str:
-        pauses, self.pauses = self.pauses, []
-        if not pauses:
-            return "no GC"
-        by_gen = {g: [s for gen, s in pauses if gen == g] for g in sorted({g for g, _ in pauses})}
-        return ", ".join(f"gen{g} ×{len(v)} max {max(v) * 1000:.1f} ms"
-                         for g, v in by_gen.items())
+    async def run(self, kind: str, workload: str, rate: float, seconds: float) -> Run:
+        maker: Callable[[int, int], list[Body]] = short_bodies if workload == "short" else (
+            lambda s, c: explain_bodies(s, c, self.args.stream_tokens))
+        proxy = self.proxies[kind]
+        await open_loop(proxy.url, self.bodies(maker, round(rate * self.args.warmup_s)), rate)
+        await fetch_timings(self.sim_urls)  # forget the warm-up's stamps
+        bodies = self.bodies(maker, round(rate * seconds))
+        load_before = load_average()
+        cpu = cpu_seconds(proxy.process.pid)
+        sim_pids = [sim.process.pid for sim in self.sims]
+        sim_cpu = sum(cpu_seconds(p) for p in sim_pids)
+        sent, wall = await open_loop(proxy.url, bodies, rate)
+        run = Run(kind, workload, rate, sent, wall, cpu_seconds(proxy.process.pid) - cpu,
+                  sum(cpu_seconds(p) for p in sim_pids) - sim_cpu, load_before,
+                  load_average())
+        run.match(await fetch_timings(self.sim_urls))
+        print(line(run), flush=True)
+        first_error = next((s.error for s in run.sent if s.error), None)
+        if first_error:
+            print(f"  first error: {first_error}", flush=True)
+        return run
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of these processes so far (Linux /proc; 0 elsewhere)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+def line(run: Run) -> str:
+    return (f"{run.router:>11} {run.workload:>7} {run.rate:>6,.0f} req/s: overhead to first "
+            f"token p50 {run.ms(50):.2f} ms p99 {run.ms(99):.2f} ms, to end p99 "
+            f"{run.ms(99, end=True):.2f} ms; achieved {run.achieved:,.0f} req/s "
+            f"({'sustained' if run.sustained() else 'NOT sustained'}), {run.errors} errors; "
+            f"router CPU {run.cpu_ms():.2f} ms/req, simulator {run.sim_cpu_ms():.2f}; "
+            f"{run.load_text()}")
 
 
-async def open_loop(call: Callable[[int], Awaitable[Any]], rate: float, count: int,
-                    late_s: float, sim_pids: list[int]) -> Run:
-    """`count` requests due at `rate` per second, each started at its due time; request i
-    is `call(i)`."""
-    overheads: list[float] = []
-    lateness: list[float] = []
-    errors = 0
-
-    async def one(i: int, due: float) -> None:
-        nonlocal errors
-        began = time.perf_counter()
-        lateness.append(began - due)
-        backend: list[float] = []
-        _backend.set(backend)
-        try:
-            await call(i)
-        except Exception as exc:
-            errors += 1
-            if errors == 1:
-                print(f"first error: {exc!r}", flush=True)
-            return
-        overheads.append(time.perf_counter() - began - sum(backend))
-
-    tasks: list[asyncio.Task[None]] = []
-    cpu, sim_cpu = time.process_time(), cpu_seconds(sim_pids)
-    start = time.perf_counter()
-    for i in range(count):
-        due = start + i / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(one(i, due)))
-    await asyncio.gather(*tasks)
-    achieved = count / (time.perf_counter() - start)
-    return Run(overheads, lateness, errors, achieved, late_s,
-               (time.process_time() - cpu) / count * 1000,
-               (cpu_seconds(sim_pids) - sim_cpu) / count * 1000)
+async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {"latency": [], "stream": [], "litellm": []}
+    for rate in args.rates:
+        for kind in (OURS, ROUND_ROBIN):
+            runs["latency"].append(await bench.run(kind, "short", rate, args.seconds))
+    for kind in (OURS, ROUND_ROBIN, LITELLM):
+        runs["stream"].append(await bench.run(kind, "explain", args.stream_rate,
+                                              args.stream_seconds))
+    for rate in args.litellm_rates:
+        run = await bench.run(LITELLM, "short", rate, args.litellm_seconds)
+        runs["litellm"].append(run)
+        if not run.sustained():
+            break
+    sustained = [r for r in runs["litellm"] if r.sustained()]
+    if sustained:
+        runs["litellm"].append(await bench.run(OURS, "short", sustained[-1].rate,
+                                               args.litellm_seconds))
+    return runs
 
 
-def after(call: Callable[[int], Awaitable[Any]], offset: int,
-          ) -> Callable[[int], Awaitable[Any]]:
-    """Request i of the measured run is chat `offset + i` (the warm-up took the first)."""
-    async def shifted(i: int) -> Any:
-        return await call(offset + i)
+def table(runs: list[Run]) -> str:
+    head = ("| router | workload | offered req/s | achieved | sustained | overhead to 1st "
+            "token p50 ms | p99 ms | to end p99 ms | router CPU ms/req | simulator CPU "
+            "ms/req | errors | unmatched | load 1-min before→after |\n"
+            "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| --- |\n")
+    return head + "\n".join(
+        f"| {r.router} | {r.workload} | {r.rate:,.0f} | {r.achieved:,.0f} | "
+        f"{'yes' if r.sustained() else 'no'} | {r.ms(50):.2f} | {r.ms(99):.2f} | "
+        f"{r.ms(99, end=True):.2f} | {r.cpu_ms():.2f} | {r.sim_cpu_ms():.2f} | {r.errors} | "
+        f"{r.unmatched} | {r.load_text()} |" for r in runs)
 
-    return shifted
 
-
-def summary(name: str, run: Run) -> str:
-    return (f"{name}: overhead p50 {run.ms(50):.3f} ms, p99 {run.ms(99):.3f} ms over "
-            f"{len(run.overheads)} requests ({run.errors} errors); achieved "
-            f"{run.achieved:,.0f} req/s, {run.on_pace:.1%} kept pace (lateness p99 "
-            f"{percentile(run.lateness, 99) * 1000:.1f} ms); CPU per request: "
-            f"{run.cpu_ms:.3f} ms here, {run.sim_cpu_ms:.3f} ms in the simulator")
+def verdicts(runs: dict[str, list[Run]]) -> tuple[list[str], dict[str, float]]:
+    """Plain goal lines and the headline figures."""
+    lines, figures = [], {}
+    at_1000 = [r for r in runs["latency"] if r.router == OURS and r.rate == 1000]
+    if at_1000:
+        r = at_1000[0]
+        figures["router.p99_ms_at_1000rps"] = r.ms(99)
+        met = r.ms(99) <= 2 and r.sustained() and r.quiet
+        lines.append(f"- p99 overhead at 1,000 req/s: {r.ms(99):.2f} ms ({r.load_text()}; "
+                     f"{'sustained' if r.sustained() else 'NOT sustained'}) — goal ≤ 2 ms on "
+                     f"a quiet machine: **{'met' if met else 'not met'}**"
+                     + ("" if r.quiet else " (not a quiet machine: re-run with --quiet-check)"))
+    ours_stream = [r for r in runs["stream"] if r.router == OURS]
+    if ours_stream:
+        r = ours_stream[0]
+        figures["router.cpu_ms_per_stream"] = r.cpu_ms()
+        others = ", ".join(f"{o.router} {o.cpu_ms():.2f} ms" for o in runs["stream"]
+                           if o.router != OURS)
+        lines.append(f"- CPU per streamed request: ours {r.cpu_ms():.2f} ms ({others}; "
+                     f"{r.load_text()}) — goal ≤ 3 ms: "
+                     f"**{'met' if r.cpu_ms() <= 3 else 'not met'}**")
+    sustained = [r for r in runs["litellm"] if r.router == LITELLM and r.sustained()]
+    ours_there = [r for r in runs["litellm"] if r.router == OURS]
+    if sustained and ours_there:
+        theirs, ours = sustained[-1], ours_there[0]
+        ratio = theirs.ms(99) / ours.ms(99) if ours.ms(99) > 0 else float("nan")
+        figures["router.p99_ratio_vs_litellm"] = ratio
+        lines.append(f"- vs litellm at {theirs.rate:,.0f} req/s, the highest offered rate it "
+                     f"sustained: p99 {theirs.ms(99):.2f} ms vs ours {ours.ms(99):.2f} ms = "
+                     f"{ratio:.1f}× (p50 {theirs.ms(50) / max(ours.ms(50), 1e-9):.1f}×; "
+                     f"{theirs.load_text()} / {ours.load_text()}) — goal ≥ 5×: "
+                     f"**{'met' if ratio >= 5 else 'not met'}**")
+    else:
+        lines.append("- vs litellm: litellm sustained none of the offered rates "
+                     f"{[r.rate for r in runs['litellm']]}: no ratio (goal not met)")
+    return lines, figures
 
 
 async def main(args: argparse.Namespace) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
-    import litellm
-    from litellm.llms.openai.openai import OpenAIChatCompletion
-
-    litellm.suppress_debug_info = True
-    ReplicaClient.chat = timed(ReplicaClient.chat)  # type: ignore[method-assign,assignment]
-    OpenAIChatCompletion.make_openai_chat_completion_request = timed(  # type: ignore[method-assign]
-        OpenAIChatCompletion.make_openai_chat_completion_request)
-    counter = counter_for(tokenizer_dir(Settings()))
-    per_process = args.replicas // args.sim_processes
-    sims = [SimProcess(per_process, *SIM_FLAGS) for _ in range(args.sim_processes)]
-    urls = [u for sim in sims for u in sim.urls]
-    count, late_s = round(args.rate * args.seconds), args.late_ms / 1000
-    litellm_rate = args.litellm_rate or args.rate
-    sim_pids = [sim.process.pid for sim in sims]
-    results: dict[str, Run] = {}
+    load = load_average()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    if args.quiet_check and load[0] > QUIET_LOAD:
+        sys.exit(f"--quiet-check: 1-min load {load[0]:.2f} > {QUIET_LOAD}: not a quiet "
+                 "machine, not run")
+    flags = ["--max-num-seqs", "1000", "--prefill-ms-per-token", "0",
+             "--cached-prefill-ms-per-token", "0", "--itl-ms", str(args.itl_ms),
+             "--itl-ms-per-running", "0", "--output-tokens", str(args.stream_tokens),
+             "--record-timings", "1", "--cpu-us-per-token", str(args.sim_cpu_us)]
+    sims = [SimProcess(args.replicas // args.sim_processes, *flags)
+            for _ in range(args.sim_processes)]
+    proxies: dict[str, Proxy] = {}
     try:
         for sim in sims:
             await sim.ready()
-        ours = Router(model_name="sim-model", counter=counter, usage=NullSink(),
-                      pools={"default": PoolConfig(endpoints=urls, max_context_tokens=8192)},
-                      tenants=TenantLimits(tokens_per_minute=10**12, tokens_per_day=10**13),
-                      picker=build_picker(DEFAULT_SCORER_WEIGHTS, urls))
-        theirs = litellm.Router(
-            model_list=[{"model_name": "sim", "litellm_params": {
-                "model": "openai/sim-model", "api_base": u, "api_key": "EMPTY"}}
-                for u in urls], routing_strategy="least-busy", num_retries=0)
-        warmup = round(args.rate * args.warmup_s)
-        messages = chats(warmup + max(count, round(litellm_rate * args.litellm_seconds)))
-        requests = [ChatRequest(tenant_id="t", messages=m, max_tokens=1) for m in messages]
-
-        async def call_ours(i: int) -> None:
-            await ours.complete(requests[i])
-
-        async def call_litellm(i: int) -> None:
-            await theirs.acompletion(model="sim", messages=messages[i], max_tokens=1)
-
-        calls = {OURS: call_ours, LITELLM: call_litellm}
-        # As the gateway does once started (pipeline/web/gateway.py): the long-lived
-        # objects of the libraries (tokenizer, torch, litellm) out of the collector's
-        # scans, else a full collection stalls the loop for ~0.4 s here.
-        gc.collect()
-        gc.freeze()
-        gc_pauses = GCPauses()
-        for name in (OURS, LITELLM) if args.routers == "both" else (
-                (OURS,) if args.routers == "ours" else (LITELLM,)):
-            rate = args.rate if name == OURS else litellm_rate
-            measured = count if name == OURS else round(rate * args.litellm_seconds)
-            # warm-up: connections, caches, the scraper's first stats
-            await open_loop(calls[name], rate, round(rate * args.warmup_s), late_s, sim_pids)
-            gc_pauses.take()
-            results[name] = await open_loop(after(calls[name], warmup), rate, measured,
-                                            late_s, sim_pids)
-            print(f"{summary(name, results[name])}; {gc_pauses.take()}", flush=True)
-        await ours.close()
+        upstreams = [u for sim in sims for u in sim.urls]
+        proxies = {kind: Proxy(kind, upstreams) for kind in (OURS, ROUND_ROBIN, LITELLM)}
+        for proxy in proxies.values():
+            proxy.ready()
+        runs = await measure(Bench(args, sims, proxies), args)
     finally:
+        for proxy in proxies.values():
+            proxy.stop()
         for sim in sims:
             sim.stop()
-    if args.no_record or len(results) < 2:
+    report(args, runs)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
+    lines, figures = verdicts(runs)
+    print("\n".join(lines))
+    if args.no_record:
         return
-    o, t = results[OURS], results[LITELLM]
-    rows = "\n".join(
-        f"| {name} | {r.ms(50):.3f} | {r.ms(99):.3f} | {len(r.overheads):,} | {r.errors} | "
-        f"{r.achieved:,.0f} | {r.on_pace:.1%} | {percentile(r.lateness, 99) * 1000:,.1f} | "
-        f"{r.cpu_ms:.3f} | {r.sim_cpu_ms:.3f} |" for name, r in results.items())
-    body = (f"Open loop: {args.rate:,.0f} req/s offered for {args.seconds:g} s to our router "
-            f"and {litellm_rate:,.0f} req/s for {args.litellm_seconds:g} s to litellm (after "
-            f"{args.warmup_s:g} s of warm-up each), against {args.replicas} simulated replicas in "
-            f"{args.sim_processes} processes answering at once (1 output token); distinct "
-            f"chats; {args.loop} event loop. Overhead = time in the router − time in the "
-            "backend HTTP call, per request (see the script's docstring). Kept pace = "
-            f"started ≤ {args.late_ms:g} ms after its due time. CPU = CPU seconds of the "
-            "router's process (router + HTTP client + load) and of the simulator's, per "
-            f"request.{' ' + args.note if args.note else ''}\n\n"
-            "| router | overhead p50 ms | p99 ms | requests | errors | achieved req/s | "
-            "kept pace | lateness p99 ms | CPU ms/req | simulator CPU ms/req |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
-            f"{rows}\n\n"
-            f"litellm / ours: p50 **{t.ms(50) / o.ms(50):,.1f}×**, "
-            f"p99 **{t.ms(99) / o.ms(99):,.1f}×**.")
-    record("Router overhead, open loop (issue #3) — `bench/router_overhead.py`",
-           f".venv/bin/python -m bench.router_overhead --rate {args.rate:g} "
-           f"--seconds {args.seconds:g} --litellm-seconds {args.litellm_seconds:g}"
-           + (f" --litellm-rate {args.litellm_rate:g}" if args.litellm_rate else ""), body)
+    command = ".venv/bin/python -m bench.router_overhead" + (
+        " --quiet-check" if args.quiet_check else "")
+    goals = {"router.p99_ms_at_1000rps": "≤ 2 ms at 1,000 req/s on a quiet machine "
+                                         "(socket boundary, simulator with CPU cost)",
+             "router.cpu_ms_per_stream": "≤ 3 ms CPU per streamed request",
+             "router.p99_ratio_vs_litellm": "≥ 5× lower p99 than litellm at a rate both "
+                                            "sustain"}
+    for key, value in figures.items():
+        record_figure(key, round(value, 3), goal=goals[key], command=command)
+    body = (f"Open loop, {args.replicas} simulated replicas in {args.sim_processes} "
+            f"processes (simulator CPU {args.sim_cpu_us:g} µs per prompt word, no prefill "
+            f"time, {args.itl_ms:g} ms between tokens); each router in its own process "
+            f"(bench/router_proxy.py, aiohttp on uvloop). Overhead = client-observed time − "
+            f"simulator-observed time of the same request (to the first generated token; "
+            f"'to end' = to the stream's end). {args.warmup_s:g} s warm-up before each run; "
+            f"latency runs {args.seconds:g} s, streamed runs {args.stream_seconds:g} s at "
+            f"{args.stream_rate:g} req/s with {args.stream_tokens} output tokens, litellm "
+            f"runs {args.litellm_seconds:g} s. Load = 1-min load average before → after "
+            f"the run (quiet ≤ {QUIET_LOAD}).\n\n"
+            + table(runs["latency"] + runs["stream"] + runs["litellm"])
+            + "\n\n" + "\n".join(lines))
+    record("Router overhead at the socket boundary (issue 15) — `bench/router_overhead.py`",
+           command, body)
 
 
-def run(args: argparse.Namespace) -> None:
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main(args))
-    else:
-        asyncio.run(main(args))
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    floats = lambda text: [float(x) for x in text.split(",")]  # noqa: E731
+    parser.add_argument("--rates", type=floats, default=[200.0, 1000.0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stream-rate", type=float, default=20.0)
+    parser.add_argument("--stream-seconds", type=float, default=10.0)
+    parser.add_argument("--stream-tokens", type=int, default=95)
+    parser.add_argument("--litellm-rates", type=floats, default=[10.0, 20.0, 40.0, 80.0])
+    parser.add_argument("--litellm-seconds", type=float, default=6.0)
+    parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--itl-ms", type=float, default=5.0)
+    parser.add_argument("--sim-cpu-us", type=float, default=1.0,
+                        help="simulator CPU per prompt word, µs (0 = an idle server)")
+    parser.add_argument("--replicas", type=int, default=4)
+    parser.add_argument("--sim-processes", type=int, default=2)
+    parser.add_argument("--quiet-check", action="store_true",
+                        help=f"refuse to run when the 1-min load average is > {QUIET_LOAD}")
+    parser.add_argument("--no-record", action="store_true")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=1000.0, help="offered requests/s")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured, per router")
-    parser.add_argument("--litellm-seconds", type=float, default=3.0,
-                        help="measured for litellm (it falls behind: its backlog grows "
-                             "by the second)")
-    parser.add_argument("--litellm-rate", type=float, default=None,
-                        help="offered to litellm instead of --rate (e.g. one it sustains)")
-    parser.add_argument("--warmup-s", type=float, default=2.0)
-    parser.add_argument("--late-ms", type=float, default=5.0,
-                        help="a request started later than this after its due time did "
-                             "not keep pace")
-    parser.add_argument("--replicas", type=int, default=4)
-    parser.add_argument("--sim-processes", type=int, default=2)
-    parser.add_argument("--routers", choices=("both", "ours", "litellm"), default="both")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    parser.add_argument("--note", default="", help="appended to the recorded section text "
-                                                   "(e.g. the load average)")
-    parser.add_argument("--no-record", action="store_true")
-    run(parser.parse_args())
+    asyncio.run(main(parse()))

@@ -18,6 +18,10 @@
   simulator does not.)
 - Tokens: one token per word (whitespace split) of each message plus 4 per message; the
   output is `output_tokens` words, or fewer when `max_tokens` says so.
+- CPU (`cpu_us_per_token`, default 0): each request burns that many microseconds of real
+  CPU per prompt token before it is queued, as vLLM's API server spends CPU tokenizing
+  and rendering a prompt, so a router measured against the simulator shares the machine
+  with a server that is not idle (bench/router_overhead.py).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class SimConfig:
     prefix_cache_blocks: int = 2048
     kv_cache_tokens: int = 65_536
     priority_scheduling: int = 0  # 1: order queues by the request's `priority`
+    cpu_us_per_token: float = 0.0  # real CPU burnt per prompt token (tokenizer-like work)
+    record_timings: int = 0  # 1: keep each request's arrival / first byte (GET /admin/timings)
     # Faults (also settable at run time on POST /admin/faults).
     fail_rate: float = 0.0  # probability of an HTTP 500
     drop_rate: float = 0.0  # probability of dropping the connection without a reply
@@ -71,6 +77,21 @@ def count_tokens(messages: Sequence[dict[str, Any]]) -> list[str]:
         words.extend(["<msg>", str(message.get("role", "")), "<content>", "</msg>"])
         words.extend(content.split())
     return words
+
+
+def burn_cpu(words: list[str], us_per_token: float) -> None:
+    """Hash the prompt's words until `us_per_token` × tokens of CPU time is spent: real
+    work on the request's own content, bounded by the process's CPU clock (not the wall
+    clock, so a descheduled process does not burn less)."""
+    if us_per_token <= 0 or not words:
+        return
+    until = time.thread_time() + us_per_token * len(words) / 1e6
+    digest = hashlib.blake2b(digest_size=16)
+    index = 0
+    while time.thread_time() < until:
+        for word in words[index:index + 64]:
+            digest.update(word.encode())
+        index = (index + 64) % len(words)
 
 
 class PriorityQueueGate:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,13 +18,27 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bench.vllm_sim.engine import Engine, PriorityNotEnabled, SimConfig, count_tokens
+from bench.vllm_sim.engine import (
+    Engine,
+    PriorityNotEnabled,
+    SimConfig,
+    burn_cpu,
+    count_tokens,
+)
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
                 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine", Engine)
 REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 MODEL_KEY: web.AppKey[str] = web.AppKey("model", str)
+# request id → [arrived, first token written, last byte written] (perf_counter: the
+# system-wide monotonic clock on Linux, comparable with a client process's)
+TIMINGS_KEY: web.AppKey[dict[str, list[float]]] = web.AppKey("timings", dict)
+# How a benchmark client names a request so that the simulator's times of it can be
+# matched with its own: a header, or (through a router that forwards no headers) a
+# marker in the last message.
+REQUEST_ID_HEADER = "X-Bench-Request-Id"
+_ID_MARKER = re.compile(r"\[rid:([0-9A-Za-z_-]{1,40})\]")
 
 
 class _EngineCollector(Collector):
@@ -73,12 +88,14 @@ def build_app(config: SimConfig, *, model: str = "sim-model") -> web.Application
     app[ENGINE_KEY] = engine
     app[REGISTRY_KEY] = registry
     app[MODEL_KEY] = model
+    app[TIMINGS_KEY] = {}
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", set_faults)
+    app.router.add_get("/admin/timings", get_timings)
     return app
 
 
@@ -113,9 +130,32 @@ async def set_faults(request: web.Request) -> web.Response:
     return await get_faults(request)
 
 
+async def get_timings(request: web.Request) -> web.Response:
+    """The kept timings (record_timings = 1), emptied as they are read."""
+    timings = request.app[TIMINGS_KEY]
+    answer = web.json_response(timings)
+    timings.clear()
+    return answer
+
+
+def _request_id(request: web.Request, body: dict[str, Any]) -> str | None:
+    rid = request.headers.get(REQUEST_ID_HEADER)
+    if rid is None:
+        messages = body.get("messages") or [{}]
+        found = _ID_MARKER.search(str(messages[-1].get("content") or ""))
+        rid = found.group(1) if found else None
+    return rid
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
+    arrived = time.perf_counter()  # the request's head is parsed: its bytes are here
     engine = request.app[ENGINE_KEY]
     body = await request.json()
+    timing: list[float] | None = None
+    if engine.config.record_timings:
+        rid = _request_id(request, body)
+        if rid is not None:
+            timing = request.app[TIMINGS_KEY].setdefault(rid, [arrived, 0.0, 0.0])
     fault = engine.roll_fault()
     if fault == "drop":
         assert request.transport is not None
@@ -125,6 +165,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "injected failure", "type": "sim",
                                             "code": 500}}, status=500)
     words = count_tokens(body.get("messages", []))
+    burn_cpu(words, engine.config.cpu_us_per_token)
     max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
     priority = int(body.get("priority") or 0)
     try:
@@ -139,8 +180,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         options = body.get("stream_options") or {}
         return await _stream(request, engine, words, max_tokens, priority, model, rid,
                              created, bool(options.get("include_usage")),
-                             bool(options.get("continuous_usage_stats")))
+                             bool(options.get("continuous_usage_stats")), timing)
     tokens = [t async for t in engine.generate(words, max_tokens, priority)]
+    if timing is not None:
+        timing[1] = timing[2] = time.perf_counter()
     finish = "length" if len(tokens) >= max_tokens else "stop"
     return web.json_response({
         "id": rid, "object": "chat.completion", "created": created, "model": model,
@@ -151,8 +194,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request, engine: Engine, words: list[str], max_tokens: int,
                   priority: int, model: str, rid: str, created: int,
-                  include_usage: bool, continuous_usage: bool = False) -> web.StreamResponse:
-    """As vLLM: with `continuous_usage_stats` every chunk carries the running usage."""
+                  include_usage: bool, continuous_usage: bool = False,
+                  timing: list[float] | None = None) -> web.StreamResponse:
+    """As vLLM: with `continuous_usage_stats` every chunk carries the running usage.
+    `timing` gets the times of the first token's write and of the last byte's."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
@@ -175,12 +220,16 @@ async def _stream(request: web.Request, engine: Engine, words: list[str], max_to
             delta = {"role": "assistant", "content": token} if generated == 0 else {
                 "content": f" {token}"}
             generated += 1
+            if timing is not None and generated == 1:
+                timing[1] = time.perf_counter()
             await response.write(chunk(delta))
         finish = "length" if generated >= max_tokens else "stop"
         await response.write(chunk({}, finish))
         if include_usage:
             await response.write(chunk({}, usage=_usage(len(words), generated)))
         await response.write(b"data: [DONE]\n\n")
+        if timing is not None:
+            timing[2] = time.perf_counter()
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         raise

@@ -9,7 +9,9 @@ plain role/content chats are rendered by transformers' compiled template directl
 the text goes straight to the Rust tokenizer. transformers' Python around both (input
 normalisation, batching, BatchEncoding) cost twice the CPU of the work itself, and the
 count runs on every request (bench/router_overhead.py). Anything else, or a tokenizer
-where the short path renders differently, goes the long way.
+where the short path renders differently, goes the long way. With a tokenizer whose counts
+add up line by line, the lines' counts are cached by content (token_cache.py): the system
+prompt and runbook passages repeat from request to request.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from pipeline.router.token_cache import LineCounts
 
 Message = dict[str, str]
 
@@ -43,6 +47,7 @@ class TokenCounter:
             backend.no_padding()
             backend.encode_special_tokens = False
             self._backend = backend
+        self._lines = None if self._backend is None else LineCounts.for_tokenizer(backend)
         self._render = self._direct_render()
 
     def count_chat(self, messages: Sequence[Message]) -> int:
@@ -70,6 +75,8 @@ class TokenCounter:
         return text
 
     def _count(self, text: str) -> int:
+        if self._lines is not None:
+            return self._lines.count(text)
         return len(self._backend.encode(text, add_special_tokens=False))
 
     def _direct_render(self) -> Callable[[Sequence[Message]], str] | None:

@@ -1,0 +1,185 @@
+"""One router in a process of its own, serving the OpenAI chat completions API (streamed
+SSE) over aiohttp on uvloop, for bench/router_overhead.py to time from outside:
+
+- `ours`: `pipeline.router.Router` (real tokenizer, quota, admission, the default scorers,
+  usage events to a sink that drops them) behind the gateway's own chunk format;
+- `round-robin`: a plain streaming reverse proxy, replicas in turn, the body passed on
+  untouched (no token count, no parsing): what any HTTP proxy costs, the floor;
+- `litellm`: `litellm.Router` (least-busy), `acompletion(stream=True)`.
+
+All three share this server code, so their differences are the routers'. The process
+prints `ready` once it answers; its CPU time is what the bench divides by requests.
+
+Run: `python -m bench.router_proxy --kind ours --port P --upstreams URL[,URL…]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KINDS = ("ours", "round-robin", "litellm")
+
+
+async def _sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    return response
+
+
+def ours_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    import structlog
+
+    from pipeline.config import Settings
+    from pipeline.router import ChatRequest, Router
+    from pipeline.router.config import PoolConfig, TenantLimits
+    from pipeline.router.tokens import counter_for
+    from pipeline.runtime import tokenizer_dir
+    from pipeline.web.openai_api import DONE, chunk, usage_block
+    from schemas.usage import UsageEvent
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+    class NullSink:
+        def record(self, event: UsageEvent) -> None:
+            pass
+
+    router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
+                    usage=NullSink(),
+                    pools={"default": PoolConfig(endpoints=upstreams,
+                                                 max_context_tokens=8192)},
+                    tenants=TenantLimits(tokens_per_minute=10**12, tokens_per_day=10**13))
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        stream = router.stream(ChatRequest(tenant_id="t", messages=body["messages"],
+                                           max_tokens=int(body.get("max_tokens") or 16)))
+        first = await anext(stream)  # a refusal raises here, before the 200
+        response = await _sse(request)
+        rid, created, item = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), first
+        await response.write(chunk(rid, "sim-model", created,
+                                   delta={"role": "assistant", "content": ""}).encode())
+        while isinstance(item, str):
+            await response.write(chunk(rid, "sim-model", created,
+                                       delta={"content": item}).encode())
+            item = await anext(stream)
+        await response.write(chunk(rid, "sim-model", created,
+                                   finish_reason=item.finish_reason or "stop").encode())
+        await response.write(chunk(rid, "sim-model", created,
+                                   usage=usage_block(item)).encode())
+        await response.write(DONE.encode())
+        await response.write_eof()
+        return response
+
+    return handle, router.close
+
+
+def round_robin_handler(upstreams: list[str],
+                        ) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    turn = itertools.cycle([u + "/chat/completions" for u in upstreams])
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=3.0)))
+        data = await request.read()
+        async with sessions[0].post(next(turn), data=data, headers={
+                "Content-Type": "application/json"}) as upstream:
+            response = await _sse(request)
+            async for piece in upstream.content.iter_any():
+                await response.write(piece)
+        await response.write_eof()
+        return response
+
+    async def close() -> None:
+        for session in sessions:
+            await session.close()
+
+    return handle, close
+
+
+def litellm_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+    import litellm
+
+    litellm.suppress_debug_info = True
+    router = litellm.Router(model_list=[{"model_name": "sim", "litellm_params": {
+        "model": "openai/sim-model", "api_base": u, "api_key": "EMPTY"}} for u in upstreams],
+        routing_strategy="least-busy", num_retries=0)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        stream: Any = await router.acompletion(
+            model="sim", messages=body["messages"], max_tokens=body.get("max_tokens"),
+            stream=True, stream_options={"include_usage": True})
+        response = await _sse(request)
+        async for part in stream:
+            await response.write(f"data: {part.model_dump_json()}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def close() -> None:
+        return None
+
+    return handle, close
+
+
+async def serve(kind: str, port: int, upstreams: list[str]) -> None:
+    makers = {"ours": ours_handler, "round-robin": round_robin_handler,
+              "litellm": litellm_handler}
+    handle, close = makers[kind](upstreams)
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", handle)
+    app.router.add_get("/health", lambda _: _ok())
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # As the gateway does once started: the libraries' long-lived objects out of the
+    # collector's scans (a full collection otherwise stalls the loop for ~0.4 s).
+    gc.collect()
+    gc.freeze()
+    print("ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await close()
+        await runner.cleanup()
+
+
+async def _ok() -> web.Response:
+    return web.Response(text=json.dumps({"status": "ok"}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstreams", required=True, help="comma-separated base URLs (…/v1)")
+    args = parser.parse_args()
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(args.kind, args.port, args.upstreams.split(",")))
+
+
+if __name__ == "__main__":
+    main()

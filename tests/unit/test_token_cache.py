@@ -1,0 +1,57 @@
+"""LineCounts (pipeline/router/token_cache.py): cached line counts give what a fresh count
+gives, and a line's key follows its content."""
+
+from __future__ import annotations
+
+from pipeline.router.token_cache import LineCounts, content_key
+
+
+def words(text: str) -> int:
+    """A stand-in tokenizer whose counts add up over the cuts: one token per word and
+    one per newline."""
+    return len(text.split()) + text.count("\n")
+
+
+PROMPT = "system: you are a SOC analyst\nRunbook:\nblock the address\n\nAlert: 203.0.113.7"
+
+
+def test_a_cached_count_equals_a_fresh_count() -> None:
+    cached = LineCounts(words)
+    first = cached.count(PROMPT)
+    again = cached.count(PROMPT)
+    assert first == again == words(PROMPT)
+    assert cached.hits == cached.misses > 0  # the second count encoded nothing
+
+
+def test_only_unseen_lines_are_encoded() -> None:
+    encoded: list[str] = []
+
+    def counting(text: str) -> int:
+        encoded.append(text)
+        return words(text)
+
+    cached = LineCounts(counting)
+    cached.count(PROMPT)
+    encoded.clear()
+    other = PROMPT.replace("203.0.113.7", "198.51.100.9")
+    assert cached.count(other) == words(other)
+    assert encoded == ["\n\nAlert: 198.51.100.9"]  # the shared lines came from the cache
+
+
+def test_different_content_different_key() -> None:
+    assert content_key("block 203.0.113.7") != content_key("block 203.0.113.8")
+    assert content_key("same text") == content_key("same text")
+    assert len(content_key("x" * 100_000)) == 16  # the key never holds the text
+
+
+def test_the_cache_is_bounded_and_forgets_the_least_recent() -> None:
+    cached = LineCounts(words, size=2)
+    for line in ("one", "two", "three"):
+        cached.count(line)
+    cached.count("one")  # evicted: encoded again
+    assert cached.misses == 4 and cached.hits == 0
+    assert cached.count("three") == 1 and cached.hits == 1
+
+
+def test_a_lone_surrogate_is_counted_not_raised() -> None:
+    assert LineCounts(words).count("bad \ud800 text\nnext") == words("bad \ud800 text\nnext")
