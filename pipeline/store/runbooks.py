@@ -23,28 +23,43 @@ class RunbookChunkRow:
     content: str
     content_sha256: str
     embedding: np.ndarray
+    embedding_model: str  # the weights (name@fingerprint), see pipeline/analysis/embedding.py
+    embedding_backend: str  # the engine that ran them
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """What decides whether a stored passage must be embedded again."""
+
+    content_sha256: str
+    embedding_model: str
+    embedding_backend: str
 
 
 async def upsert_chunks(conn: AsyncConnection, rows: Sequence[RunbookChunkRow]) -> None:
     async with conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO runbook_chunks (chunk_id, runbook, title, heading, attack_ids,
-                   wazuh_groups, wazuh_rules, content, content_sha256, embedding)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   wazuh_groups, wazuh_rules, content, content_sha256, embedding,
+                   embedding_model, embedding_backend)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (chunk_id) DO UPDATE SET
                    runbook = EXCLUDED.runbook, title = EXCLUDED.title,
                    heading = EXCLUDED.heading, attack_ids = EXCLUDED.attack_ids,
                    wazuh_groups = EXCLUDED.wazuh_groups, wazuh_rules = EXCLUDED.wazuh_rules,
                    content = EXCLUDED.content, content_sha256 = EXCLUDED.content_sha256,
-                   embedding = EXCLUDED.embedding, loaded_at = now()""",
+                   embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model,
+                   embedding_backend = EXCLUDED.embedding_backend, loaded_at = now()""",
             [(r.chunk_id, r.runbook, r.title, r.heading, r.attack_ids, r.wazuh_groups,
-              r.wazuh_rules, r.content, r.content_sha256, r.embedding) for r in rows],
+              r.wazuh_rules, r.content, r.content_sha256, r.embedding, r.embedding_model,
+              r.embedding_backend) for r in rows],
         )
 
 
-async def known_hashes(conn: AsyncConnection) -> dict[str, str]:
-    cur = await conn.execute("SELECT chunk_id, content_sha256 FROM runbook_chunks")
-    return {row[0]: row[1] for row in await cur.fetchall()}
+async def stored_chunks(conn: AsyncConnection) -> dict[str, StoredChunk]:
+    cur = await conn.execute("SELECT chunk_id, content_sha256, embedding_model, "
+                             "embedding_backend FROM runbook_chunks")
+    return {row[0]: StoredChunk(row[1], row[2], row[3]) for row in await cur.fetchall()}
 
 
 async def delete_chunks_except(conn: AsyncConnection, keep: Sequence[str]) -> int:
