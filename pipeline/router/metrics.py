@@ -9,11 +9,15 @@ admission queue and the scorers call `observe_queue_wait` and `set_replica_score
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.registry import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
 
 from pipeline.router.progress import ProgressSink
-from pipeline.router.usage import ReservingUsageSink, UsageSink
+from pipeline.router.usage import BatchingUsageWriter, ReservingUsageSink, UsageSink
 from schemas.usage import UsageEvent
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -52,6 +56,9 @@ class RouterMetrics:
             "by state (routed: gets requests; joining: /health not passed yet; draining: "
             "gone from discovery, requests still running).",
             ["pool", "state"], registry=registry)
+
+        self.usage_writers = UsageWriterCollector()
+        registry.register(self.usage_writers)
 
     def observe_event(self, event: UsageEvent) -> None:
         status = str(event.status_code)
@@ -105,12 +112,40 @@ def count_rejection(reason: str) -> None:
     router_metrics().rejections.labels(reason).inc()
 
 
+class UsageWriterCollector(Collector):
+    """The usage writers' buffers, read at scrape time (nothing per event): events
+    queued or being written, reservations that waited for room (back-pressure while
+    PostgreSQL is slow), events dropped (0 unless writes kept failing)."""
+
+    def __init__(self) -> None:
+        self._writers: weakref.WeakSet[BatchingUsageWriter] = weakref.WeakSet()
+
+    def watch(self, writer: BatchingUsageWriter) -> None:
+        self._writers.add(writer)
+
+    def collect(self) -> Iterator[Metric]:
+        writers = list(self._writers)
+        yield GaugeMetricFamily(
+            "secanalyst_usage_buffer_events", "Usage events queued or being written.",
+            value=sum(w.depth for w in writers))
+        yield CounterMetricFamily(
+            "secanalyst_usage_backpressure_waits", "Reservations that waited for room "
+            "in the usage buffer before their request was sent.",
+            value=sum(w.backpressure_waits for w in writers))
+        yield CounterMetricFamily(
+            "secanalyst_usage_events_dropped", "Usage events dropped (writes that "
+            "kept failing, or the hard limit of the buffer).",
+            value=sum(w.dropped for w in writers))
+
+
 class MeteredUsageSink:
     """A UsageSink that updates the metrics from every event, then passes it on."""
 
     def __init__(self, inner: UsageSink, metrics: RouterMetrics | None = None) -> None:
         self._inner = inner
         self._metrics = metrics or router_metrics()
+        if isinstance(inner, BatchingUsageWriter):
+            self._metrics.usage_writers.watch(inner)
 
     def record(self, event: UsageEvent) -> None:
         self._metrics.observe_event(event)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -76,50 +77,100 @@ class _Item:
 
 
 class BatchingUsageWriter:
-    """Collects events and writes them to `store` in batches of at most `batch_size`:
-    final events every `interval_s`, reservations at once. `record` never blocks;
-    `reserve` blocks at most `reserve_wait_s` (metering must not stop serving when the
-    database is slow: the row stays queued and is written later)."""
+    """Collects events and writes them to `store` in batches of at most `batch_size`,
+    up to `concurrent_writes` batches at a time: final events every `interval_s`,
+    reservations at once. The buffer is bounded: once `max_pending` events wait or are
+    being written, `reserve` waits for room (back-pressure on new dispatches, counted in
+    `backpressure_waits`) — nothing is dropped for want of room. `record` never blocks:
+    every final event belongs to a request that reserved its row, so the room taken
+    by reservations bounds final events too (a hard limit of twice `max_pending` guards
+    against a caller that records without reserving: over it an event is dropped,
+    counted and logged). Once its row is queued, `reserve` waits for its write at most
+    `reserve_wait_s` (metering must not stop serving when the database is slow: the row
+    stays queued and is written later)."""
 
-    def __init__(self, store: UsageStore, *, batch_size: int = 500,
-                 interval_s: float = 0.5, max_pending: int = 100_000,
-                 reserve_wait_s: float = 2.0,
+    def __init__(self, store: UsageStore, *, batch_size: int = 2000,
+                 interval_s: float = 0.5, max_pending: int = 50_000,
+                 reserve_wait_s: float = 2.0, concurrent_writes: int = 2,
                  abandoned_after_s: float | None = None) -> None:
         self._store = store
         # Reservations apart, by a task of their own: a request waits for its own, so they
         # are written as soon as they come, never behind a batch of final events (and
         # without waiting for the WAL flush: see pipeline/store/usage.py). A reservation
         # written late never overwrites its row's final event (the store's upsert).
-        self._reservations: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(max_pending)
+        self._reservations: deque[_Item] = deque()
+        self._queue: deque[_Item] = deque()
         self._batch_size = batch_size
         self._interval_s = interval_s
+        self._max_pending = max_pending
         self._reserve_wait_s = reserve_wait_s
         self._abandoned_after_s = abandoned_after_s
+        self._slots = asyncio.Semaphore(concurrent_writes)
         self._wake = asyncio.Event()
+        self._group: list[asyncio.Future[None]] = []  # reservations under one timer
+        self._room = asyncio.Event()
+        self._room.set()
         self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
         self._progress: dict[uuid.UUID, UsageEvent] = {}  # latest running counts per row
         self._started: set[uuid.UUID] = set()  # reserved rows whose first token was seen
         self._tasks: list[asyncio.Task[None]] = []
+        self._writes: set[asyncio.Task[None]] = set()
+        self.depth = 0  # events queued or being written
+        self.max_depth = 0
+        self.backpressure_waits = 0
         self.dropped = 0
         self.abandoned_settled = 0
 
     def record(self, event: UsageEvent) -> None:
         if not event.dispatched and event.id not in self._reserved:
             return  # a refusal: metrics only
-        self._put(_Item(event))
+        if self.depth >= 2 * self._max_pending:
+            self.dropped += 1
+            log.error("usage_event_dropped", tenant_id=event.tenant_id,
+                      reason="buffer full", depth=self.depth)
+            return
+        self._queue.append(_Item(event))
+        self._grew(1)
 
     async def reserve(self, event: UsageEvent) -> None:
+        if self.depth >= self._max_pending:
+            self.backpressure_waits += 1
+            while self.depth >= self._max_pending:
+                self._room.clear()
+                await self._room.wait()
         done = asyncio.get_running_loop().create_future()
-        if not self._put(_Item(event, done), self._reservations):
-            return
+        self._reservations.append(_Item(event, done))
+        self._grew(1)
         self._reserved.add(event.id)
         self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), self._reserve_wait_s)
-            return
-        log.warning("usage_reservation_slow", request_id=event.request_id,
-                    waited_s=self._reserve_wait_s)
+        self._wait_at_most(done)
+        await done
+
+    def _wait_at_most(self, done: asyncio.Future[None]) -> None:
+        """One timer per group of reservations queued together, not one per request
+        (timers were a sixth of the CPU a request cost the writer): when it fires, those
+        of the group not written yet stop waiting; their rows stay queued."""
+        if not self._group:
+            asyncio.get_running_loop().call_later(self._reserve_wait_s,
+                                                  self._stop_waiting, self._group)
+        self._group.append(done)
+
+    def _stop_waiting(self, group: list[asyncio.Future[None]]) -> None:
+        slow = [f for f in group if not f.done()]
+        for waiter in slow:
+            waiter.set_result(None)
+        if slow:
+            log.warning("usage_reservation_slow", requests=len(slow),
+                        waited_s=self._reserve_wait_s)
+
+    def _grew(self, n: int) -> None:
+        self.depth += n
+        self.max_depth = max(self.max_depth, self.depth)
+
+    def _shrank(self, n: int) -> None:
+        self.depth -= n
+        if self.depth < self._max_pending:
+            self._room.set()
 
     def progress(self, event: UsageEvent) -> None:
         """Running counts of a reserved row still in flight; the latest is written at
@@ -133,16 +184,6 @@ class BatchingUsageWriter:
             self._started.add(event.id)
             self._wake.set()
 
-    def _put(self, item: _Item, queue: asyncio.Queue[_Item] | None = None) -> bool:
-        try:
-            (self._queue if queue is None else queue).put_nowait(item)
-            return True
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.error("usage_event_dropped", tenant_id=item.event.tenant_id,
-                      reason="queue full")
-            return False
-
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name="usage-writer"),
                        asyncio.create_task(self._run_reservations(),
@@ -151,17 +192,16 @@ class BatchingUsageWriter:
     async def flush(self) -> None:
         """Write everything queued, reservations first (a final event and its
         reservation in one batch collapse into one row write)."""
-        while not (self._reservations.empty() and self._queue.empty()):
-            items = [self._reservations.get_nowait() for _ in range(
-                min(self._batch_size, self._reservations.qsize()))]
-            items += [self._queue.get_nowait() for _ in range(
-                min(self._batch_size - len(items), self._queue.qsize()))]
+        await self._writes_done()
+        while self._reservations or self._queue:
+            items = self._drain(self._reservations, self._batch_size)
+            items += self._drain(self._queue, self._batch_size - len(items))
             await self._write_with_retry(items)
         await self._write_progress()
 
     @staticmethod
-    def _drain(queue: asyncio.Queue[_Item], batch_size: int) -> list[_Item]:
-        return [queue.get_nowait() for _ in range(min(batch_size, queue.qsize()))]
+    def _drain(queue: deque[_Item], batch_size: int) -> list[_Item]:
+        return [queue.popleft() for _ in range(min(batch_size, len(queue)))]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -169,7 +209,11 @@ class BatchingUsageWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self.flush()
+        await self.flush()  # the batches being written finish first: none is cut
+
+    async def _writes_done(self) -> None:
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _run(self) -> None:
         """Final events, every `interval_s`."""
@@ -177,20 +221,34 @@ class BatchingUsageWriter:
             await self._settle_abandoned(self._abandoned_after_s)
         while True:
             await asyncio.sleep(self._interval_s)
-            while not self._queue.empty():
-                await self._write_with_retry(self._drain(self._queue,
-                                                               self._batch_size))
+            await self._write_all(self._queue)
             await self._write_progress()
 
     async def _run_reservations(self) -> None:
-        """Reservations, as soon as they come (group commit)."""
+        """Reservations, as soon as they come (group commit: those that come while a
+        batch is written go together in the next)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while not self._reservations.empty():
-                await self._write_with_retry(self._drain(self._reservations,
-                                                               self._batch_size))
+            self._group = []  # those queued from now on: under a timer of their own
+            await self._write_all(self._reservations)
             await self._write_progress()
+
+    async def _write_all(self, queue: deque[_Item]) -> None:
+        """Batches of the queue, each in a write task of its own (at most
+        `concurrent_writes` at a time); a write task is never cancelled mid-write."""
+        while queue:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._write_in_slot(
+                self._drain(queue, self._batch_size)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write_in_slot(self, items: list[_Item]) -> None:
+        try:
+            await self._write_with_retry(items)
+        finally:
+            self._slots.release()
 
     async def _settle_abandoned(self, older_than_s: float) -> None:
         """Rows left in flight by earlier processes (killed mid-call)."""
@@ -244,7 +302,9 @@ class BatchingUsageWriter:
                                   attempt=attempt + 1)
                     await asyncio.sleep(0.5 * (attempt + 1))
             self.dropped += len(items)
+            log.error("usage_events_dropped", events=len(items), reason="write failed")
         finally:
+            self._shrank(len(items))
             for item in items:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)

@@ -1,16 +1,23 @@
 """llm_usage_events: written in batches off the request path (router/usage.py).
 
-A batch is one transaction: one upsert of every row (a reservation inserts its row, a
-final event settles it in place: the key is (id, created_at), so the row stays in its
-monthly partition), one delete of rows reserved for requests that reached no replica,
-and one update of the running counts of rows still in flight (router/progress.py).
+A batch is one transaction: the new reservation rows COPYed straight into the table, the
+rows that settle (a final event settles its row in place: the key is (id, created_at), so
+the row stays in its monthly partition) COPYed into a per-session staging table and
+upserted from it in one statement, one delete of rows reserved for requests that reached
+no replica, and one update of the running counts of rows still in flight
+(router/progress.py). COPY rather than a multi-row INSERT of arrays: the binary COPY
+costs the client a fifteenth of the CPU and the server half the time per row
+(bench/usage_events.py). A reservation whose row already exists (a retry after a commit
+whose answer was lost, or its final event written first) makes the direct COPY fail: the
+batch is then written again with every row through the upsert, which never lets a
+reservation overwrite a row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.router.usage import UsageBatch
@@ -25,9 +32,14 @@ _TYPES = ("uuid", "text", "text", "text", "text", "text", "text", "text", "int4"
 _SETTLED = ("replica", "input_tokens", "output_tokens", "total_tokens", "ttft_ms",
             "total_latency_ms", "status_code", "error_kind")
 
+# Rows to upsert go through this staging table (one per session, emptied at each commit).
+_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS llm_usage_stage "
+          "(LIKE llm_usage_events) ON COMMIT DELETE ROWS")
+_COPY_COLUMNS = f"({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
 _UPSERT = (
     f"INSERT INTO llm_usage_events ({', '.join(_COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _TYPES)}) "
+    f"SELECT {', '.join(_COLUMNS)} FROM llm_usage_stage "
     "ON CONFLICT (id, created_at) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _SETTLED)
     # A reservation never overwrites a row (its request's final event may be written).
@@ -74,15 +86,35 @@ async def copy_usage_events(conn: AsyncConnection, events: Sequence[UsageEvent])
     return len(events)
 
 
-async def write_usage_batch(conn: AsyncConnection, batch: UsageBatch) -> None:
-    """Call inside a transaction."""
+async def _copy_rows(conn: AsyncConnection, table: str,
+                     events: Sequence[UsageEvent]) -> None:
+    async with conn.cursor() as cur, cur.copy(f"COPY {table} {_COPY_COLUMNS}") as copy:
+        copy.set_types(list(_TYPES))
+        for e in events:
+            await copy.write_row(_row(e))
+
+
+def _is_reservation(e: UsageEvent) -> bool:
+    return e.status_code is None and e.error_kind == IN_FLIGHT
+
+
+async def write_usage_batch(conn: AsyncConnection, batch: UsageBatch, *,
+                            reservations_direct: bool = True) -> None:
+    """Call inside a transaction. `reservations_direct`: new reservation rows are COPYed
+    straight into the table (fails with UniqueViolation if one exists already)."""
     if batch.only_reservations:
         # Reservations guard against a crash of *this* process, not of the database:
         # no need to wait for the WAL flush (the request waits for this commit).
         await conn.execute("SET LOCAL synchronous_commit = off")
-    if batch.upserts:
-        columns = list(zip(*(_row(e) for e in batch.upserts), strict=True))
-        await conn.execute(_UPSERT, [list(c) for c in columns])
+    direct = [e for e in batch.upserts if reservations_direct and _is_reservation(e)]
+    staged = batch.upserts if not direct else [
+        e for e in batch.upserts if not _is_reservation(e)]
+    if direct:
+        await _copy_rows(conn, "llm_usage_events", direct)
+    if staged:
+        await conn.execute(_STAGE)
+        await _copy_rows(conn, "llm_usage_stage", staged)
+        await conn.execute(_UPSERT)
     if batch.deletes:
         await conn.execute(_DELETE, ([e.id for e in batch.deletes],
                                      [e.created_at for e in batch.deletes]))
@@ -105,9 +137,12 @@ class PostgresUsageStore:
         self._pool = pool
 
     async def write(self, batch: UsageBatch) -> None:
-        # Pipeline mode: the batch's statements and its commit in one round trip.
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await write_usage_batch(conn, batch)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await write_usage_batch(conn, batch)
+        except errors.UniqueViolation:  # a reservation's row exists: all by the upsert
+            async with self._pool.connection() as conn, conn.transaction():
+                await write_usage_batch(conn, batch, reservations_direct=False)
 
     async def settle_abandoned(self, older_than_s: float) -> int:
         async with self._pool.connection() as conn, conn.transaction():

@@ -1,0 +1,266 @@
+"""Sustained write rate of usage events (issue 15, "Usage events"), with no event lost.
+
+Many concurrent simulated LLM requests drive the router's usage API directly (no LLM):
+each request reserves its row (`BatchingUsageWriter.reserve`, timed: the wait a request
+pays before it is sent), "runs" 20–200 ms at a replica, then records its final event,
+which settles the row in place — exactly what `UsageRecorder` does for a dispatched
+request. Events are realistic in size (uuid ids, 32-hex request ids, alert ids, replica
+URLs) across many tenants, against the shared PostgreSQL (tenants of this run only,
+deleted at the end).
+
+**What is counted:** one usage event = one request's row reserved *and* settled (two row
+writes). `events/s` is the number of rows settled (committed with their final status) per
+second over the steady phase, per writer process and summed over processes.
+
+Phases (per process): `steady` (--seconds), then `slow`: PostgreSQL answers every write
+of this run `--slow-delay-s` late (a `pg_sleep` inside the writer's transaction) for
+--slow-seconds, so the buffer fills: new reservations wait (back-pressure) instead of
+being dropped. At the end every started request must have exactly one settled row:
+`lost` = started − settled rows in the table, `dropped` = the writer's own count.
+
+Run: .venv/bin/python -m bench.usage_events [--seconds 30] [--concurrency 1500]
+     [--processes 2] [--tenants 200] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import statistics
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.record import record
+from pipeline.config import DatabaseSettings, Settings
+from pipeline.router.usage import BatchingUsageWriter, UsageBatch
+from pipeline.store.database import open_pool
+from pipeline.store.usage import PostgresUsageStore, write_usage_batch
+from schemas.usage import IN_FLIGHT, UsageEvent
+
+COMMAND = ".venv/bin/python -m bench.usage_events"
+DATABASE_URL = "postgresql://secanalyst@127.0.0.1:54329/secanalyst"
+
+
+@dataclass
+class Clock:
+    """Rows settled per second, as the writer commits them."""
+
+    settled_at: list[tuple[float, int]] = field(default_factory=list)
+    # (rows, seconds) of each write, by kind: reservations only, or with final events
+    writes: dict[str, list[tuple[int, float]]] = field(
+        default_factory=lambda: {"reserve": [], "settle": []})
+
+
+class BenchStore:
+    """The real store; while `slow` is set, PostgreSQL answers each write late."""
+
+    def __init__(self, inner: PostgresUsageStore, pool: Any, clock: Clock) -> None:
+        self.inner = inner
+        self.pool = pool
+        self.clock = clock
+        self.slow_delay_s = 0.0
+
+    async def write(self, batch: UsageBatch) -> None:
+        began = time.perf_counter()
+        if self.slow_delay_s:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_sleep(%s)", (self.slow_delay_s,))
+                await write_usage_batch(conn, batch)
+        else:
+            await self.inner.write(batch)
+        settled = sum(1 for e in batch.upserts if e.status_code is not None)
+        kind = "reserve" if batch.only_reservations else "settle"
+        self.clock.writes[kind].append((len(batch.upserts), time.perf_counter() - began))
+        if settled:
+            self.clock.settled_at.append((time.perf_counter(), settled))
+
+    async def settle_abandoned(self, older_than_s: float) -> int:
+        return 0  # other sessions' rows are not this bench's to settle
+
+
+def _reservation(tenant: str, n: int) -> UsageEvent:
+    return UsageEvent(tenant_id=tenant, model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+                      pool="default", replica=f"http://10.0.{n % 4}.17:8000/v1",
+                      priority="standard", request_id=uuid.uuid4().hex,
+                      alert_id=f"1733097600.{n:08d}", input_tokens=1050 + n % 400,
+                      output_tokens=0, status_code=None, error_kind=IN_FLIGHT)
+
+
+async def _requests(writer: BatchingUsageWriter, tenants: list[str], stop_at: float,
+                    waits: list[float], counts: dict[str, int], seed: int) -> None:
+    rng = random.Random(seed)
+    while time.perf_counter() < stop_at:
+        n = counts["started"]
+        event = _reservation(tenants[rng.randrange(len(tenants))], n)
+        counts["started"] += 1
+        started = time.perf_counter()
+        await writer.reserve(event)
+        waits.append(time.perf_counter() - started)
+        await asyncio.sleep(rng.uniform(0.02, 0.2))  # the replica at work
+        output = rng.randint(40, 160)
+        writer.record(event.model_copy(update={
+            "status_code": 200, "error_kind": None, "output_tokens": output,
+            "ttft_ms": rng.randint(30, 400), "total_latency_ms": rng.randint(200, 3000)}))
+        counts["settled_recorded"] += 1
+
+
+def _p95_ms(waits: list[float]) -> float:
+    if not waits:
+        return 0.0
+    ordered = sorted(waits)
+    return 1000 * ordered[int(0.95 * (len(ordered) - 1))]
+
+
+async def _phase(writer: BatchingUsageWriter, tenants: list[str], seconds: float,
+                 concurrency: int, counts: dict[str, int], seed: int) -> list[float]:
+    waits: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    await asyncio.gather(*(_requests(writer, tenants, stop_at, waits, counts, seed + i)
+                           for i in range(concurrency)))
+    return waits
+
+
+def _write_figures(clock: Clock) -> dict[str, float]:
+    """Mean rows per write and ms per write, by kind (where the time goes)."""
+    out: dict[str, float] = {}
+    for kind, writes in clock.writes.items():
+        if writes:
+            out[f"{kind}_rows_per_write"] = statistics.mean(r for r, _ in writes)
+            out[f"{kind}_ms_per_write"] = 1000 * statistics.mean(s for _, s in writes)
+    return out
+
+
+def _rate(clock: Clock, start: float, end: float) -> float:
+    rows = sum(n for at, n in clock.settled_at if start <= at < end)
+    return rows / (end - start)
+
+
+async def run_process(index: int, args: argparse.Namespace, run: str) -> dict[str, Any]:
+    settings = Settings(database=DatabaseSettings(url=DATABASE_URL,  # type: ignore[arg-type]
+                                                  pool_max_size=4))
+    pool = await open_pool(settings)
+    clock = Clock()
+    store = BenchStore(PostgresUsageStore(pool), pool, clock)
+    writer = BatchingUsageWriter(store, max_pending=args.max_pending)
+    writer.start()
+    tenants = [f"bench-ue-{run}-{t}" for t in range(args.tenants)]
+    counts = {"started": 0, "settled_recorded": 0}
+    begin = time.perf_counter()
+    steady = await _phase(writer, tenants, args.seconds, args.concurrency, counts,
+                          seed=index * 100_000)
+    steady_end = time.perf_counter()
+    max_depth_before = writer.max_depth
+    store.slow_delay_s = args.slow_delay_s
+    slow_start = time.perf_counter()
+    slow = await _phase(writer, tenants, args.slow_seconds, args.concurrency, counts,
+                        seed=index * 100_000 + 50_000)
+    store.slow_delay_s = 0.0
+    await writer.close()
+    # Skip the ramp-up second: the steady rate is the rate once every request is running.
+    result = {
+        "events_per_s": _rate(clock, begin + 1.0, steady_end),
+        "slow_events_per_s": _rate(clock, slow_start, time.perf_counter()),
+        "reserve_wait_p50_ms": 1000 * statistics.median(steady) if steady else 0.0,
+        "reserve_wait_p95_ms": _p95_ms(steady),
+        "slow_reserve_wait_p95_ms": _p95_ms(slow),
+        "started": counts["started"], "dropped": writer.dropped,
+        "backpressure_waits": writer.backpressure_waits,
+        "max_depth_steady": max_depth_before, "max_depth": writer.max_depth,
+        "max_pending": args.max_pending,
+        **_write_figures(clock),
+    }
+    await pool.close()
+    return result
+
+
+def _child(index: int, args: argparse.Namespace, run: str,
+           out: multiprocessing.Queue) -> None:
+    out.put(asyncio.run(run_process(index, args, run)))
+
+
+async def _count_and_clean(run: str) -> dict[str, int]:
+    settings = Settings(database=DatabaseSettings(url=DATABASE_URL))  # type: ignore[arg-type]
+    pool = await open_pool(settings)
+    pattern = f"bench-ue-{run}-%"
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status_code = 200), "
+            f"count(*) FILTER (WHERE error_kind = '{IN_FLIGHT}') "
+            "FROM llm_usage_events WHERE tenant_id LIKE %s", (pattern,))
+        rows, settled, in_flight = await cur.fetchone()  # type: ignore[misc]
+        await conn.execute("DELETE FROM llm_usage_events WHERE tenant_id LIKE %s",
+                           (pattern,))
+    await pool.close()
+    return {"rows": rows, "settled_rows": settled, "in_flight_rows": in_flight}
+
+
+def _load() -> str:
+    out = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return out.split("load average:")[-1].strip()
+
+
+def main(args: argparse.Namespace) -> None:
+    run = uuid.uuid4().hex[:8]
+    load_before = _load()
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_child, args=(i, args, run, out))
+             for i in range(args.processes)]
+    for proc in procs:
+        proc.start()
+    results = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    load_after = _load()
+    table = asyncio.run(_count_and_clean(run))
+    started = sum(r["started"] for r in results)
+    summary = {
+        "events_per_s": sum(r["events_per_s"] for r in results),
+        "slow_events_per_s": sum(r["slow_events_per_s"] for r in results),
+        "reserve_wait_p95_ms": max(r["reserve_wait_p95_ms"] for r in results),
+        "reserve_wait_p50_ms": max(r["reserve_wait_p50_ms"] for r in results),
+        "slow_reserve_wait_p95_ms": max(r["slow_reserve_wait_p95_ms"] for r in results),
+        "started": started, **table, "lost": started - table["settled_rows"],
+        "dropped": sum(r["dropped"] for r in results),
+        "backpressure_waits": sum(r["backpressure_waits"] for r in results),
+        "max_depth": max(r["max_depth"] for r in results),
+        "max_pending": args.max_pending,
+        "load_before": load_before, "load_after": load_after,
+    }
+    for i, r in enumerate(results):
+        print(f"process {i}:", {k: round(v, 2) if isinstance(v, float) else v
+                                for k, v in r.items()})
+    print("total:", {k: round(v, 2) if isinstance(v, float) else v
+                     for k, v in summary.items()})
+    if not args.no_record:
+        _record(args, summary)
+
+
+def _record(args: argparse.Namespace, s: dict[str, Any]) -> None:
+    command = (f"{COMMAND} --seconds {args.seconds} --concurrency {args.concurrency} "
+               f"--processes {args.processes} --tenants {args.tenants}")
+    record("usage.events_per_s", round(s["events_per_s"]),
+           goal=f"≥ 20,000 usage events/s sustained, 0 lost (event = one request's row "
+                f"reserved and settled; {args.processes} writer processes × "
+                f"{args.concurrency} concurrent requests; lost {s['lost']}, dropped "
+                f"{s['dropped']}; load {s['load_before']})", command=command)
+    record("usage.reserve_wait_p95_ms", round(s["reserve_wait_p95_ms"], 2),
+           goal="the wait a request pays for its reservation row before it is sent, at "
+                "the sustained rate of usage.events_per_s", command=command)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--slow-seconds", type=float, default=6.0)
+    parser.add_argument("--slow-delay-s", type=float, default=0.5)
+    parser.add_argument("--concurrency", type=int, default=1500)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--max-pending", type=int, default=20_000)
+    parser.add_argument("--no-record", action="store_true")
+    main(parser.parse_args())
