@@ -40,7 +40,14 @@ from pydantic import ValidationError
 from pipeline.analysis import attack
 from pipeline.analysis.facts import build_facts
 from pipeline.analysis.prompt import PROMPT_VERSION, Prompt, TaskSize, build_prompt
-from pipeline.analysis.runbooks import DEFAULT_FOLDER, GENERIC_GROUPS, Runbook, library, matching
+from pipeline.analysis.runbooks import (
+    DEFAULT_FOLDER,
+    GENERIC_GROUPS,
+    Runbook,
+    chunk_runbook,
+    library,
+    matching,
+)
 from pipeline.analysis.verdict_checks import attack as attack_checks
 from pipeline.analysis.verdict_checks import next_steps as step_checks
 from pipeline.analysis.verdict_checks import passed, run
@@ -128,6 +135,33 @@ def _matched_runbooks(enriched: EnrichedAlert,
                                            -scores.get(pair[0].slug, 0.0)))
 
 
+OVERVIEW_HEADING = "what this alert means"
+
+
+def with_overview(enriched: EnrichedAlert, matched: Sequence[Runbook]) -> EnrichedAlert:
+    """The alert with the "What this alert means" passage of the runbook written for it
+    added when retrieval brought none: similarity may rank only its commands and response
+    sections (which the prompt leaves out), yet that runbook explains this alert best."""
+    if not matched:
+        return enriched
+    runbook = matched[0]
+    if any(c.runbook == runbook.slug and c.heading.lower() == OVERVIEW_HEADING
+           for c in enriched.runbooks):
+        return enriched
+    chunk = next((c for c in chunk_runbook(runbook)
+                  if c.heading.lower() == OVERVIEW_HEADING), None)
+    if chunk is None:
+        return enriched
+    score = max([c.score for c in enriched.runbooks if c.runbook == runbook.slug],
+                default=RUNBOOK_CITATION_MIN_SCORE)
+    overview = RunbookCitation(
+        chunk_id=chunk.chunk_id, runbook=runbook.slug, title=runbook.title,
+        heading=chunk.heading, attack_ids=runbook.attack_ids,
+        wazuh_groups=runbook.wazuh_groups, wazuh_rules=runbook.wazuh_rules,
+        score=score, text=chunk.content)
+    return enriched.model_copy(update={"runbooks": [*enriched.runbooks, overview]})
+
+
 def _grounded_steps(alert: NormalizedAlert, runbooks: Sequence[Runbook],
                     limit: int) -> list[step_checks.GroundedStep]:
     for runbook in runbooks:
@@ -146,7 +180,8 @@ async def explain(enriched: EnrichedAlert, router: Router, *, max_tokens: int,
     matched = _matched_runbooks(enriched, runbooks_folder)
     steps = _grounded_steps(alert, [r for r, _ in matched], OFFERED_STEPS[task_size])
     facts = build_facts(alert)
-    prompt = build_prompt(enriched, router.count_text, context_budget=context_budget,
+    prompt = build_prompt(with_overview(enriched, [r for r, _ in matched]),
+                          router.count_text, context_budget=context_budget,
                           alert_budget=alert_budget, steps=[s.text for s in steps],
                           band=facts.band, task_size=task_size)
     request = ChatRequest(tenant_id=alert.tenant_id, messages=prompt.messages,
