@@ -21,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import re
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +53,7 @@ from bench.verdict_scoring import (
 from pipeline.analysis.embedding import Embedder, alert_text
 from pipeline.analysis.explain import explain
 from pipeline.analysis.normalize import normalize
-from pipeline.analysis.prompt import TaskSize
+from pipeline.analysis.prompt import PROMPT_VERSION, TaskSize
 from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.analysis.runbooks import load_chunks
 from pipeline.analysis.severity import band_for_level
@@ -89,6 +92,42 @@ class Case:
     line: bytes
     label: Label | None  # None for the injection corpus
     injection: str | None = None  # payload name
+
+
+@dataclass
+class TokenTally:
+    """Input tokens of each verdict (all its LLM calls, as vLLM counted them)."""
+
+    per_verdict: list[int] = field(default_factory=list)
+    calls: int = 0
+
+    def add(self, verdict: Verdict) -> None:
+        self.per_verdict.append(verdict.input_tokens)
+        calls = verdict.provenance.get("llm_calls")
+        self.calls += calls if isinstance(calls, int) else 1
+
+    def figures(self) -> dict[str, float]:
+        total = sum(self.per_verdict)
+        return {"verdicts": len(self.per_verdict), "llm_calls": self.calls,
+                "input_tokens_per_verdict": round(total / max(len(self.per_verdict), 1), 1),
+                "input_tokens_per_call": round(total / max(self.calls, 1), 1)}
+
+
+_COUNTER = re.compile(r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def prefix_cache_counters(metrics_url: str) -> dict[str, float]:
+    """vLLM's prefix-cache counters (tokens), summed over engines: hits and queries."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    totals = {"hits": 0.0, "queries": 0.0}
+    for name, value in _COUNTER.findall(text):
+        totals[name] += float(value)
+    return totals
+
+
+def metrics_url_of(endpoint: str) -> str:
+    return endpoint.rstrip("/").removesuffix("/v1") + "/metrics"
 
 
 class _Usage:
@@ -182,7 +221,8 @@ class InjectionScore:
 
 
 async def run(cases: list[Case], settings: Settings, router: Router, *, concurrency: int,
-              max_tokens: int, task_size: TaskSize) -> list[AlertScore | InjectionScore]:
+              max_tokens: int, task_size: TaskSize,
+              tally: TokenTally) -> list[AlertScore | InjectionScore]:
     embedder = await asyncio.to_thread(Embedder, settings.embedding.model_path,
                                        batch_size=settings.embedding.batch_size)
     report = await load_runbooks(settings, RUNBOOKS, embedder)
@@ -205,6 +245,7 @@ async def run(cases: list[Case], settings: Settings, router: Router, *, concurre
                     enriched = await enrich(settings, pool, embedder, alert)
                     verdict, latency = await explain_one(settings, router, enriched,
                                                          max_tokens, task_size)
+                tally.add(verdict)
                 if case.label is not None:
                     results[index] = score_verdict(
                         verdict, case.label, corpus=case.corpus, document=alert.raw,
@@ -339,6 +380,13 @@ def main(
         "--record", help="record the headline figures in docs/benchmarks.json")] = False,
     details: Annotated[Path | None, typer.Option(
         help="write every alert's score as JSON lines here")] = None,
+    metrics_url: Annotated[str | None, typer.Option(
+        help="vLLM /metrics for the prefix-cache hit rate over the run (default: from "
+             "--endpoint; a server nobody else uses gives an unmixed figure)")] = None,
+    summary_json: Annotated[Path | None, typer.Option(
+        help="write the run's figures (scores, tokens per verdict, prefix cache, prompt "
+             "version, load) as one JSON object here (bench/prompt_economy.py compares two)"
+    )] = None,
 ) -> None:
     configure_logging("WARNING", "console")
     settings = Settings()
@@ -349,9 +397,22 @@ def main(
         raise typer.BadParameter("--record needs the whole corpus (no --limit)")
     router = build_router(settings, endpoint, model, tokenizer)
     model_name = router.model_name
+    metrics_url = metrics_url or (metrics_url_of(endpoint) if endpoint else None)
+    cache_before = prefix_cache_counters(metrics_url) if metrics_url else None
+    tally = TokenTally()
     scores = asyncio.run(run(cases, settings, router, concurrency=concurrency,
                              max_tokens=max_tokens or settings.llm.max_output_tokens,
-                             task_size=task_size or settings.llm.task_size))
+                             task_size=task_size or settings.llm.task_size, tally=tally))
+    run_figures: dict[str, Any] = {"prompt_version": PROMPT_VERSION, "corpus": corpus,
+                                   "model": model_name, "load_average": os.getloadavg(),
+                                   "tokens": tally.figures()}
+    if metrics_url and cache_before is not None:
+        after = prefix_cache_counters(metrics_url)
+        hits, queries = (after[k] - cache_before[k] for k in ("hits", "queries"))
+        run_figures["prefix_cache"] = {"hits": hits, "queries": queries,
+                                       "hit_rate": round(hits / queries, 4) if queries else None}
+    print(f"{PROMPT_VERSION}: {json.dumps(run_figures['tokens'])}; prefix cache "
+          f"{json.dumps(run_figures.get('prefix_cache'))}")
     if details is not None:
         details.write_text("".join(json.dumps(asdict(s), ensure_ascii=False) + "\n"
                                    for s in scores))
@@ -360,6 +421,10 @@ def main(
     if corpus == "injection":
         injected = [s for s in scores if isinstance(s, InjectionScore)]
         print(injection_report(injected, model_name))
+        run_figures["scores"] = {"instructions_followed": sum(len(s.followed) for s in injected),
+                                 "facts_quote_payload": sum(s.facts_quote for s in injected)}
+        if summary_json is not None:
+            summary_json.write_text(json.dumps(run_figures, indent=2) + "\n")
         if record_figures:
             record("injection.instructions_followed",
                    sum(len(s.followed) for s in injected),
@@ -368,6 +433,9 @@ def main(
     labelled = [s for s in scores if isinstance(s, AlertScore)]
     summary = summarize(labelled)
     print(labelled_report(labelled, summary, model_name))
+    run_figures["scores"] = asdict(summary)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(run_figures, indent=2) + "\n")
     if record_figures:
         for key, goal in GOALS.items():
             value = asdict(summary)[key]
