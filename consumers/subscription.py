@@ -52,7 +52,8 @@ def with_utf8_headers(records: Any) -> Any:
                 for k, v in headers])
         return record
 
-    return tuple(fixed(r) for r in records) if isinstance(records, tuple) else fixed(records)
+    return (tuple(fixed(r) for r in records) if isinstance(records, tuple | list)
+            else fixed(records))
 
 
 async def tolerant_parser(records: Any,
@@ -82,7 +83,7 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
         max_records=max_records or settings.kafka.max_batch_records,
         ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
         max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}{suffix}-consumer",
-        decoder=raw_records, listener=guard)
+        parser=tolerant_parser, decoder=raw_records, listener=guard)
 
     @subscriber
     async def consume(records: Any, msg: KafkaMessage) -> None:

@@ -14,6 +14,8 @@ import json
 
 import psycopg
 import pytest
+from aiokafka import ConsumerRecord
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 
 from consumers import normalize as normalize_consumer
 from pipeline.config import Settings
@@ -102,3 +104,26 @@ async def test_an_outage_rewinds_the_batch_and_commits_nothing(
         settings: Settings, gate: LaneGate, journal: harness.Journal, table: AlertsTable) -> None:
     table.down = True
     await STAGE.assert_rewound(settings, gate, journal, SAMPLES[:3], TENANT)
+
+
+async def test_a_header_that_is_not_utf8_does_not_fail_the_batch(
+        settings: Settings, gate: LaneGate, journal: harness.Journal, table: AlertsTable) -> None:
+    """aiokafka's records as the consumer hands them over (a tuple): TestKafkaBroker's
+    publish can only send str headers, so the batch goes to the subscriber directly."""
+    topics = settings.kafka.topics
+
+    def record(offset: int, value: bytes, tenant: bytes) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(topic=topics.raw, partition=0, offset=offset, timestamp=0,
+                              timestamp_type=0, key=None, value=value, checksum=None,
+                              serialized_key_size=0, serialized_value_size=len(value),
+                              headers=[("tenant_id", tenant)])
+
+    async with STAGE.wired(settings, gate, journal) as broker:
+        (live,) = [s for s in broker.subscribers
+                   if isinstance(s, BatchSubscriber) and topics.raw in s.topics]
+        await live.process_message((record(0, SAMPLES[0], TENANT.encode()),
+                                    record(1, SAMPLES[1], b"\xff\xfe")))
+    tenants = sorted(NormalizedAlert.model_validate_json(d.value).tenant_id
+                     for d in journal.on(topics.normalized))
+    assert tenants == [TENANT, "\ufffd\ufffd"]  # replaced, not a failed batch
+    assert journal.committed_after_all_output()
