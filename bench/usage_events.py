@@ -1,12 +1,12 @@
 """Sustained write rate of usage events (issue 15, "Usage events"), with no event lost.
 
-Many concurrent simulated LLM requests drive the router's usage API directly (no LLM):
-each request reserves its row (`BatchingUsageWriter.reserve`, timed: the wait a request
-pays before it is sent), "runs" 20–200 ms at a replica, then records its final event,
-which settles the row in place — exactly what `UsageRecorder` does for a dispatched
-request. Events are realistic in size (uuid ids, 32-hex request ids, alert ids, replica
-URLs) across many tenants, against the shared PostgreSQL (tenants of this run only,
-deleted at the end).
+Many concurrent simulated LLM requests drive the router's metering API directly (no
+LLM): each request reserves its row (`UsageRecorder.reserve`, timed: the wait a request
+pays before it is sent), "runs" 20–200 ms at a replica, then `UsageRecorder.finished`
+settles the row in place — what the router does for a dispatched request, with its
+in-flight progress rounds. Events are realistic in size (uuid ids, 32-hex request ids,
+alert ids, replica URLs) across many tenants, against the shared PostgreSQL (tenants of
+this run only, deleted at the end).
 
 **What is counted:** one usage event = one request's row reserved *and* settled (two row
 writes). `events/s` is the number of rows settled (committed with their final status) per
@@ -27,20 +27,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import statistics
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from bench.record import record
 from pipeline.config import DatabaseSettings, Settings
+from pipeline.router.dispatch import Upstream
+from pipeline.router.metering import Call, Meter, UsageRecorder
+from pipeline.router.replicas import Replica
+from pipeline.router.types import ChatRequest, Message
 from pipeline.router.usage import BatchingUsageWriter, UsageBatch
 from pipeline.store.database import open_pool
 from pipeline.store.usage import PostgresUsageStore, write_usage_batch
-from schemas.usage import IN_FLIGHT, UsageEvent
+from schemas.usage import IN_FLIGHT
 
 COMMAND = ".venv/bin/python -m bench.usage_events"
 DATABASE_URL = "postgresql://secanalyst@127.0.0.1:54329/secanalyst"
@@ -83,30 +91,38 @@ class BenchStore:
         return 0  # other sessions' rows are not this bench's to settle
 
 
-def _reservation(tenant: str, n: int) -> UsageEvent:
-    return UsageEvent(tenant_id=tenant, model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
-                      pool="default", replica=f"http://10.0.{n % 4}.17:8000/v1",
-                      priority="standard", request_id=uuid.uuid4().hex,
-                      alert_id=f"1733097600.{n:08d}", input_tokens=1050 + n % 400,
-                      output_tokens=0, status_code=None, error_kind=IN_FLIGHT)
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+REPLICAS = [Replica(url=f"http://10.0.{n}.17:8000/v1", pool="default") for n in range(4)]
+MESSAGES: list[Message] = [{"role": "user", "content": "explain this alert"}]
 
 
-async def _requests(writer: BatchingUsageWriter, tenants: list[str], stop_at: float,
+def _call(tenant: str, n: int) -> Call:
+    call = Call(request=ChatRequest(tenant_id=tenant, messages=MESSAGES, max_tokens=256,
+                                    alert_id=f"1733097600.{n:08d}"))
+    call.estimated = 1050 + n % 400
+    call.pool = "default"
+    return call
+
+
+async def _requests(recorder: UsageRecorder, tenants: list[str], stop_at: float,
                     waits: list[float], counts: dict[str, int], seed: int) -> None:
+    """One simulated client: requests one after another, each metered as the router
+    meters it (row reserved before dispatch, settled by its final event)."""
     rng = random.Random(seed)
     while time.perf_counter() < stop_at:
-        n = counts["started"]
-        event = _reservation(tenants[rng.randrange(len(tenants))], n)
+        call = _call(tenants[rng.randrange(len(tenants))], counts["started"])
         counts["started"] += 1
+        meter, replica = Meter(), REPLICAS[rng.randrange(len(REPLICAS))]
         started = time.perf_counter()
-        await writer.reserve(event)
+        await recorder.reserve(call, replica.url, meter)
         waits.append(time.perf_counter() - started)
+        meter.attempt(replica.url)
         await asyncio.sleep(rng.uniform(0.02, 0.2))  # the replica at work
-        output = rng.randint(40, 160)
-        writer.record(event.model_copy(update={
-            "status_code": 200, "error_kind": None, "output_tokens": output,
-            "ttft_ms": rng.randint(30, 400), "total_latency_ms": rng.randint(200, 3000)}))
-        counts["settled_recorded"] += 1
+        recorder.finished(call, replica, Upstream(
+            text="", prompt_tokens=call.estimated, completion_tokens=rng.randint(40, 160),
+            ttft_ms=rng.randint(30, 400), latency_ms=rng.randint(200, 3000),
+            finish_reason="stop"), meter)
+        recorder.settled(meter)
 
 
 def _p95_ms(waits: list[float]) -> float:
@@ -116,11 +132,11 @@ def _p95_ms(waits: list[float]) -> float:
     return 1000 * ordered[int(0.95 * (len(ordered) - 1))]
 
 
-async def _phase(writer: BatchingUsageWriter, tenants: list[str], seconds: float,
+async def _phase(recorder: UsageRecorder, tenants: list[str], seconds: float,
                  concurrency: int, counts: dict[str, int], seed: int) -> list[float]:
     waits: list[float] = []
     stop_at = time.perf_counter() + seconds
-    await asyncio.gather(*(_requests(writer, tenants, stop_at, waits, counts, seed + i)
+    await asyncio.gather(*(_requests(recorder, tenants, stop_at, waits, counts, seed + i)
                            for i in range(concurrency)))
     return waits
 
@@ -140,26 +156,50 @@ def _rate(clock: Clock, start: float, end: float) -> float:
     return rows / (end - start)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc: the server is on this host)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _server_cpu_s(pool: Any, app: str) -> float:
+    """CPU seconds of this process's PostgreSQL backends so far."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT pid FROM pg_stat_activity "
+                                 "WHERE application_name = %s", (app,))
+        pids = [pid for (pid,) in await cur.fetchall()]
+    return sum(_cpu_s(pid) for pid in pids if Path(f"/proc/{pid}").exists())
+
+
 async def run_process(index: int, args: argparse.Namespace, run: str) -> dict[str, Any]:
-    settings = Settings(database=DatabaseSettings(url=DATABASE_URL,  # type: ignore[arg-type]
-                                                  pool_max_size=4))
+    app = f"bench-ue-{run}-{index}"
+    # Every connection opened at once and kept: their backends' CPU is read at the end.
+    settings = Settings(database=DatabaseSettings(
+        url=SecretStr(f"{DATABASE_URL}?application_name={app}"), pool_min_size=4,
+        pool_max_size=4))
     pool = await open_pool(settings)
     clock = Clock()
     store = BenchStore(PostgresUsageStore(pool), pool, clock)
     writer = BatchingUsageWriter(store, max_pending=args.max_pending)
     writer.start()
+    recorder = UsageRecorder(MODEL, writer)  # with the in-flight progress rounds
     tenants = [f"bench-ue-{run}-{t}" for t in range(args.tenants)]
-    counts = {"started": 0, "settled_recorded": 0}
+    counts = {"started": 0}
     begin = time.perf_counter()
-    steady = await _phase(writer, tenants, args.seconds, args.concurrency, counts,
+    cpu_client, cpu_server = time.process_time(), await _server_cpu_s(pool, app)
+    steady = await _phase(recorder, tenants, args.seconds, args.concurrency, counts,
                           seed=index * 100_000)
     steady_end = time.perf_counter()
+    cpu_client = time.process_time() - cpu_client
+    cpu_server = await _server_cpu_s(pool, app) - cpu_server
+    steady_events = counts["started"]
     max_depth_before = writer.max_depth
     store.slow_delay_s = args.slow_delay_s
     slow_start = time.perf_counter()
-    slow = await _phase(writer, tenants, args.slow_seconds, args.concurrency, counts,
+    slow = await _phase(recorder, tenants, args.slow_seconds, args.concurrency, counts,
                         seed=index * 100_000 + 50_000)
     store.slow_delay_s = 0.0
+    await recorder.close()
     await writer.close()
     # Skip the ramp-up second: the steady rate is the rate once every request is running.
     result = {
@@ -173,6 +213,10 @@ async def run_process(index: int, args: argparse.Namespace, run: str) -> dict[st
         "max_depth_steady": max_depth_before, "max_depth": writer.max_depth,
         "max_pending": args.max_pending,
         **_write_figures(clock),
+        # CPU per request of the steady phase (this process's loop: driver + writer;
+        # its PostgreSQL backends; WAL writer and checkpointer not included).
+        "client_cpu_us_per_event": 1e6 * cpu_client / steady_events,
+        "server_cpu_us_per_event": 1e6 * cpu_server / steady_events,
     }
     await pool.close()
     return result
@@ -229,6 +273,10 @@ def main(args: argparse.Namespace) -> None:
         "backpressure_waits": sum(r["backpressure_waits"] for r in results),
         "max_depth": max(r["max_depth"] for r in results),
         "max_pending": args.max_pending,
+        "client_cpu_us_per_event": statistics.mean(
+            r["client_cpu_us_per_event"] for r in results),
+        "server_cpu_us_per_event": statistics.mean(
+            r["server_cpu_us_per_event"] for r in results),
         "load_before": load_before, "load_after": load_after,
     }
     for i, r in enumerate(results):
@@ -256,11 +304,11 @@ def _record(args: argparse.Namespace, s: dict[str, Any]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--slow-seconds", type=float, default=6.0)
-    parser.add_argument("--slow-delay-s", type=float, default=0.5)
-    parser.add_argument("--concurrency", type=int, default=1500)
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--slow-seconds", type=float, default=10.0)
+    parser.add_argument("--slow-delay-s", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--tenants", type=int, default=200)
-    parser.add_argument("--max-pending", type=int, default=20_000)
+    parser.add_argument("--max-pending", type=int, default=5000)
     parser.add_argument("--no-record", action="store_true")
     main(parser.parse_args())

@@ -146,6 +146,9 @@ class MeteredUsageSink:
         self._metrics = metrics or router_metrics()
         if isinstance(inner, BatchingUsageWriter):
             self._metrics.usage_writers.watch(inner)
+        # Checked once, not per request (isinstance of a runtime Protocol is slow).
+        self._reserving = inner if isinstance(inner, ReservingUsageSink) else None
+        self._progress = inner if isinstance(inner, ProgressSink) else None
 
     def record(self, event: UsageEvent) -> None:
         self._metrics.observe_event(event)
@@ -153,10 +156,10 @@ class MeteredUsageSink:
 
     async def reserve(self, event: UsageEvent) -> None:
         """Passed on (not observed: the final event of the request will be)."""
-        if isinstance(self._inner, ReservingUsageSink):
-            await self._inner.reserve(event)
+        if self._reserving is not None:
+            await self._reserving.reserve(event)
 
     def progress(self, event: UsageEvent) -> None:
         """Passed on (not observed: running counts of a request the final event settles)."""
-        if isinstance(self._inner, ProgressSink):
-            self._inner.progress(event)
+        if self._progress is not None:
+            self._progress.progress(event)

@@ -33,6 +33,7 @@ class ProgressSink(Protocol):
 
 
 Snapshot = Callable[[], UsageEvent]  # the request's in-flight row as it stands now
+Counts = Callable[[], tuple[int, int]]  # its (input, output) tokens now: cheap to ask
 FIRST_TOKEN_POLL_S = 0.1
 
 
@@ -43,14 +44,18 @@ class InFlightProgress:
     def __init__(self, sink: object, interval_s: float = 1.0) -> None:
         self._sink = sink if isinstance(sink, ProgressSink) else None
         self._interval_s = interval_s
-        self._tracked: dict[uuid.UUID, Snapshot] = {}
+        # A row's snapshot, and its counts: asked every round, the snapshot only built
+        # when they changed (building an event per row per poll cost more CPU than
+        # writing the rows: bench/usage_events.py).
+        self._tracked: dict[uuid.UUID, tuple[Snapshot, Counts]] = {}
         self._sent: dict[uuid.UUID, tuple[int, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def track(self, row_id: uuid.UUID, snapshot: Snapshot) -> None:
+    def track(self, row_id: uuid.UUID, snapshot: Snapshot,
+              counts: Counts | None = None) -> None:
         if self._sink is None:
             return
-        self._tracked[row_id] = snapshot
+        self._tracked[row_id] = (snapshot, counts or (lambda: _counts(snapshot())))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="usage-progress")
 
@@ -63,12 +68,11 @@ class InFlightProgress:
         if self._sink is None:
             return 0
         passed = 0
-        for row_id, snapshot in list(self._tracked.items()):
-            event = snapshot()
-            counts = (event.input_tokens, event.output_tokens)
-            if self._sent.get(row_id) != counts:
+        for row_id, (snapshot, counts) in list(self._tracked.items()):
+            if self._sent.get(row_id) != counts():
+                event = snapshot()
                 self._sink.progress(event)
-                self._sent[row_id] = counts
+                self._sent[row_id] = _counts(event)
                 passed += 1
         return passed
 
@@ -77,14 +81,13 @@ class InFlightProgress:
         if self._sink is None:
             return 0
         passed = 0
-        for row_id, snapshot in list(self._tracked.items()):
-            if self._sent.get(row_id, (0, 0))[1] > 0:
+        for row_id, (snapshot, counts) in list(self._tracked.items()):
+            if self._sent.get(row_id, (0, 0))[1] > 0 or counts()[1] == 0:
                 continue
             event = snapshot()
-            if event.output_tokens > 0:
-                self._sink.progress(event)
-                self._sent[row_id] = (event.input_tokens, event.output_tokens)
-                passed += 1
+            self._sink.progress(event)
+            self._sent[row_id] = _counts(event)
+            passed += 1
         return passed
 
     async def _run(self) -> None:
@@ -104,3 +107,7 @@ class InFlightProgress:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def _counts(event: UsageEvent) -> tuple[int, int]:
+    return event.input_tokens, event.output_tokens
