@@ -1,4 +1,4 @@
-"""Usage events leave the request path at once: a bounded queue drained in batches.
+"""Usage events leave the request path at once: a bounded buffer drained in batches.
 
 Every request dispatched to a replica is metered twice over one row: a reservation
 (`in_flight`, estimated prompt tokens) written *before* the request is sent — so a process
@@ -16,6 +16,11 @@ holds the output streamed up to then, not only the prompt estimate.
 
 Refusals (`dispatched=False`) are not stored: metrics count them (router/metrics.py). One
 that follows a reservation (every replica failed to connect) deletes the reserved row.
+
+When PostgreSQL is slow the buffer fills up to `max_pending` events; then a new request
+waits for room before its reservation is queued (back-pressure on dispatch), so memory
+stays bounded and no event is dropped for want of room (bench/usage_events.py measures
+the rate and a slow phase; tests/unit/test_usage_writer.py the bound).
 """
 
 from __future__ import annotations
