@@ -18,8 +18,9 @@ Runs, each after `--warmup-s` of the same load:
    tokens streamed) at `--stream-rate`, all three routers; CPU = the router process's
    user + system time (/proc) ÷ requests finished;
 3. vs litellm: short chats at each of `--litellm-rates` until litellm no longer sustains
-   one (achieved ≥ 95% of offered, no error, its time to first token not growing over the
-   run); ours at the highest rate litellm sustained; ratio of the two p99 overheads.
+   one (finished at ≥ 95% of the offered rate, no error, its time to first token in the
+   run's last third ≤ 2× the first third's + 5 ms); ours at the highest rate litellm
+   sustained; ratio of the two p99 overheads.
 
 The 1-min load average is read before and after every run and printed beside it; a run
 whose load went above 1.5 is marked NOT quiet, and no quiet-machine goal is called met
@@ -109,7 +110,7 @@ class Proxy:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.router_proxy", "--kind", kind, "--port",
              str(self.port), "--upstreams", ",".join(upstreams)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def ready(self) -> None:
         assert self.process.stdout is not None
@@ -306,7 +307,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-rate", type=float, default=20.0)
     parser.add_argument("--stream-seconds", type=float, default=10.0)
     parser.add_argument("--stream-tokens", type=int, default=95)
-    parser.add_argument("--litellm-rates", type=floats, default=[10.0, 20.0, 40.0, 80.0])
+    parser.add_argument("--litellm-rates", type=floats,
+                        default=[5.0, 10.0, 20.0, 40.0, 80.0])
     parser.add_argument("--litellm-seconds", type=float, default=6.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--itl-ms", type=float, default=5.0)

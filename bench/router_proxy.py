@@ -156,6 +156,8 @@ async def serve(kind: str, port: int, upstreams: list[str]) -> None:
     # collector's scans (a full collection otherwise stalls the loop for ~0.4 s).
     gc.collect()
     gc.freeze()
+    # A refused or cut request is the bench's to count, not a traceback per request.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     print("ready", flush=True)
     try:
         await asyncio.Event().wait()

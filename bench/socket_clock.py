@@ -79,11 +79,12 @@ class Run:
 
     @property
     def achieved(self) -> float:
-        """Requests finished per second, from the first due time to the last end."""
-        done = self.done
-        if not done:
+        """Requests finished per second, between the first end and the last (a router
+        that backlogs finishes them at the rate it serves, whatever is offered)."""
+        ends = sorted(s.ended for s in self.done)
+        if len(ends) < 2 or ends[-1] <= ends[0]:
             return 0.0
-        return len(done) / (max(s.ended for s in done) - self.sent[0].due)
+        return (len(ends) - 1) / (ends[-1] - ends[0])
 
     @property
     def max_load(self) -> float:
@@ -111,11 +112,11 @@ class Run:
 
     def sustained(self) -> bool:
         """Achieved ≈ offered and no queue growing: the client-observed time to the first
-        token in the last third of the run no worse than 1.5× the first third's (+2 ms)."""
+        token in the last third of the run no worse than 2× the first third's (+5 ms)."""
         third = max(len(self.done) // 3, 1)
         return (self.errors == 0 and self.achieved >= 0.95 * self.rate
                 and self.latency_ms(50, slice(-third, None))
-                <= 1.5 * self.latency_ms(50, slice(0, third)) + 2)
+                <= 2 * self.latency_ms(50, slice(0, third)) + 5)
 
     def match(self, timings: dict[str, list[float]]) -> None:
         """Overheads from the simulator's stamps of the same requests."""
