@@ -68,8 +68,11 @@ NOTE = (
     "before the kill. Before progress writes (abandoned rows billed their prompt whatever "
     "happened, no output) a run on 2026-12-02 measured 27.1 % (input +29.2 %, output −0.03 %).")
 # The stage's request timeout, and so how old a row in flight must be before a start
-# settles it as abandoned (pipeline/runtime.py): short, so restarts settle the kills'.
-SETTLE_S = 15.0
+# settles it as abandoned (pipeline/runtime.py): short, so restarts settle the kills', but
+# above the first token's wait on a loaded 2-core machine (seen: 15 s timed calls out).
+SETTLE_S = 60.0
+# Calls at once (the stage's llm.concurrency): half the default, for a CPU vLLM.
+CONCURRENCY = 4
 
 
 @pytest.fixture
@@ -126,14 +129,20 @@ async def count_rows(db: AsyncConnectionPool, sql: str, tenant: str) -> int:
 
 async def kill_mid_call(procs: StageProcesses, vllm: EmbeddedVLLM,
                         rng: random.Random) -> bool:
-    """SIGKILL the explain process while vLLM is running its requests, then start it
-    again; False when no call was under way within a minute (nothing left to explain)."""
-    deadline = time.monotonic() + 60
-    while vllm_metrics(vllm).get("vllm:num_requests_running", 0) < 1:
+    """SIGKILL the explain process while vLLM is running its requests — half the time
+    while they are prefilled, half once they stream tokens — then start it again; False
+    when no call was under way within 5 minutes (nothing left to explain)."""
+    deadline = time.monotonic() + 300
+    while (metrics := vllm_metrics(vllm)).get("vllm:num_requests_running", 0) < 1:
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.2)
-    await asyncio.sleep(rng.uniform(0.5, 4.0))  # somewhere in the middle of the calls
+    if rng.random() < 0.5:  # decoding: wait for tokens to flow
+        generated = metrics["vllm:generation_tokens_total"]
+        while (vllm_metrics(vllm)["vllm:generation_tokens_total"] < generated + 20
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(rng.uniform(0.5, 3.0))
     procs.kill("explain")
     await asyncio.sleep(rng.uniform(0.0, 2.0))
     procs.start("explain")
@@ -189,6 +198,7 @@ async def test_usage_table_reconciles_with_a_real_vllm_through_kills_and_disconn
                            max_context_tokens=settings.dev.vllm_max_model_len)}})})
     await ensure_topics(own)
     env = settings_env(routed) | {"SECANALYST_LLM__REQUEST_TIMEOUT_S": str(SETTLE_S),
+                                  "SECANALYST_LLM__CONCURRENCY": str(CONCURRENCY),
                                   "SECANALYST_STORM__ENABLED": "false"}
     procs = StageProcesses(env, tmp_path)
     prompt_before, generated_before = served(private_vllm)
