@@ -87,7 +87,7 @@ def compare(before: dict[str, dict[str, Any]],
     tokens = [run["labelled"]["tokens"]["input_tokens_per_verdict"] for run in (before, after)]
     reduction = round(100.0 * (1 - tokens[1] / tokens[0]), 1)
     rows = [f"| input tokens per verdict (labelled) | {tokens[0]:,.1f} | {tokens[1]:,.1f} | "
-            f"{reduction:+.1f} % fewer |"]
+            f"{reduction:.1f} % fewer |"]
     for corpus in CORPORA:
         b, a = before[corpus]["tokens"], after[corpus]["tokens"]
         rows.append(f"| input tokens per LLM call ({corpus}; calls) | "
@@ -97,6 +97,10 @@ def compare(before: dict[str, dict[str, Any]],
         rows.append(f"| prefix-cache hit rate ({corpus}; hit / queried tokens) | "
                     + " | ".join(f"{c.get('hit_rate')} ({c.get('hits', 0):,.0f} / "
                                  f"{c.get('queries', 0):,.0f})" for c in cache) + " | |")
+        # What the server had to prefill: the work the cache could not spare.
+        prefilled = [c.get("queries", 0) - c.get("hits", 0) for c in cache]
+        rows.append(f"| tokens prefilled, not from cache ({corpus}) | {prefilled[0]:,.0f} | "
+                    f"{prefilled[1]:,.0f} | |")
     worse = []
     for corpus, name, direction in SCORES:
         b, a = before[corpus]["scores"][name], after[corpus]["scores"][name]
@@ -143,6 +147,7 @@ def main(
     record_figures: Annotated[bool, typer.Option("--record", help="record the figure and "
                                                  "append a section to docs/benchmarks.md")] = False,
 ) -> None:
+    from_dir_given = from_dir is not None
     if from_dir is None:
         if baseline is None:
             raise typer.BadParameter("--baseline (a git revision) or --from-dir is needed")
@@ -157,7 +162,10 @@ def main(
     command = (f".venv/bin/python -m bench.prompt_economy --baseline {baseline} --endpoint "
                f"{endpoint} --concurrency {concurrency} --record" if baseline else
                f".venv/bin/python -m bench.prompt_economy --from-dir {from_dir} --record")
-    text = section(before, after, rows, reduction, worse, command)
+    shown = command
+    if baseline and from_dir_given:  # the same steps, run before and compared here
+        shown += f"` — its two eval runs made beforehand, compared with `--from-dir {from_dir}"
+    text = section(before, after, rows, reduction, worse, shown)
     print(text)
     if record_figures:
         record(KEY, reduction, goal=f"≥ {GOAL_PCT:.0f} % fewer input tokens per verdict at "
