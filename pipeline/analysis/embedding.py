@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.analysis.embedding_backends import open_encoder
 from pipeline.analysis.embedding_export import model_fingerprint
-from pipeline.config import Settings
+from pipeline.config import EmbeddingSettings, Settings
 from schemas.messages import NormalizedAlert
 
 
@@ -40,9 +40,11 @@ class Embedder:
     the vectors already computed."""
 
     def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
-                 cache_size: int = 50_000, backend: str = "torch",
+                 cache_size: int = 50_000, backend: str | None = None,
                  export_dir: Path = Path(".secanalyst") / "embeddings") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # The configured default, so that benches measure the engine the stages run.
+        backend = backend or EmbeddingSettings().backend
         path = model_path or packaged_model_path()
         fingerprint = model_fingerprint(path)
         self._model = open_encoder(backend, path, export_dir, fingerprint)
