@@ -161,6 +161,8 @@ class BatchingUsageWriter:
         self._group.append(done)
 
     def _stop_waiting(self, group: list[asyncio.Future[None]]) -> None:
+        if group is self._group:  # its timer is spent: the next comes under a new one
+            self._group = []
         slow = [f for f in group if not f.done()]
         for waiter in slow:
             waiter.set_result(None)

@@ -101,5 +101,7 @@ async def test_a_reservation_stops_waiting_after_reserve_wait_and_stays_queued()
     events = [reservation(n) for n in range(3)]
     await asyncio.wait_for(asyncio.gather(*(writer.reserve(e) for e in events)), 1)
     assert store.writes == 0 and writer.depth == 3
+    later = reservation(3)  # after that group's timer: under a timer of its own
+    await asyncio.wait_for(writer.reserve(later), 1)
     await writer.flush()
-    assert set(store.rows) == {e.id for e in events}
+    assert set(store.rows) == {e.id for e in [*events, later]}
