@@ -107,7 +107,7 @@ def instruction_text(text: str) -> str | None:
 
 _ENTITY_PATTERNS = {
     "ip": re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
-    "url": re.compile(r"\bhttps?://[^\s\"'<>)]+", re.I),
+    "url": re.compile(r"\bhttps?://[^\s\"'<>)“”]+", re.I),  # “” quote a value
     "hash": re.compile(r"\b[0-9a-f]{32,64}\b", re.I),
     "cve": re.compile(r"\bCVE-\d{4}-\d{4,7}\b", re.I),
     "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),

@@ -17,6 +17,11 @@ from schemas.entities import Entities
 
 _CVE = re.compile(r"CVE-\d{4}-\d{4,7}", re.IGNORECASE)
 _HASH_PAIR = re.compile(r"(MD5|SHA1|SHA256|IMPHASH)=([0-9A-Fa-f]{32,64})")
+# Windows Defender's `path` is a list of resources, not a path:
+# "file:_C:\x.exe; webfile:_C:\x.exe|http://host/x.zip|pid:6620,ProcessStart:1340…"
+_DEFENDER_RESOURCE = re.compile(r"^(?:file|webfile|containerfile|process|regkey|service"
+                                r"|startup|behavior|amsi_script):_")
+_URL_SCHEMES = ("http://", "https://", "ftp://")
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -68,8 +73,30 @@ _PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
+def defender_resources(value: str) -> tuple[str | None, str | None]:
+    """The first file path and download URL of a Defender resource list; (None, None) when
+    the value is not one. The facts name the file and the URL, never the whole list (its
+    `|pid:…` tail would read as part of the URL)."""
+    if not _DEFENDER_RESOURCE.match(value):
+        return None, None
+    path = url = None
+    for resource in value.split(";"):
+        kind, _, rest = resource.strip().partition(":_")
+        if kind not in ("file", "webfile", "containerfile") or not rest:
+            continue
+        fields = rest.split("|")
+        path = path or fields[0].strip() or None
+        url = url or next((f.strip() for f in fields[1:] if f.strip().startswith(_URL_SCHEMES)),
+                          None)
+    return path, url
+
+
 def extract_entities(document: Mapping[str, Any], full_log: str | None) -> Entities:
     found = {name: _first(document, paths) for name, paths in _PATHS.items()}
+    if found["file_path"] and _DEFENDER_RESOURCE.match(found["file_path"]):
+        path, url = defender_resources(found["file_path"])
+        found["file_path"] = path
+        found["url"] = found["url"] or url
     hashes = {}
     for algo, path in (("md5", "syscheck.md5_after"), ("sha1", "syscheck.sha1_after"),
                        ("sha256", "syscheck.sha256_after"), ("sha1", "data.virustotal.sha1"),
