@@ -160,7 +160,7 @@ class EmbeddingSettings(_Frozen):
     batch_size: int = 32
     dimensions: int = 384
     # The engine (pipeline/analysis/embedding_backends.py): torch = sentence-transformers;
-    # the others run a graph exported from the same weights into <state_dir>/embeddings/
+    # the others run a graph exported from the same weights into <cache_dir>/embeddings/
     # (onnx, onnx-int8: extra `embed-onnx`). A switch to another precision (int8, bf16)
     # re-embeds the runbooks. openvino-bf16: 2.8× torch's texts/s on this CPU, cosine to
     # torch ≥ 0.9999, same top-5 runbook passages for 95.8 % of alerts (the others: near

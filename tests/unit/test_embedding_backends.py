@@ -1,9 +1,9 @@
 """The embedding engine is chosen by `embedding.backend`, and the exported engines' vectors
 agree with sentence-transformers on PyTorch (issue 15).
 
-Real model (the packaged MiniLM), real export: the ONNX graph is made once into the state
-dir's cache (<state_dir>/embeddings/onnx/<fingerprint>/, ~15 s the first time on this
-machine, reused afterwards), as the embed stage does it.
+Real model (the packaged MiniLM), real export: the ONNX graph is made once into
+<cache_dir>/embeddings/onnx/<fingerprint>/ (~15 s the first time on this machine, reused
+afterwards), as the embed stage does it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipeline.analysis.embedding import Embedder, model_id
+from pipeline.analysis.embedding import Embedder, default_export_dir, model_id
 from pipeline.analysis.embedding_backends import GraphEncoder, TorchEncoder, open_encoder
 from pipeline.analysis.runbook_loader import needs_embedding
 from pipeline.analysis.runbooks import load_chunks
@@ -37,7 +37,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def export_dir() -> Path:
-    return Settings().state_dir / "embeddings"
+    return default_export_dir(Settings().cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_the_setting_selects_the_engine(monkeypatch: pytest.MonkeyPatch,
     embedder = Embedder.from_settings(settings)
     assert embedder.backend == "openvino"
     assert isinstance(embedder._model, GraphEncoder) and embedder._model.backend == "openvino"
-    assert (settings.state_dir / "embeddings" / "onnx").is_dir()  # exported locally
+    assert (default_export_dir(settings.cache_dir) / "onnx").is_dir()  # exported locally
     monkeypatch.setenv("SECANALYST_EMBEDDING__BACKEND", "torch")
     assert isinstance(Embedder.from_settings(Settings())._model, TorchEncoder)
 
