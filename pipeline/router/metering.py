@@ -49,18 +49,24 @@ class PendingPrefill:
         self._tokens = tokens
         self._on_done = on_done
         self._dispatched_at = time.monotonic()
+        self._first_token_at: float | None = None
         self._alone = replica.prefill.dispatched(tokens, self._dispatched_at)
 
     def release(self) -> None:
         """The attempt ended; if no first token came, its queued work is dropped."""
+        now = time.monotonic()
         if self._tokens:
-            self._replica.prefill.abandoned(self._tokens, time.monotonic())
+            self._replica.prefill.abandoned(self._tokens, now)
             self._tokens = 0
+        if self._first_token_at is not None:  # how long it held a decode slot
+            self._replica.slots.finished(self._first_token_at, now)
+            self._first_token_at = None
 
     def done(self) -> None:
+        self._first_token_at = now = time.monotonic()
         if self._tokens:
             self._replica.prefill.first_token(self._tokens, self._dispatched_at,
-                                              time.monotonic(), self._alone)
+                                              now, self._alone)
             self._tokens = 0
         if self._on_done is not None:
             self._on_done()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pipeline.router.errors import ContextTooLong, NoHealthyReplica
 from pipeline.router.prefill import PrefillModel
+from pipeline.router.slots import DecodeSlots
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Replica:
     in_flight_tokens: int = 0
     # The prefill work queued ahead of a new request, in tokens and as a time.
     prefill: PrefillModel = field(default_factory=PrefillModel)
+    # How long its decode slots (vLLM max-num-seqs) take to free one (slots.py).
+    slots: DecodeSlots = field(default_factory=DecodeSlots)
 
     @property
     def pending_prefill_tokens(self) -> int:

@@ -293,3 +293,77 @@ def test_choice_counts_only_the_prompt_tokens_a_replica_is_expected_to_prefill()
     again = picker.choose(p, needed_tokens=600, prompt_tokens=500,
                           messages=messages("5710", "alert two"))
     assert 1 <= again.uncached_tokens <= 500 // 4  # the last block: the alert's own tail
+
+
+def test_decode_slots_wait_only_once_every_slot_is_held_and_learn_how_long_one_is() -> None:
+    from pipeline.router.slots import DecodeSlots
+
+    slots = DecodeSlots(hold_s=0.4)
+    assert slots.expected_wait(occupied=3, max_num_seqs=4) == 0.0  # the 4th slot is free
+    assert slots.expected_wait(occupied=4, max_num_seqs=4) == pytest.approx(0.1)
+    assert slots.expected_wait(occupied=7, max_num_seqs=4) == pytest.approx(0.4)
+    slots.finished(first_token_at=10.0, now=11.4)  # held 1.4 s after its first token
+    assert slots.hold_s == pytest.approx(0.4 + 0.1 * (1.4 - 0.4))
+
+
+def test_ttft_scorer_ranks_a_replica_with_full_decode_slots_below_one_with_free_slots(
+        ) -> None:
+    from pipeline.router.scoring.load import ExpectedTTFTScorer
+    from pipeline.router.scoring.params import TTFTParams
+
+    p = pool(2)
+    full, free = p.replicas
+    # Equal prefill queues (nothing queued: every first token is out) ...
+    assert full.prefill.expected_wait(1000.0) == free.prefill.expected_wait(1000.0) == 0.0
+    # ... but r0's 4 slots are all held by requests still decoding, r1 has 2 of 4.
+    stats = DictStats({full.url: EngineStats(num_requests_running=4),
+                       free.url: EngineStats(num_requests_running=2)})
+    scorer = ExpectedTTFTScorer(PrefixAffinity(), stats, TTFTParams(max_num_seqs=4))
+    scores = scorer.score(p.replicas, ctx())
+    assert scores[1] == 1.0 and scores[0] < scores[1]
+    # Without the slots model both would tie (what `ttft` saw before).
+    roomy = ExpectedTTFTScorer(PrefixAffinity(), stats, TTFTParams(max_num_seqs=256))
+    assert roomy.score(p.replicas, ctx()) == [1.0, 1.0]
+
+
+def test_ttft_scorer_counts_the_routers_own_in_flight_requests_between_scrapes() -> None:
+    from pipeline.router.scoring.load import ExpectedTTFTScorer
+    from pipeline.router.scoring.params import TTFTParams
+
+    p = pool(2)
+    p.replicas[0].in_flight_requests = 6  # dispatched since the last scrape (none here)
+    scorer = ExpectedTTFTScorer(PrefixAffinity(), DictStats({}),
+                                TTFTParams(max_num_seqs_by_pool={"default": 4}))
+    assert scorer.occupied(p.replicas[0], 1000.0) == 6.0
+    scores = scorer.score(p.replicas, ctx())
+    assert scores[0] < scores[1] == 1.0
+
+
+def test_ttft_max_num_seqs_per_endpoint_then_pool_then_default_and_validated() -> None:
+    from pipeline.router.scoring.params import TTFTParams
+
+    params = TTFTParams(max_num_seqs=256, max_num_seqs_by_pool={"long": 8},
+                        max_num_seqs_by_endpoint={"http://a/v1": 2})
+    assert params.max_num_seqs_of("http://a/v1", "long") == 2
+    assert params.max_num_seqs_of("http://b/v1", "long") == 8
+    assert params.max_num_seqs_of("http://b/v1", "default") == 256
+    picker = ReplicaPicker({"ttft": 1.0}, params={"ttft": {"max_num_seqs": 4}})
+    picker.pick(pool(2), needed_tokens=10)
+    with pytest.raises(ValueError, match="'ttft'"):
+        ReplicaPicker({"ttft": 1.0}, params={"ttft": {"max_num_seqs_by_pool": {"p": 0}}})
+
+
+def test_a_finished_attempt_teaches_its_replica_how_long_a_slot_is_held() -> None:
+    from pipeline.router.metering import PendingPrefill
+
+    replica = Replica("http://r0/v1", "default")
+    before = replica.slots.hold_s
+    pending = PendingPrefill(replica, 100, None)
+    pending.done()  # first token
+    time.sleep(0.01)
+    pending.release()  # the stream ended
+    assert replica.slots.hold_s < before  # 10 ms held, well under the 0.5 s it assumed
+    failed = PendingPrefill(replica, 100, None)
+    learned = replica.slots.hold_s
+    failed.release()  # no first token: it never decoded, nothing learned
+    assert replica.slots.hold_s == learned

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pipeline.router.engine_stats import EngineStats
 from pipeline.router.replicas import Replica
 from pipeline.router.scoring.base import PickContext, StatsSource
-from pipeline.router.scoring.params import GaugeParams, InFlightParams, WaitParams
+from pipeline.router.scoring.params import GaugeParams, InFlightParams, TTFTParams, WaitParams
 from pipeline.router.scoring.prefix import PrefixAffinity
 
 NEUTRAL = 0.5
@@ -98,23 +98,41 @@ class PrefillWaitScorer:
 
 
 class ExpectedTTFTScorer:
-    """The expected time to first token on each replica: the wait before prefill starts
-    (as `prefill-wait`) + the prompt's own prefill there, counting only the tokens that
-    replica's prefix cache is not expected to hold (`PrefixAffinity.cached_fraction`:
-    the leading blocks of the prompt the router sent there recently) × its learned
-    seconds per token. Scored relative to the best candidate, so a prompt the cache
-    spares on one replica goes there unless the others would start it that much sooner."""
+    """The expected time to first token on each replica: the wait before its prefill can
+    start + the prompt's own prefill there, counting only the tokens that replica's
+    prefix cache is not expected to hold (`PrefixAffinity.cached_fraction`: the leading
+    blocks of the prompt the router sent there recently) × its learned seconds per token.
+    The wait is the longer of two: the queued prefill (as `prefill-wait`) and, when the
+    replica's decode slots are all held (vLLM max-num-seqs), the time until one frees
+    (`Replica.slots`, pipeline/router/slots.py). Scored relative to the best candidate,
+    so a prompt the cache spares on one replica goes there unless the others would
+    start it that much sooner."""
 
-    def __init__(self, affinity: PrefixAffinity, params: WaitParams | None = None) -> None:
+    def __init__(self, affinity: PrefixAffinity, stats: StatsSource | None = None,
+                 params: TTFTParams | None = None) -> None:
         self._affinity = affinity
-        self._smoothing_s = (params or WaitParams()).smoothing_s
+        self._stats = stats
+        self._params = params or TTFTParams()
+
+    def occupied(self, replica: Replica, now: float) -> float:
+        """Requests on the replica: the router's own (fresh) or the last scrape's (which
+        also counts other routers'), whichever is more."""
+        stats = None if self._stats is None else self._stats.get(replica.url, now)
+        scraped = 0.0 if stats is None else (stats.num_requests_running
+                                             + stats.num_requests_waiting)
+        return max(float(replica.in_flight_requests), scraped)
+
+    def wait(self, replica: Replica, now: float) -> float:
+        slots = self._params.max_num_seqs_of(replica.url, replica.pool)
+        slot_wait = replica.slots.expected_wait(self.occupied(replica, now), slots)
+        return max(replica.prefill.expected_wait(now), slot_wait)
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         tokens = ctx.prompt_tokens or ctx.needed_tokens
         ttfts = []
         for replica in replicas:
             cached = self._affinity.cached_fraction(ctx.blocks, replica.url, ctx.now)
-            ttfts.append(replica.prefill.expected_wait(ctx.now)
+            ttfts.append(self.wait(replica, ctx.now)
                          + tokens * (1.0 - cached) * replica.prefill.seconds_per_token)
         best = min(ttfts, default=0.0)
-        return relative([t - best for t in ttfts], self._smoothing_s)
+        return relative([t - best for t in ttfts], self._params.smoothing_s)

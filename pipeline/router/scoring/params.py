@@ -7,6 +7,8 @@ value out of range fails when the router is built, not at the first request.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -36,6 +38,23 @@ class WaitParams(PluginParams):
     """An expected wait in seconds, scored relatively; 50 ms of difference is half a point."""
 
     smoothing_s: float = Field(default=0.05, gt=0)
+
+
+class TTFTParams(WaitParams):
+    """`ttft`: the wait before prefill (queued prompts), and the wait for a decode slot
+    (slots.py). vLLM exports no `--max-num-seqs` in /metrics (`vllm:cache_config_info`
+    has only the cache's figures), so the replicas' value is configured here: per
+    endpoint URL, else per pool, else `max_num_seqs`."""
+
+    # vLLM's own default for its OpenAI server; set it to the replicas' --max-num-seqs.
+    max_num_seqs: int = Field(default=256, ge=1)
+    max_num_seqs_by_pool: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    max_num_seqs_by_endpoint: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict)
+
+    def max_num_seqs_of(self, url: str, pool: str) -> int:
+        return self.max_num_seqs_by_endpoint.get(
+            url, self.max_num_seqs_by_pool.get(pool, self.max_num_seqs))
 
 
 class AffinityParams(PluginParams):

@@ -29,6 +29,7 @@ from pipeline.router.scoring.params import (
     InFlightParams,
     NoParams,
     PluginParams,
+    TTFTParams,
     WaitParams,
 )
 from pipeline.router.scoring.prefix import PrefixAffinity, PrefixAffinityScorer
@@ -68,7 +69,8 @@ SCORERS: dict[str, ScorerPlugin] = {
     "prefill-wait": ScorerPlugin(WaitParams, lambda p, deps: PrefillWaitScorer(p),
                                  deprecated="replaced by 'ttft', which also counts the "
                                             "prompt's cached prefix"),
-    "ttft": ScorerPlugin(WaitParams, lambda p, deps: ExpectedTTFTScorer(deps.affinity, p)),
+    "ttft": ScorerPlugin(TTFTParams,
+                         lambda p, deps: ExpectedTTFTScorer(deps.affinity, deps.stats, p)),
     "prefix-affinity": ScorerPlugin(NoParams,
                                     lambda p, deps: PrefixAffinityScorer(deps.affinity)),
 }
