@@ -81,6 +81,7 @@ class Measured:
     calls_per_storm_alert: float  # the storm, de-duplicated
     dates: str
     task_size: str = "large"  # the prompt and reply schema measured (llm.task_size)
+    basis: str = ""  # how the token figures were measured (their goal text)
 
     @classmethod
     def from_benchmarks(cls, task_size: str) -> Measured:
@@ -96,7 +97,8 @@ class Measured:
             raise SystemExit(f"not measured yet: {', '.join(missing)} — run {MEASURE_COMMAND}")
         values = [float(figures[k]["value"]) for k in keys]
         dates = ", ".join(sorted({figures[k]["date"] for k in keys}))
-        return cls(values[0], values[1], values[2], values[3], dates, task_size)
+        return cls(values[0], values[1], values[2], values[3], dates, task_size,
+                   str(figures[keys[0]]["goal"]))
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -163,7 +165,10 @@ def measure(distinct: int, storm: int, task_sizes: Sequence[str]) -> None:
 
 
 def _record_calls(plain: dict[str, float], task_size: str, distinct: int, command: str) -> None:
-    goal = f"{task_size} task, {distinct} distinct alerts (usage table: the model server's count)"
+    from pipeline.analysis.prompt import PROMPT_VERSION
+
+    goal = (f"{task_size} task, prompt {PROMPT_VERSION}, {distinct} distinct alerts (usage "
+            "table: the model server's count)")
     for name, value in (("input_tokens_per_call", plain["tokens_in"] / plain["ok_calls"]),
                         ("output_tokens_per_call", plain["tokens_out"] / plain["ok_calls"])):
         record(f"capacity.{task_size}.{name}", round(value, 1), goal=goal, command=command)
@@ -244,7 +249,7 @@ def render(m: Measured, scaling: PoolScaling | None,
         "### Measured inputs", "",
         "| input | value | arithmetic |", "| --- | ---: | --- |",
         f"| tokens per LLM call, in / out | {m.input_tokens_per_call:,.0f} / "
-        f"{m.output_tokens_per_call:,.0f} | usage table sums ÷ calls |",
+        f"{m.output_tokens_per_call:,.0f} | usage table sums ÷ calls ({m.basis}) |",
         f"| LLM calls per distinct alert | {m.calls_per_distinct_alert:.3f} | calls ÷ alerts "
         "(repair retries included) |",
         f"| tokens per distinct alert | {tokens_distinct:,.0f} | (in + out) × calls per alert |",
