@@ -105,6 +105,12 @@ class LLMPool(_Frozen):
     # passes; vanished ones get no new request and leave once their requests finish).
     discovery: Literal["static", "dns"] = "static"
     refresh_s: float = Field(default=5.0, gt=0)
+    # Model rollout (pipeline/router/rollout.py): endpoint URL → the model version it
+    # serves (its `--served-model-name`; unlisted: `llm.model_name`), and the start share
+    # of requests per version, e.g. {"v1": 90, "v2": 10}; shifted at run time with
+    # `Router.set_traffic_split`. Empty: any replica takes any request.
+    models: dict[str, str] = Field(default_factory=dict)
+    traffic_split: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _dns_names_one_service(self) -> LLMPool:

@@ -17,7 +17,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="port of the first replica")
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--model", default="sim-model", help="served model name")
+    parser.add_argument("--model", "--served-model-name", dest="model", default="sim-model",
+                        help="served model name")
+    parser.add_argument("--strict-model", action="store_true",
+                        help="answer 404 to a request naming another model (as vLLM)")
     for f in fields(SimConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = float if isinstance(f.default, float) else int
@@ -28,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     config = {f.name: getattr(args, f.name) for f in fields(SimConfig)}
     cluster = SimCluster([SimConfig(**config) for _ in range(args.replicas)], host=args.host,
-                         ports=[args.port + i for i in range(args.replicas)], model=args.model)
+                         ports=[args.port + i for i in range(args.replicas)], model=args.model,
+                         strict_model=args.strict_model)
     await cluster.start()
     for url in cluster.base_urls():
         print(f"vllm-sim serving {url}", flush=True)

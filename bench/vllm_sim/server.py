@@ -31,6 +31,8 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 ENGINE_KEY: web.AppKey[Engine] = web.AppKey("engine", Engine)
 REGISTRY_KEY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 MODEL_KEY: web.AppKey[str] = web.AppKey("model", str)
+# As vLLM: a request naming another model than the one served gets 404 (opt-in here).
+STRICT_MODEL_KEY: web.AppKey[bool] = web.AppKey("strict_model", bool)
 # request id → [arrived, first token written, last byte written] (perf_counter: the
 # system-wide monotonic clock on Linux, comparable with a client process's)
 TIMINGS_KEY: web.AppKey[dict[str, list[float]]] = web.AppKey("timings", dict)
@@ -80,7 +82,8 @@ def _metrics(engine: Engine, model: str, ttft: list[Histogram]) -> CollectorRegi
     return registry
 
 
-def build_app(config: SimConfig, *, model: str = "sim-model") -> web.Application:
+def build_app(config: SimConfig, *, model: str = "sim-model",
+              strict_model: bool = False) -> web.Application:
     app = web.Application()
     ttft: list[Histogram] = []
     engine = Engine(config, on_ttft=lambda seconds: ttft[0].observe(seconds))
@@ -88,6 +91,7 @@ def build_app(config: SimConfig, *, model: str = "sim-model") -> web.Application
     app[ENGINE_KEY] = engine
     app[REGISTRY_KEY] = registry
     app[MODEL_KEY] = model
+    app[STRICT_MODEL_KEY] = strict_model
     app[TIMINGS_KEY] = {}
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
@@ -174,6 +178,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": str(exc), "type": "BadRequestError",
                                             "code": 400}}, status=400)
     model = body.get("model", request.app[MODEL_KEY])
+    if request.app[STRICT_MODEL_KEY] and model != request.app[MODEL_KEY]:
+        return web.json_response({"error": {
+            "message": f"The model `{model}` does not exist.", "type": "NotFoundError",
+            "code": 404}}, status=404)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.get("stream"):
@@ -245,8 +253,9 @@ class SimCluster:
     """Several replicas in one process (one event loop), each on its own port."""
 
     def __init__(self, configs: list[SimConfig], *, host: str = "127.0.0.1",
-                 ports: list[int] | None = None, model: str = "sim-model") -> None:
-        self.apps = [build_app(c, model=model) for c in configs]
+                 ports: list[int] | None = None, model: str = "sim-model",
+                 strict_model: bool = False) -> None:
+        self.apps = [build_app(c, model=model, strict_model=strict_model) for c in configs]
         self._host = host
         self._ports = ports or [0] * len(configs)
         self._runners: list[web.AppRunner] = []

@@ -36,12 +36,28 @@ class PoolConfig(_Config):
     # `refresh_s` into one replica per address (discovery.py, membership.py).
     discovery: Literal["static", "dns"] = "static"
     refresh_s: float = Field(default=5.0, gt=0)
+    # Model rollout (rollout.py): endpoint URL → the model version it serves (its vLLM
+    # `--served-model-name`; unlisted: the router's `model_name`), and the share of
+    # requests per version (empty: any replica takes any request). Changed at run time
+    # with `Router.set_traffic_split`.
+    models: dict[str, str] = Field(default_factory=dict)
+    traffic_split: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_service_for_dns(self) -> PoolConfig:
         if self.discovery == "dns" and len(self.endpoints) != 1:
             raise ValueError("discovery 'dns' takes exactly one endpoint: the headless "
                              "Service's URL")
+        return self
+
+    @model_validator(mode="after")
+    def _split_of_known_versions(self) -> PoolConfig:
+        unknown = set(self.models) - set(self.endpoints)
+        if unknown:
+            raise ValueError(f"models given for URLs not in endpoints: {sorted(unknown)}")
+        if any(w < 0 for w in self.traffic_split.values()) or (
+                self.traffic_split and not any(w > 0 for w in self.traffic_split.values())):
+            raise ValueError("traffic_split weights must be >= 0 with one > 0")
         return self
 
 

@@ -23,9 +23,11 @@ class Fleet:
                  request_timeout_s: float,
                  discovery: Mapping[str, Discovery] | None = None) -> None:
         self.pools = [Pool(name, spec.max_context_tokens,
-                           [Replica(url=url, pool=name) for url in spec.endpoints]
+                           [Replica(url=url, pool=name, model_name=spec.models.get(url))
+                            for url in spec.endpoints]
                            if spec.discovery == "static" else [],
-                           priority_scheduling=spec.priority_scheduling)
+                           priority_scheduling=spec.priority_scheduling,
+                           traffic_split=dict(spec.traffic_split))
                       for name, spec in pools.items()]
         self._timeouts = (connect_timeout_s, request_timeout_s)
         self.clients = {r.url: self._client_for(r.url) for p in self.pools for r in p.replicas}

@@ -34,6 +34,7 @@ class Call:
     estimated: int = 0  # prompt tokens counted before dispatch (0: not counted yet)
     needed: int = 0  # estimated + max output tokens: what the quota and context must fit
     pool: str = "-"  # the pool chosen, once it is
+    model: str | None = None  # the model version sent to (None: the router's model_name)
 
     def elapsed_ms(self) -> int:
         return round((time.perf_counter() - self.started) * 1000)
@@ -135,7 +136,7 @@ class UsageRecorder:
             if meter.created_at is not None:
                 values["created_at"] = meter.created_at
         request = call.request
-        return UsageEvent(tenant_id=request.tenant_id, model_name=self.model_name,
+        return UsageEvent(tenant_id=request.tenant_id, model_name=call.model or self.model_name,
                           pool=call.pool, priority=request.priority,
                           request_id=call.request_id, alert_id=request.alert_id, **values)
 

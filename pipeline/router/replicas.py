@@ -38,6 +38,7 @@ class CircuitBreaker:
 class Replica:
     url: str
     pool: str
+    model_name: str | None = None  # the model version it serves (None: the router's)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
     in_flight_requests: int = 0
     in_flight_tokens: int = 0
@@ -59,6 +60,8 @@ class Pool:
     max_context_tokens: int
     replicas: list[Replica]
     priority_scheduling: bool = False  # the replicas order their queues by `priority`
+    # Model version → share of requests (rollout.py); empty: no versioning.
+    traffic_split: dict[str, float] = field(default_factory=dict)
 
 
 def choose_pool(pools: Sequence[Pool], tokens: int) -> Pool:

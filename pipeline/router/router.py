@@ -28,6 +28,7 @@ Outage, for callers that should wait rather than give up (`RouterError.outage`):
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -66,6 +67,7 @@ from pipeline.router.quota import (
 )
 from pipeline.router.quota.blocks import QuotaBlocks
 from pipeline.router.replicas import Pool, choose_pool
+from pipeline.router.rollout import checked_split, other_versions, served_model, versions_to_try
 from pipeline.router.scoring import ReplicaPicker, build_picker
 from pipeline.router.scoring.picker import Choice
 from pipeline.router.streaming import stream_completion
@@ -119,6 +121,20 @@ class Router:
         # A tenant that cannot fit even the smallest request is refused without counting
         # (see quota/blocks.py).
         self._floor_tokens = smallest_request_tokens(counter)
+        self._version_rng = random.Random()  # draws each request's model version
+
+    def set_traffic_split(self, pool: str, weights: Mapping[str, float]) -> None:
+        """Shift a pool's traffic between model versions now (rollout, rollback:
+        rollout.py); `{}` ends versioning. Requests in flight finish where they are."""
+        split = checked_split(weights)
+        target = next((p for p in self._pools if p.name == pool), None)
+        if target is None:
+            raise ValueError(f"no pool {pool!r}")
+        target.traffic_split = split
+        log.info("traffic_split_set", pool=pool, split=split)
+
+    def traffic_split(self, pool: str) -> dict[str, float]:
+        return next(dict(p.traffic_split) for p in self._pools if p.name == pool)
 
     def count_text(self, text: str) -> int:
         """Tokens of a piece of prompt text (for packing context into a budget)."""
@@ -241,12 +257,19 @@ class Router:
         body = self._body(call.request)
         if pool.priority_scheduling:
             body["priority"] = CLASSES.index(call.request.priority)
+        # A versioned pool: the drawn version's replicas only, then the fallbacks.
+        versions = versions_to_try(pool.traffic_split, self._version_rng)
         while True:
+            others = other_versions(pool, versions[0], self.model_name) if versions else set()
             try:
                 choice = self._picker.choose(pool, needed_tokens=call.needed,
                                              prompt_tokens=call.estimated,
-                                             messages=call.request.messages, exclude=tried)
+                                             messages=call.request.messages,
+                                             exclude=tried | others)
             except NoHealthyReplica as exc:
+                if len(versions) > 1:
+                    versions.pop(0)
+                    continue
                 self._recorder.unserved(call, exc, meter)
                 raise
             if meter.created_at is None:  # the row exists before anything is sent
@@ -271,8 +294,11 @@ class Router:
         if slot is not None:
             slot.dispatched()
         progress = meter.attempt(replica.url)
+        # The request names the model the replica serves (its version of a rollout).
+        call.model = served_model(replica, self.model_name)
+        body = {**body, "model": call.model}
         try:
-            with dispatch_span(model=self.model_name, pool=call.pool, replica=replica.url,
+            with dispatch_span(model=call.model, pool=call.pool, replica=replica.url,
                                tenant=call.request.tenant_id, request_id=call.request_id,
                                attempt=attempt):
                 upstream = await self._fleet.clients[replica.url].chat(
