@@ -10,13 +10,11 @@ from pathlib import Path
 
 from pipeline.devstack.processes import (
     ServiceFiles,
-    log_size,
+    launch,
     pid_alive,
     port_open,
-    start_detached,
-    start_failure,
+    refuse_taken_ports,
     stop_recorded,
-    wait_until,
 )
 from pipeline.devstack.seaweedfs import BUCKET, SeaweedS3
 
@@ -58,9 +56,8 @@ class TansuBroker:
     def start(self) -> None:
         if self.running():
             return
-        if port_open(self.port):
-            raise RuntimeError(f"port {self.port} is taken by another program; set "
-                               "SECANALYST_DEV__KAFKA_PORT or SECANALYST_KAFKA__BOOTSTRAP_SERVERS")
+        refuse_taken_ports([self.port], hint="set SECANALYST_DEV__KAFKA_PORT or "
+                           "SECANALYST_KAFKA__BOOTSTRAP_SERVERS")
         url = f"tcp://127.0.0.1:{self.port}"
         engine, env = "memory://tansu/", {}
         if self.storage is not None:
@@ -69,16 +66,12 @@ class TansuBroker:
             env = {"AWS_ENDPOINT": self.storage.endpoint(), "AWS_ALLOW_HTTP": "true",
                    "AWS_ACCESS_KEY_ID": "secanalyst", "AWS_SECRET_ACCESS_KEY": "secanalyst",
                    "AWS_DEFAULT_REGION": "us-east-1"}
-        since = log_size(self.files)
-        pid = start_detached(self.files, [
-            str(tansu_binary()), "broker", "--listener-url", url,
-            "--advertised-listener-url", url, "--storage-engine", engine], env=env)
+        self._storage_file.parent.mkdir(parents=True, exist_ok=True)
         self._storage_file.write_text("memory\n" if self.storage is None else "s3\n")
-        try:
-            wait_until(lambda: port_open(self.port), timeout_s=20, what="tansu broker",
-                       alive=lambda: pid_alive(pid))
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}: {start_failure(self.files, pid, since)}") from exc
+        launch(self.files, [str(tansu_binary()), "broker", "--listener-url", url,
+                            "--advertised-listener-url", url, "--storage-engine", engine],
+               env=env, ready=lambda: port_open(self.port), timeout_s=20,
+               what="tansu broker")
 
     def stop(self) -> bool:
         return stop_recorded(self.files)

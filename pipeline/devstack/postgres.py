@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipeline.devstack.processes import ServiceFiles, port_open
+from pipeline.devstack.processes import ServiceFiles, port_open, refuse_taken_ports
 
 SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 DATABASE = "secanalyst"
@@ -53,9 +53,10 @@ class EmbeddedPostgres:
     def _as_user(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         # cwd: the postgres user may not be allowed into the caller's working directory.
         try:
-            return subprocess.run(argv, check=True, text=True, capture_output=True,
-                                  cwd=self.root, **self._identity(),
-                                  **kwargs)  # type: ignore[call-overload]
+            done: subprocess.CompletedProcess[str] = subprocess.run(
+                argv, check=True, text=True, capture_output=True, cwd=self.root,
+                **self._identity(), **kwargs)  # type: ignore[call-overload]
+            return done
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"{Path(argv[0]).name} failed: {exc.stderr.strip()}") from exc
 
@@ -94,9 +95,8 @@ class EmbeddedPostgres:
     def start(self) -> None:
         if self.running():
             return
-        if port_open(self.port):
-            raise RuntimeError(f"port {self.port} is taken by another program; set "
-                               "SECANALYST_DEV__POSTGRES_PORT or SECANALYST_DATABASE__URL")
+        refuse_taken_ports([self.port], hint="set SECANALYST_DEV__POSTGRES_PORT or "
+                           "SECANALYST_DATABASE__URL")
         self.root.mkdir(parents=True, exist_ok=True)
         self._make_reachable()
         for path in (self.root, self.sockets):

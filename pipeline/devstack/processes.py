@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,17 +164,42 @@ def _signal_all(recorded: Recorded, pids: set[int], sig: signal.Signals) -> None
             os.kill(pid, sig)
 
 
-def wait_until(check: object, *, timeout_s: float, what: str, interval_s: float = 0.25,
-               alive: object = None) -> None:
+def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str,
+               interval_s: float = 0.25, alive: Callable[[], bool] | None = None) -> None:
     """Poll `check()` until true; fail early if `alive()` turns false."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
-        if alive is not None and not alive():  # type: ignore[operator]
+        if alive is not None and not alive():
             raise RuntimeError(f"{what} exited during start-up; see its log")
         time.sleep(interval_s)
     raise TimeoutError(f"{what} was not ready after {timeout_s:.0f}s; see its log")
+
+
+def refuse_taken_ports(ports: Sequence[int], *, hint: str) -> None:
+    """A port another program holds would make the start fail obscurely (or, worse, make
+    the service look up when it is someone else answering): say so, with how to move."""
+    taken = [port for port in ports if port_open(port)]
+    if taken:
+        listed = ", ".join(str(port) for port in taken)
+        raise RuntimeError(f"port {listed} is taken by another program; {hint}")
+
+
+def launch(files: ServiceFiles, argv: Sequence[str], *, ready: Callable[[], bool],
+           timeout_s: float, what: str, env: Mapping[str, str] | None = None,
+           interval_s: float = 0.25) -> int:
+    """Start a service detached (pid recorded) and wait until `ready()`. A start that
+    fails (the process exits, or is not ready in time) raises RuntimeError naming how
+    the process ended and the last lines it wrote to its log."""
+    since = log_size(files)
+    pid = start_detached(files, argv, env=env)
+    try:
+        wait_until(ready, timeout_s=timeout_s, what=what, interval_s=interval_s,
+                   alive=lambda: pid_alive(pid))
+    except (RuntimeError, TimeoutError) as exc:
+        raise RuntimeError(f"{exc}: {start_failure(files, pid, since)}") from exc
+    return pid
 
 
 def log_size(files: ServiceFiles) -> int:

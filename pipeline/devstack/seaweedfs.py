@@ -17,11 +17,11 @@ from pathlib import Path
 
 from pipeline.devstack.processes import (
     ServiceFiles,
+    launch,
     pid_alive,
     port_open,
-    start_detached,
+    refuse_taken_ports,
     stop_recorded,
-    wait_until,
 )
 
 BUCKET = "tansu"
@@ -58,22 +58,18 @@ class SeaweedS3:
     def start(self) -> None:
         if self.running():
             return
-        taken = [p for p in self._ports() if port_open(p)]
-        if taken:
-            raise RuntimeError(f"ports {taken} are taken by another program; SeaweedFS needs "
-                               f"{PORTS_USED} free ports from SECANALYST_DEV__SEAWEEDFS_PORT "
-                               f"({self.first_port})")
+        refuse_taken_ports(self._ports(), hint=f"SeaweedFS needs {PORTS_USED} free ports "
+                           f"from SECANALYST_DEV__SEAWEEDFS_PORT ({self.first_port})")
         self.data.mkdir(parents=True, exist_ok=True)
         p = self.first_port
-        pid = start_detached(self.files, [
+        launch(self.files, [
             str(weed_binary()), "server", f"-dir={self.data}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-master.telemetry=false", "-master.volumeSizeLimitMB=1024",
             f"-master.port={p}", f"-volume.port={p + 1}", f"-filer.port={p + 2}",
             f"-s3.port={p + 3}", f"-master.port.grpc={p + 4}", f"-volume.port.grpc={p + 5}",
             f"-filer.port.grpc={p + 6}", f"-s3.port.grpc={p + 7}", "-filer", "-s3",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0"])
-        wait_until(self._bucket_ready, timeout_s=90, what="SeaweedFS S3",
-                   alive=lambda: pid_alive(pid))
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0"],
+               ready=self._bucket_ready, timeout_s=90, what="SeaweedFS S3")
 
     def _bucket_ready(self) -> bool:
         """Create the broker's bucket (idempotent); true once the S3 server answers."""

@@ -14,11 +14,10 @@ from pathlib import Path
 from pipeline.devstack.model import ensure_converted_model
 from pipeline.devstack.processes import (
     ServiceFiles,
+    launch,
     pid_alive,
-    port_open,
-    start_detached,
+    refuse_taken_ports,
     stop_recorded,
-    wait_until,
 )
 
 TORCH_PIN = "torch==2.13.0"  # the CPU build this machine kind has on local disk
@@ -94,12 +93,12 @@ class EmbeddedVLLM:
     def start(self) -> None:
         if self.running():
             return
-        if port_open(self.port):
-            raise RuntimeError(f"port {self.port} is taken by another program; set "
-                               "SECANALYST_DEV__VLLM_PORT or SECANALYST_LLM__POOLS")
+        refuse_taken_ports([self.port],
+                           hint="set SECANALYST_DEV__VLLM_PORT or SECANALYST_LLM__POOLS")
         model_dir = self.prepare()
         python = venv_python(self.cache_root, self.version)
-        pid = start_detached(self.files, [
+        print(f"[vllm] starting on 127.0.0.1:{self.port} (about 30-60 s on CPU)", flush=True)
+        launch(self.files, [
             str(python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir), "--served-model-name", self.served_model_name,
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -112,10 +111,8 @@ class EmbeddedVLLM:
             "--structured-outputs-config",
             json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         ], env={"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "HF_HUB_OFFLINE": "1",
-                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
-        print(f"[vllm] starting on 127.0.0.1:{self.port} (about 30-60 s on CPU)", flush=True)
-        wait_until(self.healthy, timeout_s=600, what="vLLM", interval_s=1.0,
-                   alive=lambda: pid_alive(pid))
+                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
+            ready=self.healthy, timeout_s=600, what="vLLM", interval_s=1.0)
 
     def stop(self) -> bool:
         return stop_recorded(self.files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +14,10 @@ from pathlib import Path
 from pipeline.devstack.processes import (
     MARK_ENV,
     ServiceFiles,
+    launch,
     pid_alive,
     port_open,
+    refuse_taken_ports,
     service_processes,
     start_detached,
     start_failure,
@@ -168,3 +171,42 @@ def test_a_failed_start_says_how_the_process_ended_and_what_it_wrote(tmp_path: P
         time.sleep(0.05)
     why = start_failure(files, pid, since)
     assert "exit code 3" in why and "address in use" in why and "earlier" not in why
+
+
+def test_launch_returns_once_the_service_is_ready(tmp_path: Path) -> None:
+    files = ServiceFiles("dummy", tmp_path)
+    ready = tmp_path / "ready"
+    pid = launch(files, [sys.executable, "-c",
+                         f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); "
+                         "time.sleep(600)"],
+                 ready=ready.exists, timeout_s=20, what="dummy")
+    try:
+        assert files.recorded_pid() == pid and pid_alive(pid)
+    finally:
+        stop_recorded(files, timeout_s=5)
+    assert not pid_alive(pid)
+
+
+def test_launch_of_a_service_that_exits_names_its_exit_and_output(tmp_path: Path) -> None:
+    files = ServiceFiles("dummy", tmp_path)
+    try:
+        launch(files, [sys.executable, "-c", "print('bad flag'); raise SystemExit(2)"],
+               ready=lambda: False, timeout_s=20, what="dummy", interval_s=0.05)
+    except RuntimeError as exc:
+        assert "dummy exited during start-up" in str(exc)
+        assert "exit code 2" in str(exc) and "bad flag" in str(exc)
+    else:
+        raise AssertionError("a service that exits at once was reported as started")
+
+
+def test_a_taken_port_is_refused_with_the_hint(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        try:
+            refuse_taken_ports([port], hint="set THE_PORT")
+        except RuntimeError as exc:
+            assert f"port {port} is taken" in str(exc) and "set THE_PORT" in str(exc)
+        else:
+            raise AssertionError("a taken port was not refused")
