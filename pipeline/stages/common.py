@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from pipeline.kafka.messaging import (
     ALERT_HEADER,
@@ -56,3 +60,22 @@ async def send_to_dlq(publisher: Publisher, dlq_topic: str, stage: str, record: 
 def dlq_sink(publisher: Publisher, dlq_topic: str, stage: str) -> DeadLetterSink:
     """What the batch runner calls to dead-letter a record that failed on its own."""
     return partial(send_to_dlq, publisher, dlq_topic, stage)
+
+
+Message = TypeVar("Message", bound=BaseModel)
+
+
+def decode_batch(records: list[Record], model: type[Message], *, what: str,
+                 publisher: Publisher, dlq_topic: str, stage: str,
+                 ) -> tuple[list[Message], list[Coroutine[Any, Any, None]]]:
+    """A batch's records as `model`, and the dead letters (not yet sent) of those that
+    are not one, each with the reason."""
+    decoded: list[Message] = []
+    letters = []
+    for record in records:
+        try:
+            decoded.append(model.model_validate_json(record.value))
+        except ValidationError as exc:
+            letters.append(send_to_dlq(publisher, dlq_topic, stage, record,
+                                       f"invalid {what}: {exc.errors()[0]['msg']}"))
+    return decoded, letters

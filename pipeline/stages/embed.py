@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import ValidationError
-
 from pipeline.analysis.embedding import Embedder, alert_text
 from pipeline.kafka.messaging import Publisher, Record
-from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
+from pipeline.stages.common import LaneTopics, decode_batch, headers_for, message_key
 from schemas.messages import EmbeddedAlert, NormalizedAlert
 
 
@@ -26,14 +24,9 @@ class EmbedStage:
         self._dlq = dlq_topic
 
     async def handle(self, records: list[Record]) -> None:
-        alerts: list[NormalizedAlert] = []
-        sends = []
-        for record in records:
-            try:
-                alerts.append(NormalizedAlert.model_validate_json(record.value))
-            except ValidationError as exc:
-                sends.append(send_to_dlq(self._publisher, self._dlq, self.name, record,
-                                         f"invalid normalized alert: {exc.errors()[0]['msg']}"))
+        alerts, sends = decode_batch(records, NormalizedAlert, what="normalized alert",
+                                     publisher=self._publisher, dlq_topic=self._dlq,
+                                     stage=self.name)
         if alerts:
             # The model is CPU-bound: keep it off the event loop.
             # Keyed by fingerprint: the alerts of a storm share their incident's vector

@@ -10,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.analysis.normalize import NormalizationError, normalize
 from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER, Publisher, Record
 from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
-from pipeline.store.alerts import upsert_alert
+from pipeline.store.alerts import upsert_alerts
 from pipeline.telemetry import bind_alert
 from schemas.messages import NormalizedAlert
 
@@ -50,8 +50,7 @@ class NormalizeStage:
                 rejected.append((record, exc.reason))
         if good:
             async with self._pool.connection() as conn, conn.transaction():
-                for alert in good:
-                    await upsert_alert(conn, alert)
+                await upsert_alerts(conn, good)
         # After the write: if it fails, the batch runner bisects and this runs again for
         # the sub-batch that succeeds, so each dead letter goes out once.
         sends = [send_to_dlq(self._publisher, self._dlq, self.name, record, reason)

@@ -7,12 +7,11 @@ import asyncio
 
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
-from pydantic import ValidationError
 
 from pipeline.kafka.messaging import Publisher, Record
-from pipeline.stages.common import LaneTopics, headers_for, message_key, send_to_dlq
-from pipeline.store.runbooks import nearest_chunks
-from pipeline.store.verdicts import similar_verdicts
+from pipeline.stages.common import LaneTopics, decode_batch, headers_for, message_key
+from pipeline.store.runbooks import nearest_chunks_many
+from pipeline.store.verdicts import similar_verdicts_many
 from schemas.messages import EmbeddedAlert, EnrichedAlert
 
 
@@ -30,25 +29,23 @@ class RetrieveStage:
         self._similar_k = similar_k
 
     async def handle(self, records: list[Record]) -> None:
-        sends = []
-        async with self._pool.connection() as conn:
-            for record in records:
-                try:
-                    embedded = EmbeddedAlert.model_validate_json(record.value)
-                except ValidationError as exc:
-                    sends.append(send_to_dlq(self._publisher, self._dlq, self.name, record,
-                                             f"invalid embedded alert: "
-                                             f"{exc.errors()[0]['msg']}"))
-                    continue
-                vector = np.asarray(embedded.embedding, dtype=np.float32)
+        batch, sends = decode_batch(records, EmbeddedAlert, what="embedded alert",
+                                    publisher=self._publisher, dlq_topic=self._dlq,
+                                    stage=self.name)
+        if batch:
+            # Two round trips per batch, not two per alert (issue 15: batch every hop).
+            vectors = [np.asarray(e.embedding, dtype=np.float32) for e in batch]
+            async with self._pool.connection() as conn:
+                runbooks = await nearest_chunks_many(conn, vectors, self._top_k)
+                similar = await similar_verdicts_many(
+                    conn, [(e.alert.tenant_id, v) for e, v in zip(batch, vectors, strict=True)],
+                    self._similar_k)
+                await conn.rollback()  # read-only; end the implicit transaction
+            for embedded, passages, past in zip(batch, runbooks, similar, strict=True):
                 alert = embedded.alert
-                out = EnrichedAlert(
-                    alert=alert, embedding=embedded.embedding,
-                    runbooks=await nearest_chunks(conn, vector, self._top_k),
-                    similar=await similar_verdicts(conn, alert.tenant_id, vector,
-                                                   self._similar_k))
+                out = EnrichedAlert(alert=alert, embedding=embedded.embedding,
+                                    runbooks=passages, similar=past)
                 sends.append(self._publisher.publish(
                     self._output.for_alert(alert), out.model_dump_json().encode(),
                     key=message_key(alert), headers=headers_for(alert)))
-            await conn.rollback()  # read-only; end the implicit transaction
         await asyncio.gather(*sends)

@@ -79,3 +79,28 @@ async def nearest_chunks(conn: AsyncConnection, embedding: np.ndarray,
                             attack_ids=list(r[4]), wazuh_groups=list(r[5]),
                             wazuh_rules=list(r[6]), score=float(r[7]), text=r[8])
             for r in await cur.fetchall()]
+
+
+async def nearest_chunks_many(conn: AsyncConnection, embeddings: Sequence[np.ndarray],
+                              limit: int) -> list[list[RunbookCitation]]:
+    """nearest_chunks for a batch of alerts in one round trip: a LATERAL top-k per vector
+    (the same ORDER BY … LIMIT, so the same plan and rows as one query per alert)."""
+    if not embeddings:
+        return []
+    cur = await conn.execute(
+        """SELECT q.ord, c.chunk_id, c.runbook, c.title, c.heading, c.attack_ids,
+                  c.wazuh_groups, c.wazuh_rules, c.score, c.content
+           FROM unnest(%s::vector[]) WITH ORDINALITY AS q(v, ord)
+           CROSS JOIN LATERAL (
+               SELECT chunk_id, runbook, title, heading, attack_ids, wazuh_groups,
+                      wazuh_rules, 1 - (embedding <=> q.v) AS score, content,
+                      embedding <=> q.v AS distance
+               FROM runbook_chunks ORDER BY embedding <=> q.v LIMIT %s) c
+           ORDER BY q.ord, c.distance""",
+        (list(embeddings), limit))
+    out: list[list[RunbookCitation]] = [[] for _ in embeddings]
+    for r in await cur.fetchall():
+        out[r[0] - 1].append(RunbookCitation(
+            chunk_id=r[1], runbook=r[2], title=r[3], heading=r[4], attack_ids=list(r[5]),
+            wazuh_groups=list(r[6]), wazuh_rules=list(r[7]), score=float(r[8]), text=r[9]))
+    return out

@@ -3,6 +3,7 @@ never makes a second one. Storm reuse looks up recent originals by fingerprint."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,36 @@ async def similar_verdicts(conn: AsyncConnection, tenant_id: str, embedding: np.
     similar = [SimilarVerdict(**row, score=row["similarity"] * FEEDBACK_WEIGHT.get(
         row["analyst_status"], 1.0)) for row in rows]
     return sorted(similar, key=lambda s: s.score, reverse=True)[:limit]
+
+
+async def similar_verdicts_many(conn: AsyncConnection,
+                                queries: Sequence[tuple[str, np.ndarray]],
+                                limit: int) -> list[list[SimilarVerdict]]:
+    """similar_verdicts for a batch of (tenant, vector) in one round trip (a LATERAL
+    top-k per pair: the same filter, order and limit as one query per alert)."""
+    if not queries:
+        return []
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("""
+            SELECT q.ord, c.alert_id, c.rule_id, c.severity, c.summary, c.analyst_status,
+                   c.similarity
+            FROM unnest(%s::text[], %s::vector[]) WITH ORDINALITY AS q(tenant, v, ord)
+            CROSS JOIN LATERAL (
+                SELECT alert_id, rule_id, severity, summary, analyst_status,
+                       1 - (embedding <=> q.v) AS similarity
+                FROM verdicts
+                WHERE tenant_id = q.tenant AND reused_from IS NULL
+                      AND embedding IS NOT NULL
+                ORDER BY embedding <=> q.v LIMIT %s) c""",
+            ([tenant for tenant, _ in queries], [vector for _, vector in queries],
+             limit * 3))
+        rows = await cur.fetchall()
+    grouped: list[list[SimilarVerdict]] = [[] for _ in queries]
+    for row in rows:
+        index = row.pop("ord") - 1
+        grouped[index].append(SimilarVerdict(**row, score=row["similarity"] * FEEDBACK_WEIGHT.get(
+            row["analyst_status"], 1.0)))
+    return [sorted(group, key=lambda s: s.score, reverse=True)[:limit] for group in grouped]
 
 
 FEEDBACK_WEIGHT = {"confirmed": 1.25, "corrected": 1.3, "false_positive": 1.25}

@@ -26,7 +26,7 @@ from tests.unit.stages.conftest import SAMPLES, TENANT, normalized
 
 
 class AlertsTable:
-    """`upsert_alert` at its boundary: rows by (tenant, alert id), each write journaled.
+    """`upsert_alerts` at its boundary: rows by (tenant, alert id), each write journaled.
     `refused` alert ids fail as a value the database rejects; `down` fails every write as
     a lost connection does."""
 
@@ -44,11 +44,19 @@ class AlertsTable:
         self.rows[(alert.tenant_id, alert.alert_id)] = alert
         self.journal.events.append(("write", alert.alert_id))
 
+    async def upsert_many(self, conn: object, alerts: list[NormalizedAlert]) -> None:
+        # One statement for the batch: a refused row fails it whole, as in PostgreSQL.
+        for alert in alerts:
+            if alert.alert_id in self.refused:
+                raise psycopg.errors.DataError("value too long for type character varying(64)")
+        for alert in alerts:
+            await self.upsert(conn, alert)
+
 
 @pytest.fixture
 def table(journal: harness.Journal, monkeypatch: pytest.MonkeyPatch) -> AlertsTable:
     table = AlertsTable(journal)
-    monkeypatch.setattr("pipeline.stages.normalize.upsert_alert", table.upsert)
+    monkeypatch.setattr("pipeline.stages.normalize.upsert_alerts", table.upsert_many)
     return table
 
 

@@ -4,8 +4,8 @@ lane, keyed and headed as the stage sets them, then the commit; a record that is
 embedded alert goes to the DLQ with its reason and original bytes; a database outage
 rewinds the batch and commits nothing.
 
-pgvector is replaced at the store functions' boundary (`nearest_chunks`,
-`similar_verdicts`) by `VectorIndex`: fixed passages and verdicts, and the queries it was
+pgvector is replaced at the store functions' boundary (`nearest_chunks_many`,
+`similar_verdicts_many`) by `VectorIndex`: fixed passages and verdicts, and the queries it was
 asked, so the test sees the alert's own vector, tenant and the configured k reach it."""
 
 from __future__ import annotations
@@ -52,12 +52,22 @@ class VectorIndex:
         self.queries.append(("verdicts", tenant_id, embedding.tolist(), limit))
         return [PAST]
 
+    async def nearest_chunks_many(self, conn: object, embeddings: list[np.ndarray],
+                                  limit: int) -> list[list[RunbookCitation]]:
+        return [await self.nearest_chunks(conn, e, limit) for e in embeddings]
+
+    async def similar_verdicts_many(self, conn: object, queries: list[tuple[str, np.ndarray]],
+                                    limit: int) -> list[list[SimilarVerdict]]:
+        return [await self.similar_verdicts(conn, t, e, limit) for t, e in queries]
+
 
 @pytest.fixture
 def index(monkeypatch: pytest.MonkeyPatch) -> VectorIndex:
     index = VectorIndex()
-    monkeypatch.setattr("pipeline.stages.retrieve.nearest_chunks", index.nearest_chunks)
-    monkeypatch.setattr("pipeline.stages.retrieve.similar_verdicts", index.similar_verdicts)
+    monkeypatch.setattr("pipeline.stages.retrieve.nearest_chunks_many",
+                        index.nearest_chunks_many)
+    monkeypatch.setattr("pipeline.stages.retrieve.similar_verdicts_many",
+                        index.similar_verdicts_many)
     return index
 
 
