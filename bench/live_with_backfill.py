@@ -47,11 +47,10 @@ from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings
 from pipeline.kafka.admin import ensure_topics
 from pipeline.kafka.messaging import PRIORITY_HEADER, TENANT_HEADER
-from pipeline.kafka.producer import KafkaAlertSink
 from pipeline.logging import configure_logging
 from pipeline.runtime import STAGES
 from pipeline.sources.backfill.checkpoint import CheckpointStore
-from pipeline.sources.backfill.command import write_gzip_lines
+from pipeline.sources.backfill.command import backfill_sink, write_gzip_lines
 from pipeline.sources.backfill.filters import AlertFilter
 from pipeline.sources.backfill.ratelimit import TokenBucket
 from pipeline.sources.backfill.runner import Backfill
@@ -150,18 +149,13 @@ async def live_phase(settings: Settings, pool: AsyncConnectionPool, alerts: list
 
 
 async def replay_backfill(settings: Settings, archive: Path, state: Path, tenant: str) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                linger_ms=20)
-    await producer.start()
-    try:
-        job = Backfill(KafkaAlertSink(producer, settings.kafka.topics.backfill,
-                                      priority="batch"),
-                       CheckpointStore(state), tenant_id=tenant, alert_filter=AlertFilter(),
+    async with backfill_sink(settings) as sink:  # the one producer path, as the CLI's
+        job = Backfill(sink, CheckpointStore(state), tenant_id=tenant,
+                       alert_filter=AlertFilter(),
                        bucket=TokenBucket(settings.ingest.backfill_rate_per_s),
-                       chunk_size=settings.ingest.backfill_chunk)
+                       chunk_size=settings.ingest.backfill_chunk,
+                       max_in_flight=settings.ingest.backfill_in_flight)
         report = await job.run([archive])
-    finally:
-        await producer.stop()
     return report.total("published")
 
 
