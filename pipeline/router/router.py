@@ -272,6 +272,9 @@ class Router:
                     continue
                 self._recorder.unserved(call, exc, meter)
                 raise
+            # The request names the model the replica serves (its version of a rollout),
+            # and so does its usage row from its reservation on.
+            call.model = served_model(choice.replica, self.model_name)
             if meter.created_at is None:  # the row exists before anything is sent
                 await self._recorder.reserve(call, choice.replica.url, meter)
             tried.add(choice.replica.url)
@@ -294,8 +297,6 @@ class Router:
         if slot is not None:
             slot.dispatched()
         progress = meter.attempt(replica.url)
-        # The request names the model the replica serves (its version of a rollout).
-        call.model = served_model(replica, self.model_name)
         body = {**body, "model": call.model}
         try:
             with dispatch_span(model=call.model, pool=call.pool, replica=replica.url,

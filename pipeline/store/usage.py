@@ -29,7 +29,9 @@ _COLUMNS = ("id", "tenant_id", "model_name", "pool", "replica", "priority", "req
 _TYPES = ("uuid", "text", "text", "text", "text", "text", "text", "text", "int4", "int4",
           "int4", "int4", "int4", "int4", "text", "timestamptz")
 # What a final event settles; the rest was right at reservation.
-_SETTLED = ("replica", "input_tokens", "output_tokens", "total_tokens", "ttft_ms",
+# model_name too: a request retried on another model version (router/rollout.py) is
+# settled with the version that served it.
+_SETTLED = ("model_name", "replica", "input_tokens", "output_tokens", "total_tokens", "ttft_ms",
             "total_latency_ms", "status_code", "error_kind")
 
 # Rows to upsert go through this staging table (one per session, emptied at each commit).

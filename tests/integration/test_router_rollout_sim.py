@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool
 
 from bench.rollout import ListSink, rollout, sims_per_version, versioned_router
 from bench.vllm_sim.harness import SimProcess
 from pipeline.config import Settings
 from pipeline.router import ChatRequest, PoolConfig, Router
 from pipeline.router.tokens import counter_for
-from pipeline.runtime import tokenizer_dir
+from pipeline.runtime import tokenizer_dir, usage_writer_for
 from tests.integration.test_router_simulator import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -88,3 +89,30 @@ async def test_a_version_without_a_live_replica_falls_back_to_the_others(
     assert {a.replica for a in answers} == {v1}
     assert {e.model_name for e in sink.events} == {"v1"}
     assert len(sink.events) == 30
+
+
+async def test_the_usage_table_names_the_version_each_request_was_served_by(
+        sims: dict[str, SimProcess], settings: Settings, db: AsyncConnectionPool,
+        tenant: str) -> None:
+    """Through the real usage writer into PostgreSQL, at a 50/50 split."""
+    writer = usage_writer_for(settings, db)
+    writer.start()
+    router = versioned_router(sims, writer)  # type: ignore[arg-type]
+    router.set_traffic_split("default", {"v1": 50, "v2": 50})
+    who = f"{tenant}-rollout"
+    try:
+        answers = await asyncio.gather(*(router.complete(ChatRequest(
+            tenant_id=who, messages=[{"role": "user", "content": f"alert {n}"}],
+            max_tokens=4)) for n in range(40)))
+    finally:
+        await router.close()
+        await writer.close()
+    models = {url: v for v, sim in sims.items() for url in sim.urls}
+    async with db.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT request_id, model_name, replica, status_code FROM llm_usage_events "
+            "WHERE tenant_id = %s", (who,))).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(a.request_id for a in answers)
+    assert all(status == 200 and model == models[replica]
+               for _, model, replica, status in rows), (rows, models)
+    assert {r[1] for r in rows} == {"v1", "v2"}
