@@ -171,7 +171,8 @@ def main() -> None:
         f"(rollback) every {args.step_seconds:g} s. Load average (1/5/15 min) before "
         f"{load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, after "
         f"{load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} (2 cores, shared).\n\n"
-        f"Failed requests: **{result.failed}**. Usage rows naming another model than the "
+        f"Failed requests: **{result.failed}**. Usage events (the rows the usage writer stores) "
+        f"naming another model than the "
         f"version that served them: **{result.wrong_model_rows}** of {result.rows}.\n\n"
         "| v2 weight | served by v1 | by v2 | v2 share | within tolerance |\n"
         "|---|---|---|---|---|\n" + table +
