@@ -23,16 +23,17 @@ from pathlib import Path
 
 import psycopg
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from bench.common import machine, stamp
 from bench.record import record
 from pipeline.cli.console import add_user
-from pipeline.config import Settings
+from pipeline.config import DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate
 from pipeline.store.queue import encode_cursor
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import free_port
+from tests.servers import free_port
 
 PASSWORD = "bench password 12345"
 TENANT = "bench"
@@ -95,7 +96,7 @@ def main() -> None:
     try:
         url = server.address()
         migrate(url)
-        settings = Settings(database={"url": url}, state_dir=state)
+        settings = Settings(database=DatabaseSettings(url=SecretStr(url)), state_dir=state)
         add_user(settings, TENANT, "analyst@bench.test", "analyst", PASSWORD)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SET maintenance_work_mem = '256MB'")

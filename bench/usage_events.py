@@ -44,7 +44,8 @@ from pipeline.config import DatabaseSettings, Settings
 from pipeline.router.dispatch import Upstream
 from pipeline.router.metering import Call, Meter, UsageRecorder
 from pipeline.router.replicas import Replica
-from pipeline.router.types import ChatRequest, Message
+from pipeline.router.tokens import Message
+from pipeline.router.types import ChatRequest
 from pipeline.router.usage import BatchingUsageWriter, UsageBatch
 from pipeline.store.database import open_pool
 from pipeline.store.usage import PostgresUsageStore, write_usage_batch

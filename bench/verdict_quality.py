@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 from psycopg.rows import dict_row
 
@@ -49,7 +50,7 @@ async def evaluate(name: str, path: Path) -> str:
                                                        "explain"], stop))
     pool = await open_pool(settings)
     await publish_lines(settings, lines, tenant_id=tenant)
-    started, rows = time.perf_counter(), []
+    started, rows = time.perf_counter(), list[dict[str, Any]]()
     while len(rows) < len(alerts) and time.perf_counter() - started < 1800:
         await asyncio.sleep(2)
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

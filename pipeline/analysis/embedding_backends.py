@@ -92,7 +92,8 @@ class GraphEncoder:
         mask = feeds["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return (pooled / norms).astype(np.float32)
+        normalized: np.ndarray = (pooled / norms).astype(np.float32)
+        return normalized
 
 
 def _onnxruntime_runner(graph: Path) -> RunGraph:

@@ -81,8 +81,10 @@ def _export_fp32(model_path: Path, target: Path) -> None:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     token_type_ids: torch.Tensor) -> torch.Tensor:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+            hidden: torch.Tensor = self.model(
+                input_ids=input_ids, attention_mask=attention_mask,
+                token_type_ids=token_type_ids).last_hidden_state
+            return hidden
 
     with _atomic_path(target) as tmp, torch.no_grad():
         torch.onnx.export(LastHiddenState(), tuple(sample[n] for n in INPUT_NAMES),

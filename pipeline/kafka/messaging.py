@@ -104,7 +104,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        base = min(self.cap_s, self.initial_s * 2 ** min(self.attempt, 32))
+        base = min(self.cap_s, self.initial_s * 2.0 ** min(self.attempt, 32))
         self.attempt += 1
         # Jitter: consumers that failed together (an outage) do not retry in lockstep.
         return base / 2 + self._rng.uniform(0, base / 2)

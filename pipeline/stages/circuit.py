@@ -56,7 +56,7 @@ class Backoff:
     jitter: float = 0.2  # ± this fraction, so many consumers do not probe in step
 
     def delay(self, failures: int, unit_random: float) -> float:
-        raw = min(self.cap_s, self.base_s * 2 ** max(failures - 1, 0))
+        raw = min(self.cap_s, self.base_s * 2.0 ** max(failures - 1, 0))
         return min(self.cap_s, raw * (1 - self.jitter + 2 * self.jitter * unit_random))
 
 

@@ -16,7 +16,8 @@ import pytest
 import uvicorn
 
 from pipeline.web.console.app import create_console_app
-from tests.e2e.console_seed import PASSWORD, Seeded, console_database, free_port
+from tests.e2e.console_seed import PASSWORD, Seeded, console_database
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from pydantic import SecretStr
 
 from pipeline.cli.console import add_user
-from pipeline.config import Settings
+from pipeline.config import ConsoleSettings, DatabaseSettings, Settings
 from pipeline.devstack.postgres import EmbeddedPostgres
 from pipeline.store.migrate import migrate
 from tests.servers import free_port
@@ -46,10 +47,11 @@ def console_database(*, page_size: int = 3) -> Iterator[Seeded]:
     try:
         url = server.address()
         migrate(url)
-        settings = Settings(database={"url": url}, state_dir=state_dir,
-                            console={"page_size": page_size, "poll_interval_s": 1.0,
-                                     "platform_tenant": "platform",
-                                     "wazuh_dashboard_url": WAZUH_URL})
+        settings = Settings(database=DatabaseSettings(url=SecretStr(url)),
+                            state_dir=state_dir,
+                            console=ConsoleSettings(page_size=page_size, poll_interval_s=1.0,
+                                                    platform_tenant="platform",
+                                                    wazuh_dashboard_url=WAZUH_URL))
         for tenant in ("acme", "globex", "umbrella"):  # umbrella: the incident tests'
             add_user(settings, tenant, f"analyst@{tenant}.test", "analyst", PASSWORD)
             add_user(settings, tenant, f"admin@{tenant}.test", "admin", PASSWORD)
@@ -108,8 +110,8 @@ def seed_facts(tenant: str, n: int) -> dict[str, object]:
             "attack_ids": ["T1110"]}
 
 
-BRUTE = [{"id": "T1110", "name": "Brute Force", "tactics": ["Credential Access"],
-          "source": "wazuh"}]
+BRUTE: list[dict[str, object]] = [{"id": "T1110", "name": "Brute Force",
+                                   "tactics": ["Credential Access"], "source": "wazuh"}]
 SEVERITY_CYCLE = ("high", "low", "medium", "critical", "info")
 
 

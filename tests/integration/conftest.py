@@ -76,7 +76,7 @@ async def worker(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, 60)
 
 
-async def wait_for(check, *, timeout_s: float = 600, interval_s: float = 1.0):  # type: ignore[no-untyped-def]
+async def wait_for(check, *, timeout_s: float = 600, interval_s: float = 1.0):
     """Poll an async check until it returns a truthy value; the last value on timeout."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     value = await check()

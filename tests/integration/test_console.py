@@ -429,8 +429,8 @@ def test_admins_create_and_revoke_their_tenants_api_keys(app_client: TestClient,
     assert app_client.post(f"/admin/apikeys/{key_id}/revoke",
                            data={"csrf_token": csrf}).status_code == 303
     with psycopg.connect(seeded.url) as conn:
-        states = dict(conn.execute("SELECT key_id, revoked_at IS NOT NULL FROM api_keys"
-                                   ).fetchall())
+        states: dict[str, bool] = dict(conn.execute(
+            "SELECT key_id, revoked_at IS NOT NULL FROM api_keys").fetchall())
     assert states == {foreign_id: False, key_id: True}
     actions = [a["action"] for a in app_client.get("/api/audit").json()]
     assert "apikey.create" in actions and "apikey.revoke" in actions
@@ -529,9 +529,9 @@ def test_pipeline_verdict_writes_keep_incidents_counted(seeded: Seeded) -> None:
     from psycopg import AsyncConnection
 
     from pipeline.store.verdicts import count_reuse, insert_verdict
-    from schemas.verdict import Verdict
+    from schemas.verdict import Severity, Verdict
 
-    def verdict(alert_id: str, severity: str, reused: str | None) -> Verdict:
+    def verdict(alert_id: str, severity: Severity, reused: str | None) -> Verdict:
         return Verdict(tenant_id="umbrella", alert_id=alert_id, rule_id="5712",
                        rule_level=10, severity=severity, severity_source="rule level",
                        summary="s", attack=[], next_steps=[], cited_chunks=[],

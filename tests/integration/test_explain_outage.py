@@ -89,7 +89,7 @@ def enriched_records(tenant: str, topic: str) -> list[Record]:
     return records
 
 
-async def verdict_count(db: AsyncConnectionPool, tenant: str) -> int:  # type: ignore[type-arg]
+async def verdict_count(db: AsyncConnectionPool, tenant: str) -> int:
     async with db.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM verdicts WHERE tenant_id = %s",
                                  (tenant,))
@@ -98,7 +98,7 @@ async def verdict_count(db: AsyncConnectionPool, tenant: str) -> int:  # type: i
 
 
 async def test_an_outage_mid_batch_pauses_explain_without_dead_letters_or_repeats(
-        settings: Settings, db: AsyncConnectionPool, sim: SimProcess) -> None:  # type: ignore[type-arg]
+        settings: Settings, db: AsyncConnectionPool, sim: SimProcess) -> None:
     await ensure_topics(settings)
     topics = settings.kafka.topics
     tenant = f"outage-{settings.kafka.group_prefix}"

@@ -29,24 +29,24 @@ BAD = [line for line in (ROOT / "tests" / "data" / "bad-alerts.jsonl").read_byte
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
-async def verdict_rows(db: AsyncConnectionPool, tenant: str) -> list[dict]:  # type: ignore[type-arg]
+async def verdict_rows(db: AsyncConnectionPool, tenant: str) -> list[dict]:
     async with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM verdicts WHERE tenant_id = %s", (tenant,))
         return await cur.fetchall()
 
 
-async def usage_rows(db: AsyncConnectionPool, tenant: str) -> list[dict]:  # type: ignore[type-arg]
+async def usage_rows(db: AsyncConnectionPool, tenant: str) -> list[dict]:
     async with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM llm_usage_events WHERE tenant_id = %s", (tenant,))
         return await cur.fetchall()
 
 
 async def test_sample_alerts_become_verdicts_and_usage_rows(
-        settings: Settings, tenant: str, db: AsyncConnectionPool, worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+        settings: Settings, tenant: str, db: AsyncConnectionPool, worker: asyncio.Task) -> None:
     assert await publish_lines(settings, SAMPLES, tenant_id=tenant) == len(SAMPLES)
     expected = set(expected_alert_ids(SAMPLES, tenant))
 
-    async def all_verdicts() -> list[dict] | None:  # type: ignore[type-arg]
+    async def all_verdicts() -> list[dict] | None:
         assert not worker.done(), worker.exception()
         rows = await verdict_rows(db, tenant)
         return rows if {r["alert_id"] for r in rows} >= expected else None
@@ -70,14 +70,14 @@ async def test_sample_alerts_become_verdicts_and_usage_rows(
     assert all(r["input_tokens"] == 0 for r in rows if r["alert_id"] in reused)
     assert len(reused) < len(rows) // 4
 
-    def billed_tokens_by_alert(usage: list[dict]) -> dict[str, int]:  # type: ignore[type-arg]
+    def billed_tokens_by_alert(usage: list[dict]) -> dict[str, int]:
         totals: dict[str, int] = {}
         for u in usage:
             if u["status_code"] == 200:
                 totals[u["alert_id"]] = totals.get(u["alert_id"], 0) + u["input_tokens"]
         return totals
 
-    async def usage_complete() -> list[dict] | None:  # type: ignore[type-arg]
+    async def usage_complete() -> list[dict] | None:
         # Usage events are written in batches off the request path: wait until every
         # call of every verdict (a repair retry makes two) has landed.
         found = await usage_rows(db, tenant)
@@ -98,7 +98,7 @@ async def test_sample_alerts_become_verdicts_and_usage_rows(
     assert sum(row["status_code"] == 200 for row in usage) >= len(rows) - len(reused)
 
 async def test_malformed_alerts_reach_the_dlq_with_reason_and_original_bytes(
-        settings: Settings, tenant: str, worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+        settings: Settings, tenant: str, worker: asyncio.Task) -> None:
     await publish_lines(settings, BAD, tenant_id=tenant)
     letters = [letter for letter in await read_topic(settings, settings.kafka.topics.dlq,
                                                      until=len(BAD), timeout_s=120)
@@ -112,7 +112,7 @@ async def test_malformed_alerts_reach_the_dlq_with_reason_and_original_bytes(
 
 async def test_redelivered_alert_makes_no_second_verdict_or_llm_call(
         settings: Settings, tenant: str, db: AsyncConnectionPool,
-        worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+        worker: asyncio.Task) -> None:
     line = SAMPLES[0]
     alert_id = normalize(line, tenant_id=tenant).alert_id
 

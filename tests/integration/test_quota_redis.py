@@ -133,7 +133,7 @@ async def test_keys_expire_with_their_window(client: aioredis.Redis) -> None:
     assert 86_000 < await client.ttl(day_key) <= 86_460
     assert abs(reservation.at - time.time()) < 5
     await store.settle(reservation, used_tokens=30)
-    assert int(await client.hget(minute_key, "sum")) == 30
+    assert int(await client.hget(minute_key, "sum") or 0) == 30
     # An hour later (virtual), the minute hash is pruned back to nothing but its bookkeeping.
     later = RedisQuotaStore(client, clock=lambda: reservation.at + 3_600)
     await later.reserve("ttl", 1, LIMITS)
@@ -164,7 +164,7 @@ async def test_concurrent_reserves_never_exceed_the_limit(redis_url: str) -> Non
     assert total <= 20_000
     assert total > 20_000 - 1_500  # and the limit is used, not starved
     minute_key, _ = stores[0].keys("hot")
-    assert int(await clients[0].hget(minute_key, "sum")) == total
+    assert int(await clients[0].hget(minute_key, "sum") or 0) == total
     for c in clients:
         await c.aclose()
 

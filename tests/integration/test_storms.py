@@ -18,21 +18,21 @@ from tests.integration.conftest import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-async def rows(db: AsyncConnectionPool, sql: str, *params: object) -> list[dict]:  # type: ignore[type-arg]
+async def rows(db: AsyncConnectionPool, sql: str, *params: object) -> list[dict]:
     async with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)  # type: ignore[arg-type]
+        await cur.execute(sql, params)
         return await cur.fetchall()
 
 
 async def test_a_storm_costs_one_llm_call_and_every_alert_gets_a_verdict(
-        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task) -> None:
     tenant = f"storm-{settings.kafka.group_prefix}"
     storm = storm_alerts(60)
     ids = {normalize(a, tenant_id=tenant).alert_id for a in storm}
     assert len({normalize(a, tenant_id=tenant).fingerprint for a in storm}) == 1
     await publish_lines(settings, storm, tenant_id=tenant)
 
-    async def all_done() -> list[dict] | None:  # type: ignore[type-arg]
+    async def all_done() -> list[dict] | None:
         found = await rows(db, "SELECT * FROM verdicts WHERE tenant_id = %s", tenant)
         return found if {r["alert_id"] for r in found} >= ids else None
 
@@ -51,7 +51,7 @@ async def test_a_storm_costs_one_llm_call_and_every_alert_gets_a_verdict(
     escalated_id = normalize(escalated[0], tenant_id=tenant).alert_id
     await publish_lines(settings, escalated, tenant_id=tenant)
 
-    async def fresh() -> list[dict] | None:  # type: ignore[type-arg]
+    async def fresh() -> list[dict] | None:
         found = await rows(db, "SELECT * FROM verdicts WHERE tenant_id = %s AND alert_id = %s",
                            tenant, escalated_id)
         return found or None
@@ -61,7 +61,7 @@ async def test_a_storm_costs_one_llm_call_and_every_alert_gets_a_verdict(
 
 
 async def test_one_scanner_against_30_agents_costs_at_most_two_llm_calls(
-        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task) -> None:  # type: ignore[type-arg]
+        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task) -> None:
     """30 fingerprints of one incident run concurrently; single-flight makes the rest
     wait for the first call and reuse its verdict as near-duplicates."""
     tenant = f"near-storm-{settings.kafka.group_prefix}"
@@ -72,7 +72,7 @@ async def test_one_scanner_against_30_agents_costs_at_most_two_llm_calls(
     ids = {a.alert_id for a in normalized}
     await publish_lines(settings, farm, tenant_id=tenant)
 
-    async def all_done() -> list[dict] | None:  # type: ignore[type-arg]
+    async def all_done() -> list[dict] | None:
         found = await rows(db, "SELECT * FROM verdicts WHERE tenant_id = %s", tenant)
         return found if {r["alert_id"] for r in found} >= ids else None
 

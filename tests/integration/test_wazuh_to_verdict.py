@@ -45,7 +45,7 @@ def service_env(settings: Settings, state: Path) -> dict[str, str]:
             "SECANALYST_LOG_FORMAT": "json", "COLUMNS": "200"}
 
 
-async def verdicts(db: AsyncConnectionPool, tenant: str) -> list[dict]:  # type: ignore[type-arg]
+async def verdicts(db: AsyncConnectionPool, tenant: str) -> list[dict]:
     async with db.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT alert_id, status FROM verdicts WHERE tenant_id = %s",
                           (tenant,))
@@ -53,7 +53,7 @@ async def verdicts(db: AsyncConnectionPool, tenant: str) -> list[dict]:  # type:
 
 
 async def test_integratord_hook_alert_becomes_a_verdict(
-        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task,  # type: ignore[type-arg]
+        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task,
         tmp_path: Path) -> None:
     tenant = f"hook-{settings.kafka.group_prefix}"
     _, key = await new_api_key(settings.model_copy(update={"state_dir": tmp_path}), tenant,
@@ -80,7 +80,7 @@ async def test_integratord_hook_alert_becomes_a_verdict(
             timeout=60, check=False)
         assert hook.returncode == 0, (tmp_path / "int.log").read_text()
 
-        async def explained() -> list[dict] | None:  # type: ignore[type-arg]
+        async def explained() -> list[dict] | None:
             rows = await verdicts(db, tenant)
             return rows if any(r["alert_id"] == alert["id"] for r in rows) else None
 
@@ -91,7 +91,7 @@ async def test_integratord_hook_alert_becomes_a_verdict(
 
 
 async def test_backfill_killed_halfway_then_rerun_gives_one_verdict_per_alert(
-        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task,  # type: ignore[type-arg]
+        settings: Settings, db: AsyncConnectionPool, worker: asyncio.Task,
         tmp_path: Path) -> None:
     tenant = f"backfill-{settings.kafka.group_prefix}"
     alerts = varied_alerts(40, seed=4321)
@@ -111,7 +111,7 @@ async def test_backfill_killed_halfway_then_rerun_gives_one_verdict_per_alert(
                                     text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
-    async def all_explained() -> list[dict] | None:  # type: ignore[type-arg]
+    async def all_explained() -> list[dict] | None:
         rows = await verdicts(db, tenant)
         return rows if {r["alert_id"] for r in rows} >= ids else None
 

@@ -109,6 +109,9 @@ class Recorder:
         self.budgets.append(wait_budget_s)
         return self.refusal
 
+    async def readiness(self) -> tuple[bool, str]:
+        return True, "ready"
+
     async def complete(self, request: ChatRequest) -> Completion:
         self.calls.append("router")
         self.requests.append(request)

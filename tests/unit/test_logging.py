@@ -6,7 +6,7 @@ import structlog
 from pipeline.logging import configure_logging
 
 
-def test_logs_follow_the_current_stderr_after_it_is_swapped_and_closed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_logs_follow_the_current_stderr_after_it_is_swapped_and_closed(monkeypatch) -> None:
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
     configure_logging("INFO", "json")

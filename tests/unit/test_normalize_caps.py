@@ -53,7 +53,7 @@ def test_a_600_kb_manager_field_is_cut_and_flagged(path: str, field: str) -> Non
     assert kept.startswith("xxx") and kept.endswith("…[truncated]") and len(kept) < 1000
     assert "fields_truncated" in alert.flags
     assert message_size(alert) < len(value) + 150_000  # raw whole, the copy bounded
-    node = alert.raw
+    node: Any = alert.raw
     for key in path.split("."):
         node = node[key]
     assert node == BIG  # the original kept whole

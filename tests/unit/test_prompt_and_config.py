@@ -22,7 +22,7 @@ def test_alert_is_delimited_data_and_cannot_close_its_block() -> None:
     assert PROMPT_VERSION.startswith("explain-")
 
 
-def test_settings_from_environment_nested(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_settings_from_environment_nested(monkeypatch) -> None:
     monkeypatch.setenv("SECANALYST_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
     monkeypatch.setenv("SECANALYST_LLM__POOLS",
                        '{"default": {"endpoints": ["http://gpu-1:8000/v1"]}}')
@@ -32,7 +32,7 @@ def test_settings_from_environment_nested(monkeypatch) -> None:  # type: ignore[
     assert settings.embedded_services == ["postgres"]
 
 
-def test_settings_from_toml_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_settings_from_toml_file(tmp_path, monkeypatch) -> None:
     config = tmp_path / "secanalyst.toml"
     config.write_text('[database]\nurl = "postgresql://u@db:5432/x"\n[retrieval]\ntop_k = 5\n')
     monkeypatch.setenv("SECANALYST_CONFIG_FILE", str(config))

@@ -1,8 +1,8 @@
 """Per-tenant token quotas (tokens per minute and per day): reserve before dispatch,
 settle after the response. Algorithm: `window.py`; stores: memory and Redis."""
 
+from pipeline.router.config import Priority
 from pipeline.router.quota.base import (
-    Priority,
     QuotaLimits,
     QuotaStore,
     Reservation,

@@ -9,8 +9,9 @@ No `from __future__ import annotations` here: FastAPI resolves the dependency al
 definition time."""
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 from fastapi import Depends, Form, Header, Request
 from fastapi.responses import HTMLResponse
@@ -104,7 +105,13 @@ def page(request: Request, name: str, signed: Session | None,
     return templates(request).TemplateResponse(request, name, context)
 
 
+@overload
+def jsonable(value: Mapping[str, Any]) -> dict[str, Any]: ...
+@overload
+def jsonable(value: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
 def jsonable(value: Any) -> Any:
+    # A JSON round trip keeps the shape (an object stays an object, a list a list) and
+    # turns dates and bytes into strings: hence the overloads.
     return json.loads(json.dumps(value, default=_default))
 
 
