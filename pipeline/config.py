@@ -111,6 +111,8 @@ class LLMPool(_Frozen):
     # `Router.set_traffic_split`. Empty: any replica takes any request.
     models: dict[str, str] = Field(default_factory=dict)
     traffic_split: dict[str, float] = Field(default_factory=dict)
+    # Every request of a tenant to the same version (else each request draws anew).
+    sticky_versions: bool = False
 
     @model_validator(mode="after")
     def _dns_names_one_service(self) -> LLMPool:

@@ -42,6 +42,8 @@ class PoolConfig(_Config):
     # with `Router.set_traffic_split`.
     models: dict[str, str] = Field(default_factory=dict)
     traffic_split: dict[str, float] = Field(default_factory=dict)
+    # Every request of a tenant to the same version (else each request draws anew).
+    sticky_versions: bool = False
 
     @model_validator(mode="after")
     def _one_service_for_dns(self) -> PoolConfig:

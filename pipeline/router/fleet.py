@@ -27,7 +27,8 @@ class Fleet:
                             for url in spec.endpoints]
                            if spec.discovery == "static" else [],
                            priority_scheduling=spec.priority_scheduling,
-                           traffic_split=dict(spec.traffic_split))
+                           traffic_split=dict(spec.traffic_split),
+                           sticky_versions=spec.sticky_versions)
                       for name, spec in pools.items()]
         self._timeouts = (connect_timeout_s, request_timeout_s)
         self.clients = {r.url: self._client_for(r.url) for p in self.pools for r in p.replicas}

@@ -62,6 +62,7 @@ class Pool:
     priority_scheduling: bool = False  # the replicas order their queues by `priority`
     # Model version → share of requests (rollout.py); empty: no versioning.
     traffic_split: dict[str, float] = field(default_factory=dict)
+    sticky_versions: bool = False  # a tenant's requests all to one version
 
 
 def choose_pool(pools: Sequence[Pool], tokens: int) -> Pool:

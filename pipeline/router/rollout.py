@@ -7,6 +7,11 @@ usual). Changing the split at run time (`Router.set_traffic_split`) is the rollo
 and the rollback: no restart, requests in flight finish where they are. An empty split
 means no versioning: every replica may take any request.
 
+With `sticky` (PoolConfig.sticky_versions) a tenant's requests all draw the same version
+(a hash of the tenant id, not a random number), and a tenant moved to the new version
+stays there while its share grows: the versions' ranges are laid out in name order, so
+growing v2's share only moves tenants from v1 to v2.
+
 If the drawn version has no healthy replica left, the request falls back to the other
 versions with a weight > 0 (heaviest first) rather than fail: a broken new version costs
 retries, not requests. A version of weight 0 never gets a request.
@@ -15,7 +20,9 @@ retries, not requests. A version of weight 0 never gets a request.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping
+from itertools import accumulate
 
 from pipeline.router.replicas import Pool, Replica
 
@@ -34,12 +41,18 @@ def served_model(replica: Replica, default: str) -> str:
     return replica.model_name or default
 
 
-def versions_to_try(split: Mapping[str, float], rng: random.Random) -> list[str]:
-    """The version drawn by weight, then the other weighted ones, heaviest first."""
-    live = {version: weight for version, weight in split.items() if weight > 0}
+def versions_to_try(split: Mapping[str, float], rng: random.Random,
+                    sticky_key: str | None = None) -> list[str]:
+    """The version drawn by weight (by `sticky_key`'s hash when given), then the other
+    weighted ones, heaviest first."""
+    live = {version: weight for version, weight in sorted(split.items()) if weight > 0}
     if not live:
         return []
-    drawn = rng.choices(list(live), weights=list(live.values()))[0]
+    edges = list(accumulate(live.values()))
+    point = (rng.random() if sticky_key is None
+             else zlib.crc32(sticky_key.encode()) / 2**32) * edges[-1]
+    drawn = next((v for v, edge in zip(live, edges, strict=True) if point < edge),
+                 list(live)[-1])
     rest = sorted((v for v in live if v != drawn), key=lambda v: -live[v])
     return [drawn, *rest]
 

@@ -258,7 +258,9 @@ class Router:
         if pool.priority_scheduling:
             body["priority"] = CLASSES.index(call.request.priority)
         # A versioned pool: the drawn version's replicas only, then the fallbacks.
-        versions = versions_to_try(pool.traffic_split, self._version_rng)
+        versions = versions_to_try(
+            pool.traffic_split, self._version_rng,
+            call.request.tenant_id if pool.sticky_versions else None)
         while True:
             others = other_versions(pool, versions[0], self.model_name) if versions else set()
             try:
@@ -297,9 +299,10 @@ class Router:
         if slot is not None:
             slot.dispatched()
         progress = meter.attempt(replica.url)
-        body = {**body, "model": call.model}
+        model = call.model or self.model_name
+        body = {**body, "model": model}
         try:
-            with dispatch_span(model=call.model, pool=call.pool, replica=replica.url,
+            with dispatch_span(model=model, pool=call.pool, replica=replica.url,
                                tenant=call.request.tenant_id, request_id=call.request_id,
                                attempt=attempt):
                 upstream = await self._fleet.clients[replica.url].chat(

@@ -51,7 +51,25 @@ def test_the_settings_pool_carries_its_versions_to_the_router() -> None:
     from pipeline.router_settings import router_config
 
     pool = LLMPool(endpoints=["http://a/v1", "http://b/v1"], models={"http://b/v1": "v2"},
-                   traffic_split={"v1": 90, "v2": 10})
+                   traffic_split={"v1": 90, "v2": 10}, sticky_versions=True)
     config = router_config(Settings(llm=LLMSettings(model_name="v1", pools={"p": pool})))
     assert config.pools["p"].models == {"http://b/v1": "v2"}
     assert config.pools["p"].traffic_split == {"v1": 90.0, "v2": 10.0}
+    assert config.pools["p"].sticky_versions
+
+
+def test_sticky_versions_keep_a_tenant_on_one_version_as_its_share_grows() -> None:
+    rng = random.Random(3)
+    tenants = [f"tenant-{n}" for n in range(2000)]
+
+    def version_of(tenant: str, v2: float) -> str:
+        return versions_to_try({"v1": 100 - v2, "v2": v2}, rng, sticky_key=tenant)[0]
+
+    at_10 = {t for t in tenants if version_of(t, 10) == "v2"}
+    at_50 = {t for t in tenants if version_of(t, 50) == "v2"}
+    assert 130 <= len(at_10) <= 270, len(at_10)  # ~10 % of the tenants
+    assert 850 <= len(at_50) <= 1150, len(at_50)
+    assert at_10 <= at_50  # nobody moved back to v1 while v2 grew
+    assert all(version_of("tenant-7", 50) == version_of("tenant-7", 50) for _ in range(20))
+    assert {version_of(t, 100) for t in tenants} == {"v2"}
+    assert {version_of(t, 0) for t in tenants} == {"v1"}
