@@ -127,14 +127,17 @@ class Router:
         """Shift a pool's traffic between model versions now (rollout, rollback:
         rollout.py); `{}` ends versioning. Requests in flight finish where they are."""
         split = checked_split(weights)
-        target = next((p for p in self._pools if p.name == pool), None)
-        if target is None:
-            raise ValueError(f"no pool {pool!r}")
-        target.traffic_split = split
+        self._pool_named(pool).traffic_split = split
         log.info("traffic_split_set", pool=pool, split=split)
 
     def traffic_split(self, pool: str) -> dict[str, float]:
-        return next(dict(p.traffic_split) for p in self._pools if p.name == pool)
+        return dict(self._pool_named(pool).traffic_split)
+
+    def _pool_named(self, name: str) -> Pool:
+        for pool in self._pools:
+            if pool.name == name:
+                return pool
+        raise ValueError(f"no pool {name!r}")
 
     def count_text(self, text: str) -> int:
         """Tokens of a piece of prompt text (for packing context into a budget)."""
