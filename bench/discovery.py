@@ -46,6 +46,9 @@ class ListSink:
 @dataclass
 class Load:
     served: list[tuple[float, str]] = field(default_factory=list)  # (sent at, replica)
+    # (answered at, replica): on a loaded machine a request sent before a change may be
+    # dispatched after it, so "before the change" is judged by when it was answered
+    answered: list[tuple[float, str]] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)  # by exception type
 
 
@@ -64,6 +67,7 @@ async def steady_load(router: Router, total: int, rate: float) -> Load:
             load.failures[type(exc).__name__] += 1
         else:
             load.served.append((sent, completion.replica))
+            load.answered.append((time.monotonic(), completion.replica))
 
     await asyncio.gather(*(one(n) for n in range(total)))
     return load
