@@ -44,7 +44,8 @@ async def rewind_past_end(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return rewound
 
 
-class LogEndGuard(ConsumerRebalanceListener):
+# aiokafka ships no type hints, so its base class is Any to mypy.
+class LogEndGuard(ConsumerRebalanceListener):  # type: ignore[misc]
     """Once partitions are assigned, checks every `interval_s` for as long as the
     consumer runs. `consumer()` returns the running consumer (None once stopped)."""
 
