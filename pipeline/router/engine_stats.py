@@ -8,7 +8,6 @@ scrape marks that replica's stats stale; nothing here ever blocks a request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -16,6 +15,8 @@ from dataclasses import dataclass, replace
 import httpx
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.router.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -121,11 +122,8 @@ class EngineStatsScraper:
         await asyncio.gather(*(self._scrape(url) for url in self._urls))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -17,11 +17,11 @@ smaller the window where a kill leaves a prefilled prompt unbilled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from pipeline.router.tasks import cancel_and_wait
 from schemas.usage import UsageEvent
 
 
@@ -102,11 +102,8 @@ class InFlightProgress:
                 self.pass_on_first_tokens()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def _counts(event: UsageEvent) -> tuple[int, int]:

@@ -9,11 +9,11 @@ busy. The text is the same."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 from pipeline.router.dispatch import DeltaCallback
+from pipeline.router.tasks import cancel_and_wait
 from pipeline.router.types import ChatRequest, Completion
 
 
@@ -62,7 +62,5 @@ async def stream_completion(complete: _Completes,
                 yield outcome[0]
                 return
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not task.done():  # a finished task's outcome was handled above
+            await cancel_and_wait(task)

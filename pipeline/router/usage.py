@@ -26,7 +26,6 @@ the rate and a slow phase; tests/unit/test_usage_writer.py the bound).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from pipeline.router.tasks import cancel_and_wait
 from schemas.usage import UsageEvent
 
 log = structlog.get_logger(__name__)
@@ -212,9 +212,7 @@ class BatchingUsageWriter:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         await self.flush()  # the batches being written finish first: none is cut
 
