@@ -9,6 +9,7 @@ admission queue and the scorers call `observe_queue_wait` and `set_replica_score
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Iterator
 
@@ -78,15 +79,10 @@ class RouterMetrics:
                     event.total_latency_ms / 1000)
 
 
-_default: RouterMetrics | None = None
-
-
+@functools.cache  # a second set would register the same names twice: an error
 def router_metrics() -> RouterMetrics:
     """The process-wide metrics in prometheus-client's default registry (created once)."""
-    global _default
-    if _default is None:
-        _default = RouterMetrics()
-    return _default
+    return RouterMetrics()
 
 
 def observe_queue_wait(seconds: float, *, priority: str, outcome: str = "admitted") -> None:

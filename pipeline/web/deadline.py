@@ -15,6 +15,7 @@ time is observed in the `secanalyst_gateway_response_start_seconds` histogram by
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,15 +66,10 @@ class GatewayTimingMetrics:
             ["status"], buckets=_BUCKETS, registry=registry)
 
 
-_metrics: GatewayTimingMetrics | None = None
-
-
+@functools.cache  # a second set would register the same names twice: an error
 def gateway_timing_metrics() -> GatewayTimingMetrics:
     """The process-wide timing metrics in the default registry (created once)."""
-    global _metrics
-    if _metrics is None:
-        _metrics = GatewayTimingMetrics()
-    return _metrics
+    return GatewayTimingMetrics()
 
 
 class ArrivalClock:

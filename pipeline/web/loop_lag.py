@@ -5,6 +5,7 @@ server-side response times (a stalled loop, or the process not getting a CPU).""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
@@ -20,14 +21,10 @@ class LoopLagMetrics:
             buckets=_BUCKETS, registry=registry)
 
 
-_metrics: LoopLagMetrics | None = None
-
-
+@functools.cache  # a second set would register the same names twice: an error
 def loop_lag_metrics() -> LoopLagMetrics:
-    global _metrics
-    if _metrics is None:
-        _metrics = LoopLagMetrics()
-    return _metrics
+    """The process-wide loop-lag metrics in the default registry (created once)."""
+    return LoopLagMetrics()
 
 
 async def watch_loop_lag(interval_s: float = 0.05,
