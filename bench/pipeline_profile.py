@@ -101,7 +101,8 @@ def _p50_p95(values: list[int]) -> tuple[float, float]:
 
 
 # What a frame's file says about the work it does (first match wins).
-CATEGORIES = (("pydantic", "pydantic (de)serialize"), ("orjson", "json (de)serialize"),
+CATEGORIES = (("poll", "event loop wait (epoll)"), ("pydantic", "pydantic (de)serialize"),
+              ("orjson", "json (de)serialize"),
               ("json/", "json (de)serialize"), ("psycopg", "PostgreSQL client"),
               ("pgvector", "PostgreSQL client"), ("aiokafka", "Kafka client"),
               ("faststream", "Kafka client"), ("pipeline/analysis", "normalize/analysis"),
@@ -116,7 +117,10 @@ def profile_shares(profiler: cProfile.Profile) -> dict[str, float]:
     loaded: Any = pstats.Stats(profiler)
     stats = loaded.stats  # (file, line, fn) → (cc, nc, tottime, cumtime, callers)
     shares: dict[str, float] = {}
-    for (filename, _line, _fn), (_cc, _nc, tottime, _ct, _callers) in stats.items():
-        category = next((name for needle, name in CATEGORIES if needle in filename), "other")
+    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        # a C function has no file: its name says whose it is (pydantic_core, epoll, …)
+        where = function if filename == "~" else filename
+        category = next((name for needle, name in CATEGORIES if needle in where),
+                        f"other: {where[:40]}" if tottime > 0.2 else "other")
         shares[category] = shares.get(category, 0.0) + tottime
     return dict(sorted(shares.items(), key=lambda kv: -kv[1]))
