@@ -131,7 +131,7 @@ def from_validation_error(exc: ValidationError) -> ConfigError:
             env_name((*path[:-1], close[0])) if where.startswith(ENV_PREFIX) else close[0])
         return ConfigError(where, None, f"is not a setting"
                            f"{f' (did you mean {suggestion}?)' if suggestion else ''}{more}",
-                           "Remove or rename it (settings are listed in pipeline/config.py).")
+                           "Remove or rename it (settings are listed in pipeline/config/).")
     if first["type"] == "missing":
         return ConfigError(_where(path), None, f"is required{more}",
                            "Set it in the environment or the config file.")
@@ -184,7 +184,7 @@ def check_env_names() -> None:
                 if close else ""
             hint = f" (did you mean {meant}?)" if close else ""
             raise ConfigError(name, None, f"is not a setting{hint}",
-                              "Unset or rename it (settings are listed in pipeline/config.py).")
+                              "Unset or rename it (settings are listed in pipeline/config/).")
 
 
 def load_checked_settings() -> Settings:

@@ -1,0 +1,55 @@
+"""Settings of the services the pipeline talks to: Kafka (topics, lanes) and PostgreSQL."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from pipeline.config.base import Frozen
+
+
+class Topics(Frozen):
+    raw: str = "alerts.raw"
+    backfill: str = "alerts.backfill"
+    normalized: str = "alerts.normalized"
+    embedded: str = "alerts.embedded"
+    enriched: str = "alerts.enriched"
+    # The batch lane (pipeline/kafka/lanes.py): backfill alerts travel on twins of the
+    # inter-stage topics, so they never sit in front of live alerts.
+    normalized_batch: str = "alerts.normalized.batch"
+    embedded_batch: str = "alerts.embedded.batch"
+    enriched_batch: str = "alerts.enriched.batch"
+    verdicts: str = "verdicts"
+    dlq: str = "alerts.dlq"
+    partitions: int = 3
+
+    def all(self) -> list[str]:
+        return [self.raw, self.backfill, self.normalized, self.embedded, self.enriched,
+                self.normalized_batch, self.embedded_batch, self.enriched_batch,
+                self.verdicts, self.dlq]
+
+
+class BatchLaneSettings(Frozen):
+    """How each stage lets its batch lane in (pipeline/kafka/lanes.py): only after live has
+    been idle `live_idle_s`, or after waiting `max_wait_s` (never starved), in small
+    batches so a live alert waits at most one of them."""
+
+    live_idle_s: float = Field(default=0.5, ge=0)
+    max_wait_s: float = Field(default=30.0, gt=0)
+    max_records: int = Field(default=8, ge=1)
+    explain_max_records: int = Field(default=4, ge=1)
+
+
+class KafkaSettings(Frozen):
+    bootstrap_servers: str | None = None
+    group_prefix: str = "secanalyst"
+    # Tansu (the embedded broker) rejects InitProducerId; turn on for Apache Kafka.
+    enable_idempotence: bool = False
+    max_batch_records: int = 32
+    topics: Topics = Topics()
+    batch_lane: BatchLaneSettings = BatchLaneSettings()
+
+
+class DatabaseSettings(Frozen):
+    url: SecretStr | None = None
+    pool_min_size: int = 1
+    pool_max_size: int = 8
