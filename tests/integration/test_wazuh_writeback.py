@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,9 +72,22 @@ async def writeback_letters(settings: Settings) -> list[dict[str, object]]:
     return []
 
 
+def own_topics(settings: Settings) -> Settings:
+    """A verdicts topic, DLQ and group of this test's own: the session's verdicts topic holds
+    every earlier test's verdicts, which the write-back would read first."""
+    run = uuid.uuid4().hex[:8]
+    topics = settings.kafka.topics.model_copy(update={
+        "verdicts": f"{settings.kafka.topics.verdicts}.wb-{run}",
+        "dlq": f"{settings.kafka.topics.dlq}.wb-{run}"})
+    kafka = settings.kafka.model_copy(update={
+        "topics": topics, "group_prefix": f"{settings.kafka.group_prefix}-wb-{run}"})
+    return settings.model_copy(update={"kafka": kafka})
+
+
 def test_writeback_command_writes_dead_letters_commits_and_stops(
         settings: Settings, tenant: str, manager: tuple[Path, socket.socket]) -> None:
     path, server = manager
+    settings = own_topics(settings)
     topics = settings.kafka.topics
     asyncio.run(ensure_topics(settings))
     env = {**os.environ, "SECANALYST_KAFKA__BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
