@@ -91,12 +91,22 @@ def defender_resources(value: str) -> tuple[str | None, str | None]:
     return path, url
 
 
+def _is_clamd(document: Mapping[str, Any]) -> bool:
+    return "clamd" in (_get(document, "decoder.name"), _get(document, "decoder.parent"))
+
+
 def extract_entities(document: Mapping[str, Any], full_log: str | None) -> Entities:
     found = {name: _first(document, paths) for name, paths in _PATHS.items()}
     if found["file_path"] and _DEFENDER_RESOURCE.match(found["file_path"]):
         path, url = defender_resources(found["file_path"])
         found["file_path"] = path
         found["url"] = found["url"] or url
+    if _is_clamd(document):
+        # Wazuh's clamd decoder names the scanned file `url` and the signature `extra_data`
+        # ("clamd[5780]: /home/u/eicar.com: Win.Test.EICAR_HDB-1(…) FOUND"): not a URL.
+        found["file_path"] = found["file_path"] or _first(document, ("data.url",))
+        found["url"] = None
+        found["malware"] = found["malware"] or _first(document, ("data.extra_data",))
     hashes = {}
     for algo, path in (("md5", "syscheck.md5_after"), ("sha1", "syscheck.sha1_after"),
                        ("sha256", "syscheck.sha256_after"), ("sha1", "data.virustotal.sha1"),

@@ -15,7 +15,10 @@ Quality gate: `needs_review` when a check failed, the model failed, or no runboo
 
 Confidence (0–1) is the trust in what the verdict shows, from the checks that passed:
     0.5·S + 0.2·N + 0.15·V + 0.15·A
-    S  summary: 1 when the facts sentence is shown (true by construction); for a model
+    S  summary: when the facts sentence is shown, 1 if every value it names is a whole
+       field of the alert, 0.8 if one was cut out of a longer field by a parser
+       (facts.parsed_values: Defender's resource list, a CVE id found in the log line) —
+       built without the model, but a parser can cut in the wrong place; for a model
        narrative that passed every check, 0.2 + 0.6·g, g = min(1, distinct alert entities
        it names / 2) — a narrative is never proven right, one that restates more of the
        alert is less likely to be wrong; × 0.75 when another claim of the model was
@@ -38,7 +41,7 @@ import structlog
 from pydantic import ValidationError
 
 from pipeline.analysis import attack
-from pipeline.analysis.facts import build_facts
+from pipeline.analysis.facts import build_facts, parsed_values
 from pipeline.analysis.prompt import PROMPT_VERSION, Prompt, TaskSize, build_prompt
 from pipeline.analysis.runbooks import (
     DEFAULT_FOLDER,
@@ -62,6 +65,7 @@ log = structlog.get_logger(__name__)
 
 RUNBOOK_CITATION_MIN_SCORE = 0.35
 OFFERED_STEPS = {"small": 6, "large": 8}
+FACTS_PARSED_TRUST = 0.8  # the facts sentence names a value a parser cut out of a field
 __all__ = ["GENERIC_GROUPS", "confidence", "explain", "merge_attack", "runbook_matches"]
 
 
@@ -104,9 +108,11 @@ def runbook_matches(citation: RunbookCitation, rule_id: str, groups: list[str]) 
 
 def confidence(*, grounding: float | None, other_claim_rejected: bool = False,
                generic_steps: bool = False, severity_moved: bool = False,
-               model_attack_shown: bool = False) -> float:
-    """The formula in the module docstring; `grounding` None = the facts sentence shown."""
-    summary = 1.0 if grounding is None else (
+               model_attack_shown: bool = False, facts_parsed: bool = False) -> float:
+    """The formula in the module docstring; `grounding` None = the facts sentence shown,
+    `facts_parsed`: it names a value a parser cut out of a longer field."""
+    facts_trust = FACTS_PARSED_TRUST if facts_parsed else 1.0
+    summary = facts_trust if grounding is None else (
         (0.2 + 0.6 * min(grounding, 1.0)) * (0.75 if other_claim_rejected else 1.0))
     score = (0.5 * summary + 0.2 * (0.6 if generic_steps else 1.0)
              + 0.15 * (0.8 if severity_moved else 1.0)
@@ -315,7 +321,8 @@ def _verdict(enriched: EnrichedAlert, ctx: CheckContext, prompt: Prompt, model_n
             other_claim_rejected=any(not ok for c, ok in claims.passed.items()
                                      if c != "summary"),
             generic_steps=not runbooks, severity_moved=claims.severity != facts.band,
-            model_attack_shown=bool(claims.model_attack)),
+            model_attack_shown=bool(claims.model_attack),
+            facts_parsed=bool(parsed_values(alert, facts))),
         "facts": facts, "checks": claims.checks,
         "provenance": _provenance(prompt, claims, attack_list, matched, completions,
                                   task_size, facts.band),

@@ -8,6 +8,7 @@ rule stands for `rule.frequency` events, and its `previous_output` lists the ear
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -86,7 +87,8 @@ def fact_sentence(alert: NormalizedAlert, facts: VerdictFacts) -> str:
                          ("file", facts.file), ("container", entities.container),
                          ("malware", entities.malware), ("package", entities.package),
                          # a long URL is left out, not cut: a cut one is in no alert
-                         ("url", entities.url if len(entities.url or "") <= 120 else None)):
+                         (_url_label(alert),
+                          entities.url if len(entities.url or "") <= 120 else None)):
         if value:
             parts.append(f"{label} {_value(value)}")
     if entities.cve and entities.cve.lower() not in facts.rule_description.lower():
@@ -101,6 +103,49 @@ def fact_sentence(alert: NormalizedAlert, facts: VerdictFacts) -> str:
         description += f" ({detail})"
     head = f"Wazuh rule {facts.rule_id} (level {facts.level}, {facts.band}): {description}"
     return head + (" — " + ", ".join(parts) if parts else "") + "."
+
+
+def _url_label(alert: NormalizedAlert) -> str:
+    """VirusTotal's permalink is the link to its report, not a URL the host touched."""
+    virustotal = alert.data.get("virustotal")
+    permalink = virustotal.get("permalink") if isinstance(virustotal, Mapping) else None
+    return "VirusTotal report" if permalink and permalink == alert.entities.url else "url"
+
+
+def sentence_values(alert: NormalizedAlert, facts: VerdictFacts) -> list[str]:
+    """The alert values the facts sentence names (its entities, ports, agent)."""
+    entities = alert.entities
+    cve = (entities.cve if entities.cve
+           and entities.cve.lower() not in facts.rule_description.lower() else None)
+    url = entities.url if len(entities.url or "") <= 120 else None
+    values = (facts.src_ip, facts.src_port, facts.dst_ip, facts.dst_port, entities.src_user,
+              entities.dst_user, facts.user, entities.cloud_action, facts.process,
+              entities.command_line, facts.file, entities.container, entities.malware,
+              entities.package, url, cve, facts.agent)
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def parsed_values(alert: NormalizedAlert, facts: VerdictFacts) -> list[str]:
+    """The sentence's values that are no whole field of the alert: cut out of a longer one
+    by a parser (a file and URL from Defender's resource list, a CVE id found in the log
+    text). A parser can cut in the wrong place, so a sentence naming one is not certain."""
+    whole = set(_leaves(alert.raw)) | set(_leaves(alert.data))
+    return [v for v in sentence_values(alert, facts) if v not in whole]
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    """Every scalar of a decoded alert as text, also with Windows' doubled backslashes
+    undone (as the entity extractor reads them)."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    elif value is not None and not isinstance(value, bool):
+        text = str(value)
+        yield text
+        yield text.replace("\\\\", "\\")
 
 
 def _rootcheck_detail(alert: NormalizedAlert) -> str | None:
