@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field
 
 from pipeline.config.base import Frozen
 
@@ -13,34 +13,22 @@ DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 
 
 class LLMPool(Frozen):
-    endpoints: list[str]
-    max_context_tokens: int = 4096
-    # The pool's vLLM servers run `--scheduling-policy priority`: each request then
-    # carries its class as vLLM's `priority` (premium 0, standard 1, batch 2; lower is
-    # served first), so a replica's own queues put premium first too. vLLM refuses a
-    # non-zero priority without that flag: leave this off unless the servers have it.
-    priority_scheduling: bool = False
-    # Where the replicas are (pipeline/router/discovery.py): "static" = `endpoints` as
-    # listed; "dns" = `endpoints` is one headless Service URL, re-resolved every
-    # `refresh_s` into one replica per address (autoscaled replicas join once /health
-    # passes; vanished ones get no new request and leave once their requests finish).
-    discovery: Literal["static", "dns"] = "static"
-    refresh_s: float = Field(default=5.0, gt=0)
-    # Model rollout (pipeline/router/rollout.py): endpoint URL → the model version it
-    # serves (its `--served-model-name`; unlisted: `llm.model_name`), and the start share
-    # of requests per version, e.g. {"v1": 90, "v2": 10}; shifted at run time with
-    # `Router.set_traffic_split`. Empty: any replica takes any request.
-    models: dict[str, str] = Field(default_factory=dict)
-    traffic_split: dict[str, float] = Field(default_factory=dict)
-    # Every request of a tenant to the same version (else each request draws anew).
-    sticky_versions: bool = False
+    """A pool of OpenAI-compatible vLLM servers (base URLs ending in `/v1`).
 
-    @model_validator(mode="after")
-    def _dns_names_one_service(self) -> LLMPool:
-        if self.discovery == "dns" and len(self.endpoints) != 1:
-            raise ValueError("discovery 'dns' takes exactly one endpoint: the headless "
-                             "Service's URL")
-        return self
+    Declared here: what secanalyst itself reads or sets (the embedded pool, the compose
+    file, preflight's /health checks). The router's own options for a pool — `discovery`,
+    `refresh_s`, rollout `models`, `traffic_split`, `sticky_versions` — are the fields of
+    the router's `PoolConfig` (pipeline/router/config.py, their one definition): carried
+    through as given and checked there when the router is built from the settings
+    (pipeline/router_settings.py), so an unknown or invalid one still stops the start.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    endpoints: list[str]
+    max_context_tokens: int = Field(default=4096, gt=0)
+    # The servers run `--scheduling-policy priority` (requests carry their class).
+    priority_scheduling: bool = False
 
 
 class LLMSettings(Frozen):

@@ -50,8 +50,9 @@ def test_the_settings_pool_carries_its_versions_to_the_router() -> None:
     from pipeline.config import LLMPool, LLMSettings, Settings
     from pipeline.router_settings import router_config
 
-    pool = LLMPool(endpoints=["http://a/v1", "http://b/v1"], models={"http://b/v1": "v2"},
-                   traffic_split={"v1": 90, "v2": 10}, sticky_versions=True)
+    pool = LLMPool.model_validate({  # as the settings load it (router options carried)
+        "endpoints": ["http://a/v1", "http://b/v1"], "models": {"http://b/v1": "v2"},
+        "traffic_split": {"v1": 90, "v2": 10}, "sticky_versions": True})
     config = router_config(Settings(llm=LLMSettings(model_name="v1", pools={"p": pool})))
     assert config.pools["p"].models == {"http://b/v1": "v2"}
     assert config.pools["p"].traffic_split == {"v1": 90.0, "v2": 10.0}

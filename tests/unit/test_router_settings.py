@@ -5,8 +5,12 @@ test_scoring.py, test_quota*.py, …) import nothing of `pipeline` outside pipel
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from pipeline.cli.entry import as_config_error
 from pipeline.config import LLMPool, LLMSettings, Settings, TenantDefaults, TenantQuota
 from pipeline.router.build import build_router
 from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
@@ -46,8 +50,9 @@ def test_every_router_setting_is_carried_over() -> None:
     llm = LLMSettings(
         model_name="m", connect_timeout_s=2, request_timeout_s=9,
         pools={"short": LLMPool(endpoints=["http://a/v1", "http://b/v1"]),
-               "long": LLMPool(endpoints=["http://vllm.ns.svc:8000/v1"], discovery="dns",
-                               refresh_s=2, max_context_tokens=32768)},
+               "long": LLMPool.model_validate({  # the router's options carried through
+                   "endpoints": ["http://vllm.ns.svc:8000/v1"], "discovery": "dns",
+                   "refresh_s": 2, "max_context_tokens": 32768})},
         scorers={"queue": 1.0, "ttft": 0.0}, scorer_params={"queue": {"smoothing": 2.0}},
         metrics_scrape_interval_s=1.5, max_in_flight_per_replica=3, admission_queue_size=7,
         max_queue_wait_s=4, max_prefill_tokens_per_replica=512)
@@ -94,6 +99,27 @@ def test_a_bad_scorer_parameter_stops_the_build() -> None:
     with pytest.raises(ValueError, match="'ttft'"):
         build_router(router_config(Settings(llm=llm)), FixedCounter(),  # type: ignore[arg-type]
                      NoSink())
+
+
+@pytest.mark.parametrize(("option", "setting", "problem"), [
+    ({"refesh_s": 2}, "SECANALYST_LLM__POOLS__P__REFESH_S", "is not a setting"),
+    ({"discovery": "k8s"}, "SECANALYST_LLM__POOLS__P__DISCOVERY", "'static' or 'dns'"),
+    ({"endpoints": ["http://a/v1", "http://b/v1"], "discovery": "dns"},
+     "SECANALYST_LLM__POOLS__P", "exactly one endpoint"),
+])
+def test_a_bad_router_option_of_a_pool_names_the_setting(
+        option: dict[str, object], setting: str, problem: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings carry a pool's router options through; the router's PoolConfig checks
+    them, and the error names the setting as the settings' own errors do."""
+    monkeypatch.delenv("SECANALYST_CONFIG_FILE", raising=False)
+    monkeypatch.chdir(Path(__file__).parent)  # no ./secanalyst.toml: the environment's name
+    pool = LLMPool.model_validate({"endpoints": ["http://a/v1"], **option})
+    with pytest.raises(ValidationError) as raised:
+        router_config(Settings(llm=LLMSettings(pools={"p": pool})))
+    error = as_config_error(raised.value)
+    assert error is not None
+    assert str(error).startswith(setting) and problem in str(error), str(error)
 
 
 def test_the_smallest_request_is_the_shortest_single_message_the_template_renders() -> None:
