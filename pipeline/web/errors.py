@@ -10,15 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from pipeline.router import (
-    ContextTooLong,
-    NoHealthyReplica,
-    QuotaExceeded,
-    RequestOverQuota,
-    RouterError,
-    Saturated,
-    UpstreamError,
-)
+from pipeline.router import errors as router
 from pipeline.router.metrics import count_rejection
 from pipeline.web.openai_api import error_body
 
@@ -68,29 +60,29 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-def router_error_response(exc: RouterError) -> JSONResponse:
+def router_error_response(exc: router.RouterError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, router.QuotaExceeded):
         message, kind = "token quota exceeded; retry later", "rate_limit_error"
         headers["Retry-After"] = retry_after(exc.retry_after)
-    elif isinstance(exc, Saturated):
+    elif isinstance(exc, router.Saturated):
         message, kind = "the model servers are saturated; retry later", "overloaded_error"
         headers["Retry-After"] = retry_after(exc.retry_after)
         # Why: refused on arrival (queue_full, shed_*) or after waiting (deadline,
         # evicted by a higher class) — the caller's retry strategy may differ.
         headers[REFUSAL_HEADER] = exc.reason
-    elif isinstance(exc, NoHealthyReplica):
+    elif isinstance(exc, router.NoHealthyReplica):
         message, kind = "no model server is available; retry later", "overloaded_error"
         headers["Retry-After"] = "1"
-    elif isinstance(exc, ContextTooLong):
+    elif isinstance(exc, router.ContextTooLong):
         message = (f"the request needs {exc.tokens} tokens (prompt + max_tokens); "
                    f"the limit is {exc.limit}")
         kind = "context_length_exceeded"
-    elif isinstance(exc, RequestOverQuota):
+    elif isinstance(exc, router.RequestOverQuota):
         message = (f"the request needs {exc.tokens} tokens (prompt + max_tokens); the "
                    f"tenant's quota allows {exc.limit} per window")
         kind = "quota_too_small"
-    elif isinstance(exc, UpstreamError):
+    elif isinstance(exc, router.UpstreamError):
         message, kind = "the model server failed to answer", "upstream_error"
     else:
         message, kind = "internal error", "server_error"
@@ -109,7 +101,7 @@ def with_retry_after(status_code: int, headers: dict[str, str]) -> dict[str, str
 
 def install_error_handlers(app: FastAPI) -> None:
     async def on_router_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RouterError)
+        assert isinstance(exc, router.RouterError)
         return router_error_response(exc)
 
     async def on_gateway_error(_: Request, exc: Exception) -> JSONResponse:
@@ -132,6 +124,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(message, "invalid_request_error", param=param),
                             status_code=422)
 
-    app.add_exception_handler(RouterError, on_router_error)
+    app.add_exception_handler(router.RouterError, on_router_error)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
