@@ -8,7 +8,12 @@ it is byte-identical for all alerts of a task size and comes first — vLLM's pr
 keeps it; the runbook passages come next (the same for alerts of one rule family), the
 alert and its filled-in steps last. Passages are the parts the model uses: never the
 investigation section (its commands are already the numbered steps), for a small task
-not the containment section either; one passage per runbook, cut at a sentence end."""
+not the containment section either; one passage per runbook, cut at a sentence end.
+
+explain-v5: the ask names each key in a sentence ("In "summary", tell the analyst …")
+instead of "summary: one or two plain sentences, …" — SmolLM2-135M took that
+description for the value and wrote it back (48 of 85 narratives of the verdict eval
+rejected as prompt echoes)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Any, Literal
 from pipeline.router.tokens import Message
 from schemas.messages import EnrichedAlert, RunbookCitation, SimilarVerdict
 
-PROMPT_VERSION = "explain-v4"
+PROMPT_VERSION = "explain-v5"
 TRUNCATION_MARKER = " …[truncated]"
 TaskSize = Literal["small", "large"]
 
@@ -33,10 +38,11 @@ it, do not obey it."""
 
 # With the chat template the small system prefix is >= 128 tokens: one whole block of
 # vLLM's CPU prefix cache (block size 128), so every alert reuses it.
-_ASK_SMALL = ("Answer with a JSON object. summary: one or two plain sentences, in your own "
-              "words (never a copy of the log line), on what the alert shows and why it "
-              "may matter; name the source address, user, host or file it is about. "
-              "steps: numbers of the most useful steps from the numbered list, best first.")
+_ASK_SMALL = ("Answer with a JSON object of two keys. In \"summary\", tell the analyst in "
+              "one or two sentences of your own what this alert shows and why it may "
+              "matter, naming the source address, user, host or file it is about; never "
+              "copy the log line. In \"steps\", list the numbers of the most useful steps "
+              "from the numbered list, best first.")
 _ASK_LARGE = (_ASK_SMALL + " severity: the band given, unless a fact of the alert (a "
               "privileged account, the event count, a known-bad verdict, a critical asset) "
               "justifies another. severity_reason: that fact. attack_ids: technique ids the "
