@@ -27,7 +27,8 @@ whose load went above 1.5 is marked NOT quiet, and no quiet-machine goal is call
 from it. `--quiet-check` refuses to start unless the load is ≤ 1.5 (for re-running on a
 quiet machine).
 
-Run: `.venv/bin/python -m bench.router_overhead [--quiet-check] [--no-record]`
+Run: `.venv/bin/python -m bench.router_overhead [--quiet-check] [--no-record]`; while
+developing, one part: e.g. `--runs stream --routers ours,round-robin --no-record`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from bench.socket_clock import (
 from bench.vllm_sim.harness import ROOT, SimProcess, free_port, record
 
 OURS, ROUND_ROBIN, LITELLM = "ours", "round-robin", "litellm"
+ROUTERS = (OURS, ROUND_ROBIN, LITELLM)
+RUNS = ("latency", "stream", "litellm")
 SYSTEM = ("You are a SOC analyst. Explain the alert below for an on-call engineer: what "
           "happened, how severe it is, what to check first and which runbook step applies. "
           "Answer in JSON with the fields summary, severity, evidence, next_steps. ")
@@ -170,12 +173,15 @@ def line(run: Run) -> str:
 
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {"latency": [], "stream": [], "litellm": []}
-    for rate in args.rates:
-        for kind in (OURS, ROUND_ROBIN):
+    for rate in args.rates if "latency" in args.runs else ():
+        for kind in (k for k in (OURS, ROUND_ROBIN) if k in args.routers):
             runs["latency"].append(await bench.run(kind, "short", rate, args.seconds))
-    for kind in (OURS, ROUND_ROBIN, LITELLM):
-        runs["stream"].append(await bench.run(kind, "explain", args.stream_rate,
-                                              args.stream_seconds))
+    for kind in (OURS, ROUND_ROBIN, LITELLM) if "stream" in args.runs else ():
+        if kind in args.routers:
+            runs["stream"].append(await bench.run(kind, "explain", args.stream_rate,
+                                                  args.stream_seconds))
+    if "litellm" not in args.runs or not {OURS, LITELLM} <= set(args.routers):
+        return runs
     for rate in args.litellm_rates:
         run = await bench.run(LITELLM, "short", rate, args.litellm_seconds)
         runs["litellm"].append(run)
@@ -256,7 +262,7 @@ async def main(args: argparse.Namespace) -> None:
         for sim in sims:
             await sim.ready()
         upstreams = [u for sim in sims for u in sim.urls]
-        proxies = {kind: Proxy(kind, upstreams) for kind in (OURS, ROUND_ROBIN, LITELLM)}
+        proxies = {kind: Proxy(kind, upstreams) for kind in args.routers}
         for proxy in proxies.values():
             proxy.ready()
         runs = await measure(Bench(args, sims, proxies), args)
@@ -319,7 +325,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet-check", action="store_true",
                         help=f"refuse to run when the 1-min load average is > {QUIET_LOAD}")
     parser.add_argument("--no-record", action="store_true")
-    return parser.parse_args(argv)
+    names = lambda text: text.split(",")  # noqa: E731
+    parser.add_argument("--runs", type=names, default=list(RUNS),
+                        help=f"which runs, comma-separated (default all: {','.join(RUNS)}); "
+                             "a figure is recorded only from a complete run")
+    parser.add_argument("--routers", type=names, default=list(ROUTERS),
+                        help=f"which routers (default all: {','.join(ROUTERS)})")
+    args = parser.parse_args(argv)
+    for given, allowed in ((args.runs, RUNS), (args.routers, ROUTERS)):
+        if not set(given) <= set(allowed):
+            parser.error(f"unknown {sorted(set(given) - set(allowed))}: choose from {allowed}")
+    if not args.no_record and (args.runs != list(RUNS) or args.routers != list(ROUTERS)):
+        parser.error("--runs/--routers select a partial run: add --no-record")
+    return args
 
 
 if __name__ == "__main__":

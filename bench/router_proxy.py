@@ -2,7 +2,8 @@
 SSE) over aiohttp on uvloop, for bench/router_overhead.py to time from outside:
 
 - `ours`: `pipeline.router.Router` (real tokenizer, quota, admission, the default scorers,
-  usage events to a sink that drops them) behind the gateway's own chunk format;
+  usage events to a sink that drops them), its stream passed on as the gateway does
+  (`Router.relay` and `openai_api.relayed_events`: the replica's events relayed);
 - `round-robin`: a plain streaming reverse proxy, replicas in turn, the body passed on
   untouched (no token count, no parsing): what any HTTP proxy costs, the floor;
 - `litellm`: `litellm.Router` (least-busy), `acompletion(stream=True)`.
@@ -23,8 +24,6 @@ import itertools
 import json
 import logging
 import os
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,7 +49,7 @@ def ours_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[
     from pipeline.router.config import PoolConfig, TenantLimits
     from pipeline.router.tokens import counter_for
     from pipeline.runtime import tokenizer_dir
-    from pipeline.web.openai_api import DONE, chunk, usage_block
+    from pipeline.web.openai_api import relayed_events
     from schemas.usage import UsageEvent
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -67,22 +66,12 @@ def ours_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        stream = router.stream(ChatRequest(tenant_id="t", messages=body["messages"],
-                                           max_tokens=int(body.get("max_tokens") or 16)))
+        stream = router.relay(ChatRequest(tenant_id="t", messages=body["messages"],
+                                          max_tokens=int(body.get("max_tokens") or 16)))
         first = await anext(stream)  # a refusal raises here, before the 200
         response = await _sse(request)
-        rid, created, item = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), first
-        await response.write(chunk(rid, "sim-model", created,
-                                   delta={"role": "assistant", "content": ""}).encode())
-        while isinstance(item, str):
-            await response.write(chunk(rid, "sim-model", created,
-                                       delta={"content": item}).encode())
-            item = await anext(stream)
-        await response.write(chunk(rid, "sim-model", created,
-                                   finish_reason=item.finish_reason or "stop").encode())
-        await response.write(chunk(rid, "sim-model", created,
-                                   usage=usage_block(item)).encode())
-        await response.write(DONE.encode())
+        async for piece in relayed_events(stream, first, "sim-model"):
+            await response.write(piece)
         await response.write_eof()
         return response
 

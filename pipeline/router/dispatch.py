@@ -20,9 +20,14 @@ from typing import Any
 import aiohttp
 
 from pipeline.router.errors import UpstreamError
+from pipeline.router.sse_relay import SseRelay, StreamError, StreamProgress, parse_event
+
+__all__ = ["BytesCallback", "DeltaCallback", "ReplicaClient", "StreamProgress", "Upstream"]
 
 # Receives each piece of generated text as it arrives (streaming passthrough).
 DeltaCallback = Callable[[str], None]
+# Receives the replica's server-sent events, as bytes, as they arrive (relay.py).
+BytesCallback = Callable[[bytes], None]
 
 MAX_EVENT_LINE = 16 * 1024 * 1024  # bytes of one SSE line (a chunk of JSON)
 MAX_CONNECTIONS = 1000  # per replica, as the openai SDK's pool
@@ -55,21 +60,6 @@ class ReplicaServerError(ReplicaStatusError):
 
 class ReplicaStreamError(ReplicaError):
     """An error event inside the stream (after a 200)."""
-
-
-@dataclass
-class StreamProgress:
-    """What a replica has processed of one request so far, as the stream shows it: read
-    when the request is cut (cancelled, killed stream) to meter the work done. With
-    `continuous_usage_stats` vLLM puts its own running counts in every chunk; `chunks`
-    (pieces of text received) is the fallback for a server that does not."""
-
-    chunks: int = 0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-    def output_tokens(self) -> int:
-        return max(self.completion_tokens or 0, self.chunks)
 
 
 @dataclass(frozen=True)
@@ -126,19 +116,14 @@ class ReplicaClient:
         parts: list[str] = []
         usage: dict[str, Any] | None = None
         finish_reason = None
-        payload = {**body, "stream": True,
-                   "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
-        payload.update(payload.pop("extra_body", None) or {})
-        data = json.dumps(payload)
         try:
-            async with await self._post(data) as response:
+            async with await self._post(_payload(body)) as response:
                 if response.status >= 400:
                     raise await _status_error(response)
                 async for chunk in _events(response.content):
-                    if chunk.get("usage") is not None:
+                    if isinstance(chunk.get("usage"), dict):
                         usage = chunk["usage"]
-                        progress.prompt_tokens = usage.get("prompt_tokens")
-                        progress.completion_tokens = usage.get("completion_tokens")
+                        progress.usage(usage)
                     for choice in chunk.get("choices") or ():
                         content = (choice.get("delta") or {}).get("content")
                         if content:
@@ -168,6 +153,45 @@ class ReplicaClient:
             latency_ms=round((ended - started) * 1000),
             finish_reason=finish_reason,
         )
+
+    async def relay(self, body: dict[str, Any], on_bytes: BytesCallback,
+                    on_first_token: Callable[[], None] | None = None,
+                    progress: StreamProgress | None = None) -> Upstream:
+        """As `chat`, but the caller gets the replica's server-sent events as the bytes
+        that came (`on_bytes`), from the first text on (sse_relay.py: what comes before
+        it is held back, so a failure there can still be retried elsewhere); the
+        Upstream has no text. Parsed only as far as metering needs."""
+        started = time.perf_counter()
+        relay = SseRelay(progress if progress is not None else StreamProgress())
+        notified = False
+        try:
+            async with await self._post(_payload(body)) as response:
+                if response.status >= 400:
+                    raise await _status_error(response)
+                async for piece in response.content.iter_any():
+                    out = relay.feed(piece)
+                    if not notified and relay.first_token_at is not None:
+                        notified = True
+                        if on_first_token is not None:
+                            on_first_token()
+                    if out:
+                        on_bytes(out)
+                    if relay.error is not None:
+                        raise ReplicaStreamError(relay.error)
+                # (Read to the end past `[DONE]`: a body left unread closes the pooled
+                # connection instead of reusing it.)
+                rest = relay.flush()
+                if rest:
+                    on_bytes(rest)
+        except StreamError as exc:  # before the first text: nothing passed on
+            raise ReplicaStreamError(str(exc)) from exc
+        except (aiohttp.ClientError, TimeoutError, ReplicaStreamError) as exc:
+            if relay.passed_on:
+                raise UpstreamError(f"stream interrupted: {exc}") from exc
+            if isinstance(exc, ReplicaStreamError):
+                raise
+            raise ReplicaUnavailable(f"{self.url}: {_describe(exc)}") from exc
+        return _relayed(relay, started)
 
     async def _post(self, data: str) -> aiohttp.ClientResponse:
         """POST, once more on a fresh connection if the pooled one was closed under the
@@ -217,12 +241,32 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]
         if raw.startswith(b"[DONE]"):
             return
         try:
-            event = json.loads(raw)
-        except ValueError as exc:  # a broken server, not a reason to escape as ValueError
-            raise ReplicaStreamError(f"malformed event in stream: {exc}") from exc
-        if isinstance(event, dict) and event.get("error") is not None:
-            raise ReplicaStreamError(f"error in stream: {event['error']}")
-        yield event
+            event = parse_event(raw)
+        except StreamError as exc:
+            raise ReplicaStreamError(str(exc)) from exc
+        if event is not None:
+            yield event
+
+
+def _payload(body: dict[str, Any]) -> str:
+    """The request as sent: streamed, with running usage in every chunk (a cut stream is
+    metered from it), `extra_body` merged in as the openai SDK does."""
+    payload = {**body, "stream": True,
+               "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    payload.update(payload.pop("extra_body", None) or {})
+    return json.dumps(payload)
+
+
+def _relayed(relay: SseRelay, started: float) -> Upstream:
+    progress, first = relay.progress, relay.first_token_at
+    completion = progress.completion_tokens
+    return Upstream(
+        text="", prompt_tokens=progress.prompt_tokens,
+        completion_tokens=completion if completion is not None else (
+            progress.chunks if first is not None else None),
+        ttft_ms=None if first is None else round((first - started) * 1000),
+        latency_ms=round((time.perf_counter() - started) * 1000),
+        finish_reason=relay.finish_reason)
 
 
 async def _status_error(response: aiohttp.ClientResponse) -> ReplicaStatusError:

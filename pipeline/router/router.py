@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -40,11 +40,14 @@ from pipeline.router.admission import CLASSES, Admission, SlotHandle, effective_
 from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
 from pipeline.router.discovery import Discovery
 from pipeline.router.dispatch import (
+    BytesCallback,
     DeltaCallback,
+    ReplicaClient,
     ReplicaServerError,
     ReplicaStatusError,
     ReplicaStreamError,
     ReplicaUnavailable,
+    StreamProgress,
     Upstream,
 )
 from pipeline.router.errors import (
@@ -70,7 +73,7 @@ from pipeline.router.replicas import Pool, choose_pool
 from pipeline.router.rollout import checked_split, other_versions, served_model, versions_to_try
 from pipeline.router.scoring import ReplicaPicker, build_picker
 from pipeline.router.scoring.picker import Choice
-from pipeline.router.streaming import stream_completion
+from pipeline.router.streaming import relay_completion, stream_completion
 from pipeline.router.tokens import TokenCounter
 from pipeline.router.tracing import dispatch_span
 from pipeline.router.types import ChatRequest, Completion
@@ -79,6 +82,17 @@ from pipeline.router.usage import UsageSink
 __all__ = ["ChatRequest", "Completion", "Router", "smallest_request_tokens"]
 
 log = structlog.get_logger(__name__)
+# One attempt's call of a replica client: (client, body, on first token, progress).
+Send = Callable[[ReplicaClient, dict[str, Any], Callable[[], None], StreamProgress],
+                Awaitable[Upstream]]
+
+
+def _sender(on_delta: DeltaCallback | None, on_bytes: BytesCallback | None) -> Send:
+    """Parsed text pieces to `on_delta`, or the replica's events relayed to `on_bytes`."""
+    if on_bytes is not None:
+        return lambda client, body, first, progress: client.relay(body, on_bytes, first,
+                                                                   progress)
+    return lambda client, body, first, progress: client.chat(body, on_delta, first, progress)
 
 
 def smallest_request_tokens(counter: TokenCounter) -> int:
@@ -172,11 +186,13 @@ class Router:
         left = self._blocks.remaining(tenant_id, time.monotonic())
         return QuotaExceeded(tenant_id, left, left) if left > 0 else None
 
-    async def complete(self, request: ChatRequest, *,
-                       on_delta: DeltaCallback | None = None) -> Completion:
+    async def complete(self, request: ChatRequest, *, on_delta: DeltaCallback | None = None,
+                       on_bytes: BytesCallback | None = None) -> Completion:
         """count → pool → reserve quota → admission slot → replica → dispatch → settle.
 
-        `on_delta` receives the text as it is generated (see `stream`). Cancelling this
+        `on_delta` receives the text as it is generated (see `stream`); or `on_bytes` the
+        replica's server-sent events as they came (see `relay`: the Completion then has
+        no text). Cancelling this
         coroutine after the request was sent settles its row and quota with what the
         replica processed up to then (see the module's docstring)."""
         await self._fleet.discover()
@@ -191,7 +207,8 @@ class Router:
         try:
             async with self._admission.slot(pool, call.request.priority, request.tenant_id,
                                             deadline) as slot:
-                completion = await self._dispatch(call, pool, on_delta, slot, meter)
+                completion = await self._dispatch(call, pool, _sender(on_delta, on_bytes),
+                                                  slot, meter)
             # The answer's own tokens, and those of attempts that broke after their first
             # token (charged, not in the answer's usage).
             used_tokens = (completion.input_tokens + completion.output_tokens
@@ -253,7 +270,7 @@ class Router:
         except Exception:
             log.exception("quota_settle_failed", tenant_id=reservation.tenant_id)
 
-    async def _dispatch(self, call: Call, pool: Pool, on_delta: DeltaCallback | None,
+    async def _dispatch(self, call: Call, pool: Pool, send: Send,
                         slot: SlotHandle | None, meter: Meter) -> Completion:
         """Choose a replica and send; on connect errors / 5xx retry on another one."""
         tried: set[str] = set()
@@ -283,13 +300,13 @@ class Router:
             if meter.created_at is None:  # the row exists before anything is sent
                 await self._recorder.reserve(call, choice.replica.url, meter)
             tried.add(choice.replica.url)
-            upstream = await self._attempt(call, choice, body, on_delta, slot, meter,
+            upstream = await self._attempt(call, choice, body, send, slot, meter,
                                            attempt=len(tried))
             if upstream is not None:
                 return self._recorder.finished(call, choice.replica, upstream, meter)
 
     async def _attempt(self, call: Call, choice: Choice, body: dict[str, Any],
-                       on_delta: DeltaCallback | None, slot: SlotHandle | None,
+                       send: Send, slot: SlotHandle | None,
                        meter: Meter, *, attempt: int) -> Upstream | None:
         """Send to one replica. None when it failed in a way another may not (connect
         error, 5xx, stream broken before any text): the caller tries the next."""
@@ -308,8 +325,8 @@ class Router:
             with dispatch_span(model=model, pool=call.pool, replica=replica.url,
                                tenant=call.request.tenant_id, request_id=call.request_id,
                                attempt=attempt):
-                upstream = await self._fleet.clients[replica.url].chat(
-                    body, on_delta, prefill.done, progress)
+                upstream = await send(self._fleet.clients[replica.url], body,
+                                      prefill.done, progress)
         except (ReplicaUnavailable, ReplicaServerError, ReplicaStreamError) as exc:
             replica.circuit.failure(time.monotonic())
             meter.attempt_failed(call.estimated)
@@ -352,6 +369,15 @@ class Router:
     def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         """The text pieces as they are generated, then the Completion (with its usage)."""
         return stream_completion(self.complete, request)
+
+    def relay(self, request: ChatRequest) -> AsyncIterator[bytes | Completion]:
+        """The replica's server-sent events (OpenAI chat.completion.chunk, `[DONE]`) as the
+        bytes that came, then the Completion (with its usage, without text): for an HTTP
+        caller passing the stream on. Parsed only as far as metering needs
+        (sse_relay.py); a refusal or a failure before the first text is raised as by
+        `stream`. The chunks are the replica's: its id, its model name (the version
+        served), its running usage in each."""
+        return relay_completion(self.complete, request)
 
     async def close(self) -> None:
         await self._recorder.close()

@@ -1,20 +1,24 @@
 """Streaming on top of `Router.complete`: the same flow (estimate, quota, admission,
-replica choice, retries, usage), with the generated text handed over piece by piece.
+replica choice, retries, usage), with the output handed over piece by piece — text
+pieces (`stream_completion`), or the replica's server-sent events as bytes
+(`relay_completion`).
 
 Pieces that arrive while the consumer is still busy with the previous one (a loaded
 event loop, a slow client socket) are handed over joined, as one: one write downstream
 instead of one per piece, so a busy router spends less per piece exactly when it is
-busy. The text is the same."""
+busy. The output is the same."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
-from pipeline.router.dispatch import DeltaCallback
+from pipeline.router.dispatch import BytesCallback, DeltaCallback
 from pipeline.router.tasks import cancel_and_wait
 from pipeline.router.types import ChatRequest, Completion
+
+Piece = TypeVar("Piece", str, bytes)
 
 
 class _Completes(Protocol):
@@ -22,23 +26,39 @@ class _Completes(Protocol):
                  on_delta: DeltaCallback | None = None) -> Awaitable[Completion]: ...
 
 
-async def stream_completion(complete: _Completes,
-                            request: ChatRequest) -> AsyncIterator[str | Completion]:
+class _Relays(Protocol):
+    def __call__(self, request: ChatRequest, *,
+                 on_bytes: BytesCallback | None = None) -> Awaitable[Completion]: ...
+
+
+def stream_completion(complete: _Completes,
+                      request: ChatRequest) -> AsyncIterator[str | Completion]:
     """Yield the text as it comes (one or more pieces at a time), then the Completion. A
     router error raised before the first piece (quota, saturation, context) is raised
     from the first `__anext__`, so a caller can still answer with an HTTP error. Closing
     the iterator early cancels the request."""
-    pending: list[str] = []
+    return _handed_over(lambda deliver: complete(request, on_delta=deliver), "")
+
+
+def relay_completion(complete: _Relays,
+                     request: ChatRequest) -> AsyncIterator[bytes | Completion]:
+    """As `stream_completion`, with the replica's events as bytes (Router.relay)."""
+    return _handed_over(lambda deliver: complete(request, on_bytes=deliver), b"")
+
+
+async def _handed_over(start: Callable[[Callable[[Piece], None]], Awaitable[Completion]],
+                       empty: Piece) -> AsyncIterator[Piece | Completion]:
+    pending: list[Piece] = []
     outcome: list[Completion | BaseException] = []
     arrived = asyncio.Event()
 
-    def on_delta(text: str) -> None:
-        pending.append(text)
+    def deliver(piece: Piece) -> None:
+        pending.append(piece)
         arrived.set()
 
     async def run() -> None:
         try:
-            outcome.append(await complete(request, on_delta=on_delta))
+            outcome.append(await start(deliver))
         except BaseException as exc:  # handed to the consumer, raised there
             outcome.append(exc)
             if not isinstance(exc, Exception):
@@ -53,9 +73,9 @@ async def stream_completion(complete: _Completes,
                 await arrived.wait()
                 arrived.clear()
             if pending:
-                text = pending[0] if len(pending) == 1 else "".join(pending)
+                piece = pending[0] if len(pending) == 1 else empty.join(pending)
                 pending.clear()
-                yield text
+                yield piece
             elif outcome:
                 if isinstance(outcome[0], BaseException):
                     raise outcome[0]

@@ -10,10 +10,7 @@ the deadline).
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases at
 definition time."""
 
-import contextlib
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
@@ -25,19 +22,12 @@ from pydantic import ValidationError
 from starlette.types import Send
 
 from pipeline.config import Settings
-from pipeline.router import ChatRequest, Completion, RouterError
+from pipeline.router import ChatRequest
 from pipeline.web.app_state import opened
 from pipeline.web.bearer import BearerTenant
 from pipeline.web.deadline import RequestClock, clock_of
 from pipeline.web.errors import GatewayError, deadline_passed, forbidden, invalid
-from pipeline.web.openai_api import (
-    DONE,
-    ChatCompletionBody,
-    chunk,
-    completion_response,
-    error_event,
-    usage_block,
-)
+from pipeline.web.openai_api import ChatCompletionBody, completion_response, relayed_events
 from pipeline.web.resources import ChatRouter, GatewayResources
 
 health_router = APIRouter()
@@ -138,13 +128,12 @@ async def chat_completions(http: Request, res: Resources, settings: GatewaySetti
         waited = time.monotonic() - clock.arrival - completion.latency_ms / 1000
         return JSONResponse(completion_response(completion, res.router.model_name),
                             headers={"Server-Timing": f"wait;dur={waited * 1000:.1f}"})
-    stream = res.router.stream(request)
+    stream = res.router.relay(request)
     # Wait for the first piece so a refusal (quota, saturation, context) is still an
     # HTTP status, not an error inside a 200 stream.
     first = await anext(stream)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ClosingStreamingResponse(
-        _events(stream, first, res.router.model_name, include_usage),
+        relayed_events(stream, first, res.router.model_name),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -193,25 +182,3 @@ def _chat_request(settings: Settings, router: ChatRouter, body: ChatCompletionBo
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         max_tokens=max_tokens, temperature=body.temperature,
         extra_body=body.sampling_extras(), deadline_s=deadline_s)
-
-
-async def _events(stream: AsyncIterator[str | Completion], first: str | Completion,
-                  model: str, include_usage: bool) -> AsyncIterator[str]:
-    response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    item: str | Completion = first
-    try:
-        yield chunk(response_id, model, created, delta={"role": "assistant", "content": ""})
-        while isinstance(item, str):
-            yield chunk(response_id, model, created, delta={"content": item})
-            item = await anext(stream)
-        yield chunk(response_id, model, created, finish_reason=item.finish_reason or "stop")
-        if include_usage:
-            yield chunk(response_id, model, created, usage=usage_block(item))
-        yield DONE
-    except RouterError:  # after the 200 was sent: an error event ends the stream
-        yield error_event("the model server failed mid-stream", "upstream_error")
-    except StopAsyncIteration:
-        yield error_event("the stream ended early", "upstream_error")
-    finally:
-        with contextlib.suppress(Exception):
-            await stream.aclose()  # type: ignore[attr-defined]

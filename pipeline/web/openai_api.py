@@ -1,15 +1,24 @@
 """The OpenAI chat-completions wire format: the request body we accept and the responses
-and stream chunks we send."""
+and stream chunks we send.
+
+A streamed answer is the replica's own server-sent events relayed as they came
+(`relayed_events` over `Router.relay`), not re-encoded: its chunks are vLLM's (its id,
+the model version that served it, running usage in each chunk and a usage chunk at the
+end whether or not the caller asked for `include_usage` — clients of the API accept
+both). The gateway and bench/router_proxy.py's `ours` share this code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.router import Completion
+from pipeline.router import Completion, RouterError
 
 
 class ChatMessage(BaseModel):
@@ -99,3 +108,32 @@ def error_event(message: str, kind: str) -> str:
 
 
 DONE = "data: [DONE]\n\n"
+
+
+async def relayed_events(stream: AsyncIterator[bytes | Completion],
+                         first: bytes | Completion, model: str) -> AsyncIterator[bytes]:
+    """The body of a streamed answer, after `first` (awaited before the 200, so that a
+    refusal is still an HTTP status): the relayed bytes; a failure after them ends the
+    stream with an error event of our own (the replica's detail stays in our logs)."""
+    item = first
+    try:
+        while isinstance(item, bytes):
+            yield item
+            item = await anext(stream)
+        if item is first:  # the replica sent not one event: the answer from its usage
+            yield _events_of(item, model).encode()
+    except RouterError:
+        yield error_event("the model server failed mid-stream", "upstream_error").encode()
+    except StopAsyncIteration:
+        yield error_event("the stream ended early", "upstream_error").encode()
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
+def _events_of(completion: Completion, model: str) -> str:
+    response_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    return (chunk(response_id, model, created, delta={"role": "assistant", "content": ""})
+            + chunk(response_id, model, created,
+                    finish_reason=completion.finish_reason or "stop")
+            + chunk(response_id, model, created, usage=usage_block(completion)) + DONE)

@@ -211,3 +211,42 @@ async def test_a_pooled_connection_closed_under_a_request_is_retried_on_a_new_on
         server.close()
     assert first.text == second.text == "ok"
     assert len(connections) == 2  # the retry went over a new connection
+
+
+async def test_relay_passes_the_events_on_as_they_came(sim: SimCluster) -> None:
+    """The relayed path (Router.relay): the replica's bytes from the first text on, the
+    counts, finish reason and TTFT as `chat` reads them."""
+    replica = client(sim.base_urls()[0])
+    relayed: list[bytes] = []
+    first: list[int] = []
+    try:
+        parsed = await replica.chat(BODY)
+        upstream = await replica.relay(BODY, relayed.append,
+                                       lambda: first.append(len(relayed)))
+    finally:
+        await replica.close()
+    stream = b"".join(relayed)
+    assert first == [0] and stream.endswith(b"data: [DONE]\n\n")
+    events = [json.loads(b[6:]) for b in stream.split(b"\n\n") if b.startswith(b"data: {")]
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+    assert text == parsed.text == "tok0 tok1 tok2" and upstream.text == ""
+    assert (upstream.prompt_tokens, upstream.completion_tokens, upstream.finish_reason) == (
+        parsed.prompt_tokens, parsed.completion_tokens, parsed.finish_reason)
+    assert upstream.ttft_ms is not None and upstream.latency_ms >= upstream.ttft_ms
+
+
+async def test_relay_error_event_before_and_after_the_first_text(recorder: Recorder) -> None:
+    error = event({"error": {"message": "engine died", "code": 500}})
+    replica = client(recorder.url)
+    relayed: list[bytes] = []
+    try:
+        recorder.lines = [event({"choices": [{"delta": {"role": "assistant"}}]}), error]
+        with pytest.raises(ReplicaStreamError, match="engine died"):
+            await replica.relay(BODY, relayed.append)  # nothing passed on: retry elsewhere
+        assert relayed == []
+        recorder.lines = [event(delta("partial")), error]
+        with pytest.raises(UpstreamError, match="engine died"):
+            await replica.relay(BODY, relayed.append)
+    finally:
+        await replica.close()
+    assert b"".join(relayed) == event(delta("partial"))  # the error event not passed on

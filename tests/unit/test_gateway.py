@@ -42,6 +42,7 @@ class FakeRouter:
     error: RouterError | None = None
     pieces: list[str] = field(default_factory=lambda: ["hel", "lo"])
     seen: list[ChatRequest] = field(default_factory=list)
+    fail_after_text: bool = False
 
     async def complete(self, request: ChatRequest) -> Completion:
         self.seen.append(request)
@@ -57,8 +58,28 @@ class FakeRouter:
             yield piece
         yield completion("".join(self.pieces))
 
+    async def relay(self, request: ChatRequest) -> AsyncIterator[bytes | Completion]:
+        """As a replica streams: its own chunks, passed on as they are (Router.relay)."""
+        self.seen.append(request)
+        if self.error:
+            raise self.error
+        for piece in self.pieces:
+            yield replica_chunk({"content": piece})
+        if self.fail_after_text:
+            raise UpstreamError("http://10.0.0.7:8000/v1: stream interrupted")
+        yield replica_chunk({}, finish="stop") + replica_chunk(None) + b"data: [DONE]\n\n"
+        yield completion("")
+
     async def readiness(self) -> tuple[bool, str]:
         return self.error is None, "fake"
+
+
+def replica_chunk(delta: dict[str, str] | None, finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-replica", "object": "chat.completion.chunk", "model": "m",
+            "choices": [] if delta is None else [{"index": 0, "delta": delta,
+                                                  "finish_reason": finish}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 class FakeAuth:
@@ -182,7 +203,7 @@ def sse_events(text: str) -> list[str]:
             if line.startswith("data: ")]
 
 
-def test_streaming_passes_pieces_through_as_sse(client: TestClient) -> None:
+def test_streaming_relays_the_replica_events_as_sse(client: TestClient) -> None:
     with client.stream("POST", "/v1/chat/completions", headers=HEADERS,
                        json=body(stream=True, stream_options={"include_usage": True})
                        ) as response:
@@ -197,6 +218,18 @@ def test_streaming_passes_pieces_through_as_sse(client: TestClient) -> None:
     assert text == "hello"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_a_failure_after_text_ends_the_stream_with_an_error_event(
+        client: TestClient, router: FakeRouter) -> None:
+    router.fail_after_text = True
+    with client.stream("POST", "/v1/chat/completions", headers=HEADERS,
+                       json=body(stream=True)) as response:
+        assert response.status_code == 200
+        text = response.read().decode()
+    events = sse_events(text)
+    assert json.loads(events[-1])["error"]["type"] == "upstream_error"
+    assert "10.0.0.7" not in text
 
 
 def test_models_needs_a_key_and_lists_the_served_model(client: TestClient) -> None:

@@ -122,6 +122,9 @@ class Recorder:
     async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
         yield await self.complete(request)
 
+    async def relay(self, request: ChatRequest) -> AsyncIterator[bytes | Completion]:
+        yield await self.complete(request)
+
 
 @pytest.fixture
 def recorder() -> Recorder:
