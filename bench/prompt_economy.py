@@ -1,10 +1,11 @@
 """Prompt economy (issue 15): input tokens per verdict of the explain prompt before and
 after, at equal or better verdict-eval scores, and vLLM's prefix-cache hit rate of each.
 
-Both prompt versions go through the same harness (today's bench/verdict_eval.py) against
-the same endpoint, one after the other: "before" from `git archive <baseline>` (the
-harness copied over it), "after" from this checkout. Use a vLLM nobody else sends to
-(a private one on a free port) so the /metrics counter deltas are only this run's.
+Both prompt versions go through the same harness (today's bench/verdict_eval.py and its
+scorer bench/verdict_scoring.py) against the same endpoint, one after the other: "before"
+from `git archive <baseline>` (the harness copied over it), "after" from this checkout.
+Use a vLLM nobody else sends to (a private one on a free port) so the /metrics counter
+deltas are only this run's.
 
 Run:
   .venv/bin/python -m bench.prompt_economy --baseline a506aad \\
@@ -31,6 +32,7 @@ from bench.record import record
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 CORPORA = ("labelled", "injection")
 KEY = "explain.input_tokens_reduction_pct"
+HARNESS = ("bench/verdict_eval.py", "bench/verdict_scoring.py")
 GOAL_PCT = 30.0
 # (corpus, score, +1 higher is better / -1 lower is better)
 SCORES: tuple[tuple[str, str, int], ...] = (
@@ -54,8 +56,8 @@ def export_baseline(revision: str, into: Path) -> Path:
                    check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(tree, filter="data")
-    (tree / "bench" / "verdict_eval.py").write_text((ROOT / "bench" / "verdict_eval.py")
-                                                     .read_text())
+    for harness in HARNESS:  # one scorer for both runs, or a score moves by the scorer
+        (tree / harness).write_text((ROOT / harness).read_text())
     (into / "shared").symlink_to(ROOT.parent / "shared")
     return tree
 
@@ -65,7 +67,8 @@ def run_eval(tree: Path, out: Path, *, endpoint: str, model: str, concurrency: i
         subprocess.run([sys.executable, "-m", "bench.verdict_eval", "--corpus", corpus,
                         "--endpoint", endpoint, "--model", model,
                         "--concurrency", str(concurrency),
-                        "--summary-json", str(out / f"{corpus}.json")],
+                        "--summary-json", str(out / f"{corpus}.json"),
+                        "--details", str(out / f"{corpus}.jsonl")],
                        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
 
 
@@ -79,6 +82,14 @@ def not_worse(before: float | None, after: float | None, direction: int) -> bool
     if after is None:  # a figure that went missing is not "equal or better"
         return False
     return (after - before) * direction >= 0
+
+
+def no_wrong_verdict(run: dict[str, Any], name: str) -> bool:
+    """The confidence gap is mean(right) − mean(wrong): with every verdict right there is
+    no wrong one to rank below, so the gap is undefined, not lost."""
+    scores = run["scores"]
+    return (name == "confidence_gap" and scores.get("confidence_wrong") is None
+            and scores.get("right") == scores.get("alerts"))
 
 
 def compare(before: dict[str, dict[str, Any]],
@@ -104,10 +115,13 @@ def compare(before: dict[str, dict[str, Any]],
     worse = []
     for corpus, name, direction in SCORES:
         b, a = before[corpus]["scores"][name], after[corpus]["scores"][name]
-        ok = not_worse(b, a, direction)
+        all_right = a is None and no_wrong_verdict(after[corpus], name)
+        ok = all_right or not_worse(b, a, direction)
         worse += [] if ok else [f"{corpus} {name} {b} → {a}"]
+        shown_after = "— (no wrong verdict)" if all_right else a
         rows.append(f"| {name} ({corpus}, {'higher' if direction > 0 else 'lower'} is "
-                    f"better) | {b} | {a} | {'equal or better' if ok else 'WORSE'} |")
+                    f"better) | {b} | {shown_after} | "
+                    f"{'equal or better' if ok else 'WORSE'} |")
     rows += [f"| {name} ({corpus}) | {before[corpus]['scores'][name]} | "
              f"{after[corpus]['scores'][name]} | — |" for corpus, name in SHOWN]
     return reduction, rows, worse

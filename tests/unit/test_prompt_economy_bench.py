@@ -7,7 +7,8 @@ from typing import Any
 
 from bench.prompt_economy import compare, not_worse, section
 
-LABELLED = {"facts_correct_pct": 100.0, "bad_summaries_shown": 4, "attack_precision": 1.0,
+LABELLED = {"alerts": 85, "confidence_wrong": 0.9,
+            "facts_correct_pct": 100.0, "bad_summaries_shown": 4, "attack_precision": 1.0,
             "attack_required_recall": 1.0, "severity_acceptable_pct": 100.0,
             "next_steps_grounded_pct": 100.0, "confidence_gap": 0.06,
             "model_summaries_good": 0, "model_summaries_shown": 1, "right": 80,
@@ -43,3 +44,17 @@ def test_not_worse_by_direction_and_missing_figures() -> None:
     assert not_worse(0.9, 0.95, 1) and not not_worse(0.9, 0.85, 1)
     assert not_worse(3, 2, -1) and not not_worse(2, 3, -1)
     assert not_worse(None, 0.1, 1) and not not_worse(0.1, None, 1)
+
+
+def test_a_gap_undefined_because_every_verdict_is_right_is_not_worse() -> None:
+    before = _run("v3", 1200.0)
+    after = _run("v5", 700.0, confidence_gap=None, confidence_wrong=None, right=85)
+    _, rows, worse = compare(before, after)
+    assert worse == []
+    assert "| confidence_gap (labelled, higher is better) | 0.06 | — (no wrong verdict) | " \
+        "equal or better |" in rows
+
+
+def test_a_gap_lost_while_some_verdict_is_wrong_is_worse() -> None:
+    after = _run("v5", 700.0, confidence_gap=None, right=84)
+    assert compare(_run("v3", 1200.0), after)[2] == ["labelled confidence_gap 0.06 → None"]
