@@ -53,8 +53,15 @@ class AlertSinkWithDLQ(AlertSink, Protocol):
 class KafkaAlertSink:
     def __init__(self, producer: AIOKafkaProducer, topic: str, *, priority: str = "live",
                  timeout_s: float = 30.0, dlq_topic: str = "alerts.dlq",
-                 max_alert_bytes: int = PRODUCER_REQUEST_LIMIT) -> None:
+                 max_alert_bytes: int = PRODUCER_REQUEST_LIMIT,
+                 spread: bool = True) -> None:
         self._producer = producer
+        # True: each call's alerts are shared out over every partition (a small live
+        # request reaches all consumers at once). False: each call goes to one partition,
+        # the next call to the next one: a backfill chunk is one record batch, so the
+        # broker stores one object per chunk instead of one per partition (S3-backed
+        # Tansu's cost is per object more than per byte).
+        self._spread = spread
         self.topic = topic
         self._priority = priority.encode()
         self._timeout_s = timeout_s
@@ -83,7 +90,7 @@ class KafkaAlertSink:
         calls): one future per batch instead of one per alert — the per-message send of
         aiokafka costs more CPU than everything else a backfill does per alert."""
         partitions = sorted(await self._producer.partitions_for(self.topic))
-        share = -(-len(alerts) // len(partitions))
+        share = -(-len(alerts) // len(partitions)) if self._spread else len(alerts)
         futures = []
         for start in range(0, len(alerts), share):
             partition = partitions[self._next_partition % len(partitions)]
@@ -109,28 +116,28 @@ class KafkaAlertSink:
 
 
 def settings_sink(settings: Settings, producer: AIOKafkaProducer, topic: str, *,
-                  priority: str) -> KafkaAlertSink:
+                  priority: str, spread: bool = True) -> KafkaAlertSink:
     """The sink every command builds: its topic, the DLQ, the per-alert limit."""
     return KafkaAlertSink(producer, topic, priority=priority,
                           timeout_s=settings.ingest.produce_timeout_s,
                           dlq_topic=settings.kafka.topics.dlq,
-                          max_alert_bytes=settings.ingest.max_alert_bytes)
+                          max_alert_bytes=settings.ingest.max_alert_bytes, spread=spread)
 
 
 @asynccontextmanager
 async def open_alert_sink(settings: Settings, topic: str, *, priority: str,
-                          max_alert_bytes: int | None = None,
+                          max_alert_bytes: int | None = None, spread: bool = True,
                           **tuning: Any) -> AsyncIterator[KafkaAlertSink]:
     """The one way a command opens its producer: acks=all, the settings' idempotence,
     DLQ, per-alert limit (`max_alert_bytes` overrides it) and bounded acknowledgement
-    wait; the producer is stopped (its pending sends flushed) on the way out. `tuning`:
-    aiokafka producer options (linger_ms 5 unless given)."""
+    wait; the producer is stopped (its pending sends flushed) on the way out. `spread`:
+    see KafkaAlertSink. `tuning`: aiokafka producer options (linger_ms 5 unless given)."""
     producer = alert_producer(settings.kafka_bootstrap,
                               enable_idempotence=settings.kafka.enable_idempotence,
                               **{"linger_ms": 5, **tuning})
     try:
         await producer.start()
-        sink = settings_sink(settings, producer, topic, priority=priority)
+        sink = settings_sink(settings, producer, topic, priority=priority, spread=spread)
         if max_alert_bytes is not None:
             sink.max_alert_bytes = max_alert_bytes
         yield sink

@@ -89,11 +89,15 @@ class _RichProgress:
 
 def backfill_sink(settings: Settings) -> AbstractAsyncContextManager[KafkaAlertSink]:
     """The backfill's producer: the one producer path (acks=all), its batches sized by
-    `ingest.backfill_batch_bytes` (the sink sends each chunk as record batches)."""
+    `ingest.backfill_batch_bytes` and compressed by `ingest.backfill_compression`; each
+    chunk goes to one partition (the next chunk to the next), as few record batches as
+    fit: the S3-backed broker writes an object per batch, and pays per object."""
     from pipeline.kafka.producer import open_alert_sink
 
+    codec = settings.ingest.backfill_compression
     return open_alert_sink(settings, settings.kafka.topics.backfill, priority="batch",
-                           max_batch_size=settings.ingest.backfill_batch_bytes)
+                           spread=False, max_batch_size=settings.ingest.backfill_batch_bytes,
+                           compression_type=None if codec == "none" else codec)
 
 
 async def run_backfill(settings: Settings, files: list[Path], *, tenant_id: str,
