@@ -8,13 +8,9 @@ the resources there.
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases at
 definition time."""
 
-import json
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
-from typing import Annotated, Any, overload
+from typing import Annotated
 
 from fastapi import Depends, Form, Header, Request
-from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from pipeline.config import ConsoleSettings, Settings
@@ -95,29 +91,3 @@ async def header_csrf(signed: Signed,
 SignedForm = Annotated[Session, Depends(form_csrf)]
 AdminForm = Annotated[Session, Depends(admin_form_csrf)]
 SignedApi = Annotated[Session, Depends(header_csrf)]
-
-
-def page(request: Request, name: str, signed: Session | None,
-         **context: Any) -> HTMLResponse:
-    """A console page: the template with the signed-in user and their CSRF token."""
-    context.update(user=signed.user if signed else None,
-                   csrf=signed.csrf_token if signed else "")
-    return templates(request).TemplateResponse(request, name, context)
-
-
-@overload
-def jsonable(value: Mapping[str, Any]) -> dict[str, Any]: ...
-@overload
-def jsonable(value: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]: ...
-def jsonable(value: Any) -> Any:
-    # A JSON round trip keeps the shape (an object stays an object, a list a list) and
-    # turns dates and bytes into strings: hence the overloads.
-    return json.loads(json.dumps(value, default=_default))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)

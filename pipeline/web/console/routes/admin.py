@@ -14,8 +14,9 @@ from pipeline.store.apikeys import ApiKey
 from pipeline.store.audit import audit, audit_entries
 from pipeline.store.sessions import Session
 from pipeline.store.tenant_scope import tenant_scope
-from pipeline.web.console.deps import Admin, AdminForm, AppSettings, Resources, jsonable, page
+from pipeline.web.console.deps import Admin, AdminForm, AppSettings, Resources
 from pipeline.web.console.errors import ConsoleError, invalid
+from pipeline.web.console.pages import jsonable, page
 from pipeline.web.console.security import hash_password
 
 router = APIRouter()

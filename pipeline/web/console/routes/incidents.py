@@ -11,19 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from pipeline.store import incidents
-from pipeline.store.audit import audit_entries
 from pipeline.store.sessions import Session
 from pipeline.store.tenant_scope import tenant_scope
-from pipeline.web.console.deps import (
-    Config,
-    Resources,
-    Signed,
-    SignedApi,
-    SignedForm,
-    jsonable,
-    page,
-)
-from pipeline.web.console.errors import ConsoleError, invalid, not_found
+from pipeline.web.console.deps import Config, Resources, Signed, SignedApi, SignedForm
+from pipeline.web.console.errors import ConsoleError, invalid
+from pipeline.web.console.pages import audited_detail, jsonable, page
 from pipeline.web.console.resources import ConsoleResources
 
 router = APIRouter()
@@ -79,11 +71,9 @@ async def api_incidents(res: Resources, signed: Signed, flt: IncidentFlt,
 
 async def load_incident(res: ConsoleResources, signed: Session,
                         incident_id: int) -> dict[str, Any]:
-    async with tenant_scope(res.pool, signed.user.tenant_id) as conn:
-        found = await incidents.incident_detail(conn, incident_id)
-        if found is None:
-            raise not_found()
-        found["audit"] = await audit_entries(conn, 50, f"incident:{incident_id}")
+    async with audited_detail(res, signed,
+                              lambda conn: incidents.incident_detail(conn, incident_id),
+                              subject=f"incident:{incident_id}", audit_rows=50) as (conn, found):
         found["people"] = await incidents.tenant_analysts(conn)
     return found
 

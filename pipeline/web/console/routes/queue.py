@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse
 
 from pipeline.store import queue as store
 from pipeline.store.tenant_scope import tenant_scope
-from pipeline.web.console.deps import Config, Resources, Signed, jsonable, page
+from pipeline.web.console.deps import Config, Resources, Signed
 from pipeline.web.console.errors import invalid
+from pipeline.web.console.pages import jsonable, page
 from schemas.verdict import SEVERITIES
 
 router = APIRouter()

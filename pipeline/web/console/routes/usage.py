@@ -18,7 +18,8 @@ from pipeline.store.sessions import Session
 from pipeline.store.tenant_scope import tenant_scope
 from pipeline.store.usage_report import usage_overview
 from pipeline.web.console import charts
-from pipeline.web.console.deps import AppSettings, Resources, Signed, jsonable, page
+from pipeline.web.console.deps import AppSettings, Resources, Signed
+from pipeline.web.console.pages import jsonable, page
 from pipeline.web.console.resources import ConsoleResources
 
 router = APIRouter()

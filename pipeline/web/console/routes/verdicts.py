@@ -15,20 +15,12 @@ from pydantic import BaseModel, Field
 from pipeline.analysis import attack as attack_catalog
 from pipeline.config import ConsoleSettings
 from pipeline.store import feedback, queue
-from pipeline.store.audit import audit_entries
 from pipeline.store.sessions import Session
 from pipeline.store.tenant_scope import tenant_scope
 from pipeline.web.console import charts, render
-from pipeline.web.console.deps import (
-    Config,
-    Resources,
-    Signed,
-    SignedApi,
-    SignedForm,
-    jsonable,
-    page,
-)
+from pipeline.web.console.deps import Config, Resources, Signed, SignedApi, SignedForm
 from pipeline.web.console.errors import ConsoleError, invalid, not_found
+from pipeline.web.console.pages import audited_detail, jsonable, page
 from pipeline.web.console.resources import ConsoleResources
 from schemas.verdict import SEVERITIES
 
@@ -45,11 +37,8 @@ class FeedbackBody(BaseModel):
 
 async def load_verdict(res: ConsoleResources, cfg: ConsoleSettings, signed: Session,
                        verdict_id: int) -> dict[str, Any]:
-    async with tenant_scope(res.pool, signed.user.tenant_id) as conn:
-        found = await queue.verdict_detail(conn, verdict_id)
-        if found is None:
-            raise not_found()
-        found["audit"] = await audit_entries(conn, 20, f"verdict:{verdict_id}")
+    async with audited_detail(res, signed, lambda conn: queue.verdict_detail(conn, verdict_id),
+                              subject=f"verdict:{verdict_id}", audit_rows=20) as (conn, found):
         found["related"] = await queue.related_alerts(conn, verdict_id, cfg.related_window_s)
     return found
 
