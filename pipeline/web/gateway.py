@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.config import Settings
 from pipeline.router.metrics import router_metrics
+from pipeline.web.app_state import ResourceFactory
 from pipeline.web.bearer import use_key_authenticator
 from pipeline.web.deadline import ArrivalClock, gateway_timing_metrics
 from pipeline.web.errors import install_error_handlers
@@ -32,8 +33,6 @@ from pipeline.web.gateway_routes import health_router, openai_router, wait_budge
 from pipeline.web.loop_lag import watch_loop_lag
 from pipeline.web.resources import GatewayResources, open_gateway_resources
 from pipeline.web.shedding import ShedGate
-
-ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[GatewayResources]]
 
 
 class BodySizeLimit:
@@ -57,8 +56,9 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_gateway_app(settings: Settings,
-                       open_resources: ResourceFactory = open_gateway_resources) -> FastAPI:
+def create_gateway_app(
+        settings: Settings,
+        open_resources: ResourceFactory[GatewayResources] = open_gateway_resources) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router_metrics()  # register the metric families before the first scrape

@@ -12,8 +12,8 @@ router — and `create_ingest_router` can be mounted into another app (whose lif
 No `from __future__ import annotations` here: FastAPI resolves the dependency aliases at
 definition time."""
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from pipeline.config import Settings
 from pipeline.kafka.alert_guard import AlertRefused
 from pipeline.kafka.producer import AlertSink, open_alert_sink
-from pipeline.web.app_state import opened
+from pipeline.web.app_state import ResourceFactory, opened, opening
 from pipeline.web.auth import ApiKeyAuthenticator, KeyAuthenticator
 from pipeline.web.bearer import BearerTenant, use_key_authenticator
 from pipeline.web.errors import GatewayError
@@ -60,7 +60,6 @@ async def open_ingest_resources(settings: Settings) -> AsyncIterator[IngestResou
         await pool.close()
 
 
-ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[IngestResources]]
 
 
 def _resources(request: Request) -> IngestResources:
@@ -123,15 +122,11 @@ def create_ingest_router(settings: Settings) -> APIRouter:
     return router
 
 
-def create_ingest_app(settings: Settings,
-                      open_resources: ResourceFactory = open_ingest_resources) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
-            app.state.ingest_resources = resources
-            use_key_authenticator(app, resources.auth)
-            yield
-
+def create_ingest_app(
+        settings: Settings,
+        open_resources: ResourceFactory[IngestResources] = open_ingest_resources) -> FastAPI:
+    lifespan = opening(settings, open_resources, "ingest_resources",
+                       then=lambda app, resources: use_key_authenticator(app, resources.auth))
     app = FastAPI(title="secanalyst alert ingest", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import jinja2
@@ -21,12 +19,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import Settings
+from pipeline.web.app_state import ResourceFactory, opening
 from pipeline.web.console import render
 from pipeline.web.console.errors import install_error_handlers
 from pipeline.web.console.resources import ConsoleResources, open_console_resources
 from pipeline.web.console.routes import admin, auth, incidents, queue, usage, verdicts
 
-ResourceFactory = Callable[[Settings], AbstractAsyncContextManager[ConsoleResources]]
 HERE = Path(__file__).parent
 _HEADERS = [
     (b"content-security-policy",
@@ -68,17 +66,13 @@ def make_templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def create_console_app(settings: Settings,
-                       open_resources: ResourceFactory = open_console_resources) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
-            app.state.resources = resources
-            yield
-
+def create_console_app(
+        settings: Settings,
+        open_resources: ResourceFactory[ConsoleResources] = open_console_resources) -> FastAPI:
     # /api/docs is served from the console's own copy of Swagger UI (5.x, which reads
     # OpenAPI 3.1): no CDN, so it works offline and under the strict CSP.
-    app = FastAPI(title="secanalyst review console", lifespan=lifespan, docs_url=None,
+    app = FastAPI(title="secanalyst review console",
+                  lifespan=opening(settings, open_resources, "resources"), docs_url=None,
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings  # read by the dependencies of deps.py
     app.state.templates = templates = make_templates()
