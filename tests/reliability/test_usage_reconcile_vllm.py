@@ -13,8 +13,9 @@ write (pipeline/router/progress.py, every second). Not counted: output vLLM gene
 the last second before the kill and until it noticed the closed connection. vLLM counts a
 prompt only once its first token is out; a row killed before that still bills the prompt.
 
-Runs under `make reliability` only: a private vLLM takes ~1 min and ~3 GB to start on CPU
-and the kills take minutes, beyond what CI gives one test.
+In `make test` at a CI size (12 alerts, 2 kills, 3 cancels: a few minutes, most of it the
+private vLLM's start, ~1 min and ~3 GB on CPU, and the wait before the last settle); at
+the full size (60 alerts, 8 kills, 10 cancels: 15–22 min) under `make reliability`.
 """
 
 from __future__ import annotations
@@ -45,17 +46,12 @@ from pipeline.stages.common import headers_for, message_key
 from schemas.messages import EnrichedAlert
 from schemas.usage import BILLED_SQL, IN_FLIGHT
 from tests.integration.conftest import session_settings
-from tests.reliability.conftest import FULL, full_size
+from tests.reliability.conftest import full_size
 from tests.reliability.report import report_figure, report_row
 from tests.reliability.stages import StageProcesses, settings_env
 from tests.reliability.test_usage_reconcile import cancelled_calls
 
-pytestmark = [
-    pytest.mark.timeout(3600),
-    pytest.mark.skipif(not FULL, reason=(
-        "starts a private real vLLM (~1 min, ~3 GB on CPU) and SIGKILLs the explain stage "
-        "mid-call for minutes: runs under `make reliability`")),
-]
+pytestmark = pytest.mark.timeout(3600)
 NOTE = (
     "a row per dispatched call. Completed: vLLM's own usage. Cut by the caller: the prompt "
     "(from the moment it was sent: hanging up during prefill must not make it free) and "
@@ -73,6 +69,11 @@ NOTE = (
 SETTLE_S = 60.0
 # Calls at once (the stage's llm.concurrency): half the default, for a CPU vLLM.
 CONCURRENCY = 4
+# What is not billed — output generated in the last second or so before a kill, of each
+# call in flight — weighs more against 12 alerts than 60: measured 0.61 % and 0.13 % at
+# the CI size (2 kills, ~13k tokens), 0.235 % at the full size. Billing every abandoned
+# call's prompt and none of its output, as before progress writes, measured 27 %.
+MAX_DIFF_PCT = full_size(2, 1)
 
 
 @pytest.fixture
@@ -161,10 +162,11 @@ async def wait_verdicts(db: AsyncConnectionPool, tenant: str, want: int,
     return done
 
 
-async def settle_left_rows(db: AsyncConnectionPool, tenant: str,
-                           procs: StageProcesses) -> None:
-    """Once the last kill's rows are older than SETTLE_S, one more start settles them."""
-    await asyncio.sleep(SETTLE_S + 1)
+async def settle_left_rows(db: AsyncConnectionPool, tenant: str, procs: StageProcesses,
+                           last_kill: float) -> None:
+    """Once the last kill's rows (reserved before it, at monotonic `last_kill`) are older
+    than SETTLE_S, one more start settles them."""
+    await asyncio.sleep(max(0.0, last_kill + SETTLE_S + 1 - time.monotonic()))
     procs.start("explain")
     deadline = time.monotonic() + 120
     while await count_rows(db, "SELECT count(*) FROM llm_usage_events WHERE tenant_id = %s"
@@ -189,7 +191,7 @@ async def billed(db: AsyncConnectionPool, tenant: str) -> list[dict[str, Any]]:
 async def test_usage_table_reconciles_with_a_real_vllm_through_kills_and_disconnects(
         settings: Settings, db: AsyncConnectionPool,
         private_vllm: EmbeddedVLLM, tmp_path: Path) -> None:
-    alerts_n, kills_wanted = full_size(24, 60), full_size(3, 8)
+    alerts_n, kills_wanted = full_size(12, 60), full_size(2, 8)
     rng = random.Random(20261202)
     own = session_settings(f"uv{uuid.uuid4().hex[:8]}")  # topics and group of its own
     tenant = f"reconcile-vllm-{uuid.uuid4().hex[:6]}"
@@ -204,15 +206,15 @@ async def test_usage_table_reconciles_with_a_real_vllm_through_kills_and_disconn
     prompt_before, generated_before = served(private_vllm)
     await publish_enriched(own, tenant, alerts_n)
     procs.start("explain")
-    kills = 0
+    kills, last_kill = 0, time.monotonic()
     try:
         while kills < kills_wanted and await kill_mid_call(procs, private_vllm, rng):
-            kills += 1
-        cancelled = full_size(4, 10)
+            kills, last_kill = kills + 1, time.monotonic()
+        cancelled = full_size(3, 10)
         await cancelled_calls(routed, tenant, cancelled)
         verdicted = await wait_verdicts(db, tenant, alerts_n, procs, timeout_s=1800)
         procs.stop_all()
-        await settle_left_rows(db, tenant, procs)
+        await settle_left_rows(db, tenant, procs, last_kill)
     finally:
         procs.stop_all()
     prompt_after, generated_after = served(private_vllm)
@@ -246,4 +248,4 @@ async def test_usage_table_reconciles_with_a_real_vllm_through_kills_and_disconn
     assert kills == kills_wanted
     assert verdicted == alerts_n
     assert {k["kind"] for k in kinds} >= {"completed", "abandoned", "client_disconnect"}
-    assert diff_pct <= 1.0, outcome
+    assert diff_pct <= MAX_DIFF_PCT, outcome
