@@ -9,9 +9,10 @@ things the router needs, and JSON is parsed only where one of them is:
 - before the first generated text every event is parsed and held back: until then a
   failure can still be retried on another replica, unseen by the caller; the first text
   is the time to first token;
-- after it, per piece: the count of text chunks (`"content": "x…"`), whether an `error`
-  key, a `finish_reason` string or `[DONE]` is in it. Inside a JSON string a quote is
-  escaped (`\\"`), so these byte patterns cannot come from generated text;
+- after it, per piece: whether an `error` key, a `finish_reason` string or `[DONE]` is in
+  it, and the count of text chunks (`"content": "x…"`) if it has no running usage.
+  Inside a JSON string a quote is escaped (`\\"`), so these byte patterns cannot come
+  from generated text;
 - the running `usage` (vLLM's continuous_usage_stats) is kept as the raw bytes of the
   latest event that has one, parsed only when somebody reads the counts
   (`StreamProgress`: progress writes about once a second, a cut, the end).
@@ -27,6 +28,7 @@ from typing import Any
 _TEXT = re.compile(rb'"content"\s*:\s*"[^"]')  # a chunk carrying generated text
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _FINISH = re.compile(rb'"finish_reason"\s*:\s*"([^"\\]*)"')
+_FINISH_COMPACT, _FINISH_SPACED = b'"finish_reason":"', b'"finish_reason": "'
 _ERROR = b'"error"'
 _DONE = b"[DONE]"
 _END = b"\n\n"  # end of an event (after `\r\n` → `\n`)
@@ -68,9 +70,10 @@ class StreamProgress:
         self._prompt = prompt if isinstance(prompt, int) else self._prompt
         self._completion = completion if isinstance(completion, int) else self._completion
 
-    def usage_event(self, data: bytes) -> None:
-        """The JSON of the latest event that carries a usage object, parsed when read."""
-        self._raw_usage = data
+    def usage_event(self, block: bytes) -> None:
+        """The latest event (`data:` lines) that carries a usage object, parsed when
+        read."""
+        self._raw_usage = block
 
     def output_tokens(self) -> int:
         return max(self.completion_tokens or 0, self.chunks)
@@ -80,7 +83,7 @@ class StreamProgress:
         if raw is None:
             return
         try:
-            event = json.loads(raw)
+            event = json.loads(event_data(raw))
         except ValueError:
             return  # checked when the event went through; keep the last good counts
         if isinstance(event, dict) and isinstance(event.get("usage"), dict):
@@ -203,11 +206,12 @@ class SseRelay:
         if _ERROR in whole or _DONE in whole:
             cut = self._scan_slowly(whole)
             whole = whole if cut is None else whole[:cut]
-        self.progress.chunks += len(_TEXT.findall(whole))
-        finish = _FINISH.findall(whole)
-        if finish:
-            self.finish_reason = finish[-1].decode(errors="replace")
-        self._latest_usage(whole)
+        if not self._latest_usage(whole):  # a server without running usage: count text
+            self.progress.chunks += len(_TEXT.findall(whole))
+        # A finish reason is a string in one chunk only; `null` in the others. (A server
+        # spacing it otherwise leaves it None: the answer then says "stop".)
+        if _FINISH_COMPACT in whole or _FINISH_SPACED in whole:
+            self.finish_reason = _FINISH.findall(whole)[-1].decode(errors="replace")
         return cut
 
     def _scan_slowly(self, whole: bytes) -> int | None:
@@ -230,12 +234,14 @@ class SseRelay:
             start = stop + 2
         return None
 
-    def _latest_usage(self, whole: bytes) -> None:
+    def _latest_usage(self, whole: bytes) -> bool:
+        """The last event with a usage object kept raw (parsed when read); whether any."""
         at = len(whole)
         while (at := whole.rfind(b'"usage"', 0, at)) >= 0:
             if _USAGE.match(whole, at):
                 start = whole.rfind(_END, 0, at)
                 stop = whole.find(_END, at)
-                self.progress.usage_event(event_data(
-                    whole[start + 2 if start >= 0 else 0:stop if stop >= 0 else len(whole)]))
-                return
+                self.progress.usage_event(
+                    whole[start + 2 if start >= 0 else 0:stop if stop >= 0 else len(whole)])
+                return True
+        return False

@@ -68,7 +68,8 @@ def test_passes_the_bytes_on_unchanged_and_reads_the_counts(cuts: list[int]) -> 
     assert b"".join(out) == STREAM
     assert text_of(b"".join(out)) == "".join(TEXTS)
     progress = relay.progress
-    assert (progress.prompt_tokens, progress.completion_tokens, progress.chunks) == (7, 5, 5)
+    assert (progress.prompt_tokens, progress.completion_tokens) == (7, 5)
+    assert progress.output_tokens() == 5
     assert relay.finish_reason == "length" and relay.done and relay.first_token_at
 
 
@@ -110,9 +111,16 @@ def test_nothing_after_done_and_a_stream_without_text_is_flushed_at_its_end() ->
     assert relay.finish_reason == "stop" and relay.progress.prompt_tokens == 3
 
 
-def test_usage_is_parsed_only_when_read_and_crlf_framing_is_understood() -> None:
+def test_usage_is_parsed_when_read_and_crlf_framing_is_understood() -> None:
     relay = SseRelay(StreamProgress())
     relay.feed(chunk("a", usage=(4, 1)))
-    relay.feed(chunk("b", usage=(4, 2)).replace(b"\n", b"\r\n") + chunk("c"))  # no usage
-    assert relay.progress.completion_tokens == 2  # the latest event that had one
-    assert relay.progress.output_tokens() == 3  # a text chunk more than the usage says
+    relay.feed(chunk("b", usage=(4, 2)).replace(b"\n", b"\r\n"))
+    assert relay.progress._raw_usage is not None  # kept raw until read
+    assert relay.progress.completion_tokens == 2 and relay.progress._raw_usage is None
+    assert relay.progress.output_tokens() == 2
+
+
+def test_a_stream_without_running_usage_is_counted_by_its_text_chunks() -> None:
+    relay, _ = relay_all([chunk("a") + chunk("b"), chunk(""), chunk("c", finish="stop")])
+    assert relay.progress.completion_tokens is None
+    assert relay.progress.output_tokens() == 3 and relay.finish_reason == "stop"
