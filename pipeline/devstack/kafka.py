@@ -8,14 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline.devstack.processes import (
-    ServiceFiles,
-    launch,
-    pid_alive,
-    port_open,
-    refuse_taken_ports,
-    stop_recorded,
-)
+from pipeline.devstack.processes import RecordedService, launch, port_open, refuse_taken_ports
 from pipeline.devstack.seaweedfs import BUCKET, SeaweedS3
 
 
@@ -28,11 +21,11 @@ def tansu_binary() -> Path:
     return binary
 
 
-class TansuBroker:
+class TansuBroker(RecordedService):
     name = "kafka"
 
     def __init__(self, state_dir: Path, port: int, storage: SeaweedS3 | None = None) -> None:
-        self.files = ServiceFiles(self.name, state_dir)
+        super().__init__(state_dir)
         self.port = port
         self.storage = storage  # None: memory
 
@@ -49,9 +42,8 @@ class TansuBroker:
         except FileNotFoundError:
             return "memory"  # started before storage was a setting
 
-    def running(self) -> bool:
-        pid = self.files.recorded_pid()
-        return pid is not None and pid_alive(pid) and port_open(self.port)
+    def ready(self) -> bool:
+        return port_open(self.port)
 
     def start(self) -> None:
         if self.running():
@@ -70,11 +62,8 @@ class TansuBroker:
         self._storage_file.write_text("memory\n" if self.storage is None else "s3\n")
         launch(self.files, [str(tansu_binary()), "broker", "--listener-url", url,
                             "--advertised-listener-url", url, "--storage-engine", engine],
-               env=env, ready=lambda: port_open(self.port), timeout_s=20,
+               env=env, ready=self.ready, timeout_s=20,
                what="tansu broker")
-
-    def stop(self) -> bool:
-        return stop_recorded(self.files)
 
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"

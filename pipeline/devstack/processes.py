@@ -52,6 +52,28 @@ class ServiceFiles:
         return Recorded(pid, pgid, fields[2] if len(fields) > 2 else None)
 
 
+class RecordedService:
+    """A service this module starts detached (`launch`), its pid recorded under the state
+    directory: running while that process lives and `ready()` says so; `stop` ends it
+    and its children. Subclasses set `name` and say what ready means."""
+
+    name: str
+    stop_timeout_s = 20.0
+
+    def __init__(self, state_dir: Path) -> None:
+        self.files = ServiceFiles(self.name, state_dir)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        pid = self.files.recorded_pid()
+        return pid is not None and pid_alive(pid) and self.ready()
+
+    def stop(self) -> bool:
+        return stop_recorded(self.files, timeout_s=self.stop_timeout_s)
+
+
 @dataclass(frozen=True)
 class Recorded:
     pid: int | None

@@ -15,19 +15,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipeline.devstack.processes import (
-    ServiceFiles,
-    launch,
-    pid_alive,
-    port_open,
-    refuse_taken_ports,
-    stop_recorded,
-)
+from pipeline.devstack.processes import RecordedService, launch, port_open, refuse_taken_ports
 
 BUCKET = "tansu"
 PORTS_USED = 8
-# SIGTERM takes ~15 s even with no pre-stop delay (~27 s with the default 10 s one).
-STOP_TIMEOUT_S = 30.0
 
 
 def weed_binary() -> Path:
@@ -39,21 +30,19 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-class SeaweedS3:
+class SeaweedS3(RecordedService):
     name = "seaweedfs"
+    # SIGTERM takes ~15 s even with no pre-stop delay (~27 s with the default 10 s one).
+    stop_timeout_s = 30.0
 
     def __init__(self, state_dir: Path, first_port: int) -> None:
-        self.files = ServiceFiles(self.name, state_dir)
+        super().__init__(state_dir)
         self.data = state_dir / "seaweedfs"
         self.first_port = first_port
         self.s3_port = first_port + 3
 
     def _ports(self) -> list[int]:
         return list(range(self.first_port, self.first_port + PORTS_USED))
-
-    def running(self) -> bool:
-        pid = self.files.recorded_pid()
-        return pid is not None and pid_alive(pid) and self._bucket_ready()
 
     def start(self) -> None:
         if self.running():
@@ -69,9 +58,9 @@ class SeaweedS3:
             f"-s3.port={p + 3}", f"-master.port.grpc={p + 4}", f"-volume.port.grpc={p + 5}",
             f"-filer.port.grpc={p + 6}", f"-s3.port.grpc={p + 7}", "-filer", "-s3",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0"],
-               ready=self._bucket_ready, timeout_s=90, what="SeaweedFS S3")
+               ready=self.ready, timeout_s=90, what="SeaweedFS S3")
 
-    def _bucket_ready(self) -> bool:
+    def ready(self) -> bool:
         """Create the broker's bucket (idempotent); true once the S3 server answers."""
         if not port_open(self.s3_port):
             return False
@@ -83,9 +72,6 @@ class SeaweedS3:
             return exc.code == 409  # BucketAlreadyExists / AlreadyOwnedByYou
         except OSError:
             return False  # up but not yet serving (filer still starting)
-
-    def stop(self) -> bool:
-        return stop_recorded(self.files, timeout_s=STOP_TIMEOUT_S)
 
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"

@@ -12,13 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.devstack.model import ensure_converted_model
-from pipeline.devstack.processes import (
-    ServiceFiles,
-    launch,
-    pid_alive,
-    refuse_taken_ports,
-    stop_recorded,
-)
+from pipeline.devstack.processes import RecordedService, launch, refuse_taken_ports
 
 TORCH_PIN = "torch==2.13.0"  # the CPU build this machine kind has on local disk
 # PyPI's builds of these do not match the CPU torch and break `import transformers`.
@@ -60,12 +54,12 @@ def ensure_vllm_venv(cache_root: Path, version: str) -> Path:
         return python
 
 
-class EmbeddedVLLM:
+class EmbeddedVLLM(RecordedService):
     name = "vllm"
 
     def __init__(self, state_dir: Path, cache_root: Path, *, port: int, version: str,
                  served_model_name: str, kv_cache_gib: int, max_model_len: int) -> None:
-        self.files = ServiceFiles(self.name, state_dir)
+        super().__init__(state_dir)
         self.cache_root = cache_root
         self.port = port
         self.version = version
@@ -73,17 +67,13 @@ class EmbeddedVLLM:
         self.kv_cache_gib = kv_cache_gib
         self.max_model_len = max_model_len
 
-    def healthy(self) -> bool:
+    def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health",
                                         timeout=2) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
-
-    def running(self) -> bool:
-        pid = self.files.recorded_pid()
-        return pid is not None and pid_alive(pid) and self.healthy()
 
     def prepare(self) -> Path:
         """The heavy, cached part: the virtualenv and the converted model."""
@@ -112,10 +102,7 @@ class EmbeddedVLLM:
             json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         ], env={"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "HF_HUB_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
-            ready=self.healthy, timeout_s=600, what="vLLM", interval_s=1.0)
-
-    def stop(self) -> bool:
-        return stop_recorded(self.files)
+            ready=self.ready, timeout_s=600, what="vLLM", interval_s=1.0)
 
     def address(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
