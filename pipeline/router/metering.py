@@ -15,6 +15,7 @@ import structlog
 
 from pipeline.router.dispatch import StreamProgress, Upstream
 from pipeline.router.errors import NoHealthyReplica, RouterError
+from pipeline.router.ids import new_request_id, new_row_id
 from pipeline.router.progress import InFlightProgress
 from pipeline.router.replicas import Replica
 from pipeline.router.types import ChatRequest, Completion
@@ -29,7 +30,7 @@ class Call:
     """A request on its way through the router: what every event of it carries."""
 
     request: ChatRequest
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     estimated: int = 0  # prompt tokens counted before dispatch (0: not counted yet)
     needed: int = 0  # estimated + max output tokens: what the quota and context must fit
@@ -78,7 +79,7 @@ class Meter:
     """One request's row and the work replicas did for it so far: enough to settle it
     however it ends (completed, failed, cut by the caller)."""
 
-    row_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    row_id: uuid.UUID = field(default_factory=new_row_id)  # time-ordered (ids.py)
     created_at: datetime | None = None  # set when the row is reserved
     replica: str = "-"
     progress: StreamProgress | None = None  # the attempt under way
@@ -149,7 +150,8 @@ class UsageRecorder:
                 call, meter, input_tokens=call.estimated, output_tokens=0,
                 status_code=None, error_kind=IN_FLIGHT))
         self._progress.track(meter.row_id, lambda: self._in_flight(call, meter),
-                             lambda: self._in_flight_counts(call, meter))
+                             lambda: self._in_flight_counts(call, meter),
+                             written=(call.estimated, 0))
 
     @staticmethod
     def _in_flight_counts(call: Call, meter: Meter) -> tuple[int, int]:

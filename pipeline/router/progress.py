@@ -52,10 +52,15 @@ class InFlightProgress:
         self._task: asyncio.Task[None] | None = None
 
     def track(self, row_id: uuid.UUID, snapshot: Snapshot,
-              counts: Counts | None = None) -> None:
+              counts: Counts | None = None,
+              written: tuple[int, int] | None = None) -> None:
+        """`written`: the counts the row already holds (its reservation's): a round
+        passes the row on only once they change (most requests end before they do)."""
         if self._sink is None:
             return
         self._tracked[row_id] = (snapshot, counts or (lambda: _counts(snapshot())))
+        if written is not None:
+            self._sent[row_id] = written
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="usage-progress")
 

@@ -65,11 +65,22 @@ WHERE e.id = p.id AND e.created_at = p.created_at AND e.error_kind = '{IN_FLIGHT
 # once the first token was out, and the output streamed up to the last progress write
 # (the last ~1.5 s before the kill are not in it). A row that shows no output was killed
 # before its first token as far as anyone knows: vLLM did not count its prompt, nor do we.
+# No index finds rows in flight (one would make every settlement a non-HOT update:
+# schemas/migrations/0013_usage_hot_settle.sql): the search starts where earlier starts
+# left off (their mark), an hour earlier for reservations written late (while the
+# database was slow), and the BRIN index on created_at skips the older pages.
 _SETTLE_ABANDONED = f"""
 UPDATE llm_usage_events SET error_kind = '{ABANDONED}',
     input_tokens = CASE WHEN output_tokens > 0 THEN input_tokens ELSE 0 END,
     total_tokens = CASE WHEN output_tokens > 0 THEN input_tokens + output_tokens ELSE 0 END
-WHERE error_kind = '{IN_FLIGHT}' AND created_at < now() - make_interval(secs => %s)"""
+WHERE error_kind = '{IN_FLIGHT}' AND created_at < now() - make_interval(secs => %(older)s)
+  AND created_at >= COALESCE((SELECT settled_before - interval '1 hour'
+                              FROM llm_usage_abandoned_mark), '-infinity')"""
+_MARK_ABANDONED = """
+INSERT INTO llm_usage_abandoned_mark (settled_before)
+VALUES (now() - make_interval(secs => %(older)s))
+ON CONFLICT (singleton) DO UPDATE SET settled_before = GREATEST(
+    llm_usage_abandoned_mark.settled_before, EXCLUDED.settled_before)"""
 
 
 def _row(e: UsageEvent) -> tuple[object, ...]:
@@ -128,7 +139,9 @@ async def write_usage_batch(conn: AsyncConnection, batch: UsageBatch, *,
 
 
 async def settle_abandoned(conn: AsyncConnection, older_than_s: float) -> int:
-    cur = await conn.execute(_SETTLE_ABANDONED, (older_than_s,))
+    """Call inside a transaction: settles, then moves the mark up to what it settled."""
+    cur = await conn.execute(_SETTLE_ABANDONED, {"older": older_than_s})
+    await conn.execute(_MARK_ABANDONED, {"older": older_than_s})
     return cur.rowcount
 
 

@@ -16,6 +16,9 @@ from psycopg import sql
 
 PARENT = "llm_usage_events"
 DEFAULT_PARTITION = f"{PARENT}_default"
+# Half of each page kept free: a settled row's new version fits beside it (a HOT update,
+# no index touched: schemas/migrations/0013_usage_hot_settle.sql).
+FILLFACTOR = 50
 _NAME = re.compile(rf"^{PARENT}_p(\d{{4}})_(\d{{2}})$")
 
 
@@ -70,13 +73,15 @@ def _create_partition(conn: psycopg.Connection, name: str, start: datetime,
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE created_at >= %s AND created_at < %s)")
         .format(default), (start, end)).fetchone()
     if not (has_rows and has_rows[0]):
-        conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})")
-                     .format(table, parent, sql.Literal(start), sql.Literal(end)))
+        conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({}) "
+                             "WITH (fillfactor = {})")
+                     .format(table, parent, sql.Literal(start), sql.Literal(end),
+                             sql.Literal(FILLFACTOR)))
         return
     # The default partition holds rows of this month: move them into a table of the
     # same shape, then attach it (attaching checks the default has none left).
-    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-                 .format(table, parent))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS) "
+                         "WITH (fillfactor = {})").format(table, parent, sql.Literal(FILLFACTOR)))
     conn.execute(sql.SQL("WITH moved AS (DELETE FROM {} WHERE created_at >= %s AND "
                          "created_at < %s RETURNING *) INSERT INTO {} SELECT * FROM moved")
                  .format(default, table), (start, end))
