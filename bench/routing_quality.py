@@ -17,13 +17,16 @@ wait in the router's own admission queue.
 
 Besides TTFT each router's balance: the busiest replica's request count (of the measured
 part) ÷ the mean. `ours without slots` (in `--only` only) is our router with the `ttft`
-scorer blind to decode slots (max-num-seqs set out of reach), for an A/B of that model.
+scorer blind to decode slots (max-num-seqs set out of reach), for an A/B of that model;
+`ours with replica rates` (in `--only` only) is our router with the `ttft` scorer pricing
+prompt tokens at each replica's own learned rate (`prefill_rate = "replica"`, the default
+before the pool's median), for an A/B of that change.
 With `--shared-docs`, ours vs round robin is recorded as
 `router.mixed_p95_ratio_vs_round_robin` (litellm may be left out with `--only`).
 
 Run: `.venv/bin/python -m bench.routing_quality [--seconds 25] [--load 0.85]
 [--shared-docs 32 --cache-blocks 1024 --warmup 40] [--priority-scheduling]
-[--only "our router,round robin"]`
+[--only "our router,round robin"] [--no-record]`
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def workload(rate: float, seconds: float, seed: int, long_words: int = LONG_WORD
 
 ROUTERS = ("our router", "round robin", "litellm least-busy")
 NO_SLOTS = "ours without slots"  # the A/B of the decode-slot model (--only)
+OWN_RATES = "ours with replica rates"  # the A/B of the ttft scorer's pooled prefill rate
+OURS = ("our router", NO_SLOTS, OWN_RATES)
 GOAL = ("≥ 2× lower p95 TTFT than round robin on the mixed workload; busiest replica "
         "≤ 1.1× mean")
 Send = Callable[[str, list[Message]], Awaitable[float]]
@@ -228,6 +233,17 @@ def router_sender(router: Router) -> Send:
     return send
 
 
+def ttft_params(name: str) -> dict[str, dict[str, object]]:
+    """The `ttft` scorer's parameters of one of our variants: the replicas' max-num-seqs,
+    as a deployment configures it (vLLM does not export it) — out of reach for the
+    variant blind to decode slots; each replica's own prefill rate for `OWN_RATES`."""
+    slots = 10**9 if name == NO_SLOTS else MAX_NUM_SEQS
+    params: dict[str, object] = {"max_num_seqs": slots}
+    if name == OWN_RATES:
+        params["prefill_rate"] = "replica"
+    return {"ttft": params}
+
+
 def quiet_logs() -> None:
     """Errors only (the simulator's word counts differ from the tokenizer's on purpose)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -295,6 +311,7 @@ class Setup:
     cache_blocks: int
     priority_scheduling: bool
     warmup: float
+    write: bool = True  # record the figures (docs/benchmarks.json, .md)
 
     def sim_flags(self) -> list[str]:
         return [*SIM_FLAGS, "--prefix-cache-blocks", str(self.cache_blocks),
@@ -364,12 +381,8 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
                 ttfts, busiest[name] = await drive_balanced(send, jobs, setup.warmup,
                                                             sim.urls)
             else:
-                ours = name in ("our router", NO_SLOTS)
-                # The replicas' max-num-seqs, as a deployment configures it (vLLM does
-                # not export it); out of reach: the scorer blind to decode slots.
-                slots = MAX_NUM_SEQS if name == "our router" else 10**9
-                picker = (build_picker(setup.weights, sim.urls,
-                                       params={"ttft": {"max_num_seqs": slots}})
+                ours = name in OURS
+                picker = (build_picker(setup.weights, sim.urls, params=ttft_params(name))
                           if ours else RoundRobin())
                 # Ours holds the queue itself (by class) beyond `per_replica` in flight;
                 # round robin sends everything on, as a load-blind balancer would.
@@ -417,6 +430,9 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
             + f"; the `ttft` scorer told the replicas' max-num-seqs ({MAX_NUM_SEQS})"
             + (f"; `{NO_SLOTS}`: the same with it out of reach (no slot model)"
                if NO_SLOTS in p95s else "")
+            + (f"; `{OWN_RATES}`: the `ttft` scorer pricing prompt tokens at each "
+               f"replica's own learned rate instead of the pool's median" if OWN_RATES in p95s
+               else "")
             + f". TTFT measured by the client; balance: each replica's requests taken "
             f"after the warm-up (`vllm:request_success`).\n\n{table}\n\n"
             f"p95 TTFT: round robin / ours = **{ratio_rr:.2f}×**"
@@ -437,6 +453,10 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
         body += (f"\n\nGoal ({GOAL}): **{'met' if met else 'not met'}** — "
                  f"{ratio_rr:.2f}× lower p95, busiest replica "
                  f"{busiest['our router']:.2f}× the mean.")
+    if not setup.write:
+        print(body)
+        return
+    if setup.shared_docs:
         headline.record("router.mixed_p95_ratio_vs_round_robin", round(ratio_rr, 2),
                         goal=GOAL, command=command)
     record("Routing quality (issue #3) — `bench/routing_quality.py`", command, body)
@@ -470,13 +490,20 @@ if __name__ == "__main__":
                         help="replicas order their queues by request priority and our "
                              "router sends the class (premium first)")
     parser.add_argument("--only", default="",
-                        help="comma-separated subset of routers to run (not recorded)")
+                        help="comma-separated subset of routers to run (recorded when it "
+                             "holds 'our router' and 'round robin'); also "
+                             f"'{NO_SLOTS}', '{OWN_RATES}'")
+    parser.add_argument("--no-record", action="store_true",
+                        help="print the results only (docs/benchmarks.* untouched)")
     args = parser.parse_args()
     weights = ({k: float(v) for k, v in (p.split("=") for p in args.scorers.split(","))}
                if args.scorers else dict(DEFAULT_SCORER_WEIGHTS))
     routers = [r.strip() for r in args.only.split(",")] if args.only else list(ROUTERS)
+    unknown = set(routers) - {*ROUTERS, *OURS}
+    if unknown:
+        parser.error(f"unknown router(s) {sorted(unknown)}; known: {[*ROUTERS, *OURS[1:]]}")
     asyncio.run(main(Setup(args.seconds, args.load, args.per_replica,
                            args.prefill_tokens or None, weights, args.long_words,
                            args.shared_docs, args.cache_blocks, args.priority_scheduling,
-                           args.warmup),
+                           args.warmup, write=not args.no_record),
                      routers))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import httpx
@@ -41,6 +41,21 @@ class EngineStats:
     prefix_cache_queries: float = 0.0  # tokens, cumulative
     scraped_at: float = 0.0  # time.monotonic() of the scrape
     stale: bool = False  # the latest scrape failed; these are older figures
+    # This router's own requests in flight there when the scrape came back (None: not
+    # known): running + waiting minus these are other routers' requests.
+    own_in_flight: float | None = None
+
+    @property
+    def requests(self) -> float:
+        """Requests on the replica, running or waiting."""
+        return self.num_requests_running + self.num_requests_waiting
+
+    def others(self) -> float:
+        """Requests on the replica that are not this router's (0 when that is unknown:
+        all of them are counted as its own)."""
+        if self.own_in_flight is None:
+            return 0.0
+        return max(0.0, self.requests - self.own_in_flight)
 
     @classmethod
     def from_vllm_scrape(cls, text: str, *, scraped_at: float | None = None) -> EngineStats:
@@ -76,7 +91,11 @@ def metrics_url(base_url: str) -> str:
 
 class EngineStatsScraper:
     """Scrapes every replica's `/metrics` every `interval_s` (each with a short timeout,
-    all in parallel) and keeps the latest stats per replica base URL."""
+    all in parallel) and keeps the latest stats per replica base URL.
+
+    `own_in_flight` (URL → this router's requests in flight there), when set, is read as
+    each scrape comes back, so a scorer can tell other routers' requests (in the scrape)
+    from its own (fresh between scrapes, not counted twice)."""
 
     def __init__(self, base_urls: Iterable[str], *, interval_s: float = 0.5,
                  timeout_s: float = 0.5, max_age_s: float = 5.0) -> None:
@@ -87,6 +106,7 @@ class EngineStatsScraper:
         self._latest: dict[str, EngineStats] = {}
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self.own_in_flight: Callable[[str], float | None] = lambda url: None
 
     @property
     def started(self) -> bool:
@@ -138,7 +158,8 @@ class EngineStatsScraper:
         try:
             response = await self._client.get(metrics_url(base_url))
             response.raise_for_status()
-            self._latest[base_url] = EngineStats.from_vllm_scrape(response.text)
+            self._latest[base_url] = replace(EngineStats.from_vllm_scrape(response.text),
+                                             own_in_flight=self.own_in_flight(base_url))
         except (httpx.HTTPError, ValueError) as exc:
             previous = self._latest.get(base_url)
             if previous is None or not previous.stale:

@@ -367,3 +367,88 @@ def test_a_finished_attempt_teaches_its_replica_how_long_a_slot_is_held() -> Non
     learned = replica.slots.hold_s
     failed.release()  # no first token: it never decoded, nothing learned
     assert replica.slots.hold_s == learned
+
+
+def test_ttft_scorer_prices_prompt_tokens_at_the_pools_rate_unless_told_per_replica(
+        ) -> None:
+    """One replica's learned rate drifted up (it took the cached prompts whose blocks it
+    had evicted): by its own rate every short prompt would avoid it; by the pool's
+    median the replicas tie and load decides."""
+    from pipeline.router.scoring.load import ExpectedTTFTScorer
+    from pipeline.router.scoring.params import TTFTParams
+
+    p = pool(3)
+    for replica, rate in zip(p.replicas, (0.0009, 0.0005, 0.0005), strict=True):
+        replica.prefill.seconds_per_token = rate
+    context = PickContext(needed_tokens=200, max_context_tokens=4096, exclude=frozenset(),
+                          prefix_key=None, now=1.0, prompt_tokens=150)
+    pooled = ExpectedTTFTScorer(PrefixAffinity()).score(p.replicas, context)
+    assert pooled == [1.0, 1.0, 1.0]
+    own = ExpectedTTFTScorer(PrefixAffinity(), params=TTFTParams(prefill_rate="replica"))
+    drifted, *others = own.score(p.replicas, context)
+    assert others == [1.0, 1.0] and drifted == pytest.approx(1 - 0.06 / 0.11)
+    # Queued work is priced at the pool's rate too: 1,000 tokens at 0.5 ms = 0.5 s.
+    p.replicas[0].prefill.dispatched(1000, now=1.0)
+    scorer = ExpectedTTFTScorer(PrefixAffinity())
+    assert scorer.wait(p.replicas[0], 1.0, 0.0005) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        TTFTParams.model_validate({"prefill_rate": "fastest"})
+
+
+def test_ttft_scorer_adds_other_routers_requests_from_the_scrape_to_its_own_fresh_count(
+        ) -> None:
+    """A scrape that says how many requests were the router's own then: the rest are other
+    routers' and are added to the router's own count now; a request of its own that ended
+    since the scrape no longer counts (before: max(own, scraped) kept it for a scrape)."""
+    from pipeline.router.scoring.load import ExpectedTTFTScorer
+
+    p = pool(2)
+    mine, shared = p.replicas
+    mine.in_flight_requests = shared.in_flight_requests = 1
+    stats = DictStats({
+        mine.url: EngineStats(num_requests_running=4, own_in_flight=4),  # 3 ended since
+        shared.url: EngineStats(num_requests_running=4, num_requests_waiting=1,
+                                own_in_flight=2)})  # 3 of other routers
+    scorer = ExpectedTTFTScorer(PrefixAffinity(), stats)
+    assert scorer.occupied(mine, 1000.0) == 1.0
+    assert scorer.occupied(shared, 1000.0) == 1.0 + 3.0
+    unknown = DictStats({mine.url: EngineStats(num_requests_running=4)})
+    assert ExpectedTTFTScorer(PrefixAffinity(), unknown).occupied(mine, 1000.0) == 4.0
+
+
+async def test_the_scraper_records_the_routers_own_in_flight_requests_with_each_scrape(
+        ) -> None:
+    """The picker tells the scraper its replicas' in-flight counts (summed over the
+    pools that share a URL), read as each real /metrics answer comes back."""
+    import asyncio
+
+    from aiohttp import web
+
+    from pipeline.router.scoring import build_picker
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_running 5\nvllm:num_requests_waiting 2\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/v1"
+    picker = build_picker({"ttft": 1.0}, [url])
+    try:
+        pools = [Pool(name, 4096, [Replica(url, name)]) for name in ("a", "b")]
+        for p, count in zip(pools, (2, 1), strict=True):
+            picker.pick(p, needed_tokens=10)
+            p.replicas[0].in_flight_requests = count
+        for _ in range(50):
+            stats = picker._stats.get(url)
+            if stats is not None and stats.own_in_flight == 3.0:
+                break
+            await asyncio.sleep(0.05)
+        assert stats is not None and stats.requests == 7.0 and stats.others() == 4.0
+    finally:
+        await picker.close()
+        await runner.cleanup()

@@ -8,6 +8,7 @@ score 0.5 (neutral): the circuit breaker, not a scorer, deals with a dead replic
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 
 from pipeline.router.engine_stats import EngineStats
@@ -115,24 +116,42 @@ class ExpectedTTFTScorer:
         self._params = params or TTFTParams()
 
     def occupied(self, replica: Replica, now: float) -> float:
-        """Requests on the replica: the router's own (fresh) or the last scrape's (which
-        also counts other routers'), whichever is more."""
+        """Requests on the replica: the router's own (exact, fresh) + other routers' as
+        of the last scrape (its running + waiting minus the router's own then). A scrape
+        that does not say how many were the router's own: the larger of the two."""
         stats = None if self._stats is None else self._stats.get(replica.url, now)
-        scraped = 0.0 if stats is None else (stats.num_requests_running
-                                             + stats.num_requests_waiting)
-        return max(float(replica.in_flight_requests), scraped)
+        own = float(replica.in_flight_requests)
+        if stats is None:
+            return own
+        if stats.own_in_flight is None:
+            return max(own, stats.requests)
+        return own + stats.others()
 
-    def wait(self, replica: Replica, now: float) -> float:
+    def wait(self, replica: Replica, now: float, seconds_per_token: float | None = None,
+             ) -> float:
+        """The longer of the queued prefill (rescaled to `seconds_per_token` when given:
+        the same queued tokens at the pool's rate) and the wait for a decode slot."""
         slots = self._params.max_num_seqs_of(replica.url, replica.pool)
         slot_wait = replica.slots.expected_wait(self.occupied(replica, now), slots)
-        return max(replica.prefill.expected_wait(now), slot_wait)
+        prefill_wait = replica.prefill.expected_wait(now)
+        if seconds_per_token is not None:
+            prefill_wait *= seconds_per_token / replica.prefill.seconds_per_token
+        return max(prefill_wait, slot_wait)
+
+    def rates(self, replicas: Sequence[Replica]) -> list[float]:
+        """Seconds per prompt token of each candidate: its own, or the pool's median."""
+        own = [r.prefill.seconds_per_token for r in replicas]
+        if self._params.prefill_rate == "replica" or not own:
+            return own
+        return [statistics.median(own)] * len(own)
 
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]:
         tokens = ctx.prompt_tokens or ctx.needed_tokens
+        pooled = self._params.prefill_rate == "pool"
         ttfts = []
-        for replica in replicas:
+        for replica, rate in zip(replicas, self.rates(replicas), strict=True):
             cached = self._affinity.cached_fraction(ctx.blocks, replica.url, ctx.now)
-            ttfts.append(self.wait(replica, ctx.now)
-                         + tokens * (1.0 - cached) * replica.prefill.seconds_per_token)
+            ttfts.append(self.wait(replica, ctx.now, rate if pooled else None)
+                         + tokens * (1.0 - cached) * rate)
         best = min(ttfts, default=0.0)
         return relative([t - best for t in ttfts], self._params.smoothing_s)

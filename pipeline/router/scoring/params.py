@@ -7,7 +7,7 @@ value out of range fails when the router is built, not at the first request.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +51,12 @@ class TTFTParams(WaitParams):
     max_num_seqs_by_pool: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     max_num_seqs_by_endpoint: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict)
+    # Whose learned seconds per prompt token price the queued work and the prompt's own
+    # prefill: "pool" = the median over the candidates (replicas of one pool run the same
+    # model on the same hardware; a replica's own estimate drifts up with the traffic it
+    # gets, e.g. cached prompts whose blocks it evicted, and that drift alone kept short
+    # prompts off it), "replica" = each replica's own (a pool of mixed hardware).
+    prefill_rate: Literal["pool", "replica"] = "pool"
 
     def max_num_seqs_of(self, url: str, pool: str) -> int:
         return self.max_num_seqs_by_endpoint.get(

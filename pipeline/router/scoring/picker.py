@@ -53,6 +53,10 @@ class ReplicaPicker:
             weights, ScoringDeps(stats=self._stats, affinity=self.affinity), params)
         self._wants_prefix = any(name == "prefix-affinity" for name, _, _ in self._scorers)
         self._rng = rng if rng is not None else random.Random()
+        # The pools picked in, by name: the scraper reads their replicas' in-flight counts.
+        self._pools: dict[str, Pool] = {}
+        if isinstance(self._stats, EngineStatsScraper):
+            self._stats.own_in_flight = self._own_in_flight
         # The totals of the latest choice, by replica URL (for metrics and debugging).
         self.last_scores: dict[str, float] = {}
 
@@ -68,6 +72,7 @@ class ReplicaPicker:
     def choose(self, pool: Pool, *, needed_tokens: int, prompt_tokens: int = 0,
                messages: Sequence[Message] = (), exclude: Collection[str] = ()) -> Choice:
         self._ensure_scraping()
+        self._pools[pool.name] = pool
         now = time.monotonic()
         blocks = self.affinity.blocks(messages) if messages else ()
         key = self.affinity.key(messages, blocks) if self._wants_prefix else None
@@ -84,6 +89,14 @@ class ReplicaPicker:
         self.affinity.served(ctx.prefix_key, chosen.url, now)
         self.affinity.sent_blocks(blocks, chosen.url, now)
         return Choice(chosen, max(1, round(prompt_tokens * (1.0 - cached))))
+
+    def _own_in_flight(self, url: str) -> float | None:
+        """This router's requests in flight on a replica URL (in every pool that has it);
+        None before any pick (the scrape then cannot tell its own from others')."""
+        if not self._pools:
+            return None
+        return float(sum(r.in_flight_requests for p in self._pools.values()
+                         for r in p.replicas if r.url == url))
 
     def _best(self, candidates: list[Replica], ctx: PickContext) -> Replica:
         totals = [0.0] * len(candidates)
