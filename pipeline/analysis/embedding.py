@@ -48,14 +48,16 @@ class Embedder:
 
     def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
                  cache_size: int = 50_000, backend: str | None = None,
-                 export_dir: Path | None = None) -> None:
+                 export_dir: Path | None = None, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # The configured defaults, so that benches measure the engine the stages run.
-        backend = backend or EmbeddingSettings().backend
+        defaults = EmbeddingSettings()
+        backend = backend or defaults.backend
+        threads = defaults.threads if threads is None else threads
         export_dir = export_dir or default_export_dir(Settings.model_fields["cache_dir"].default)
         path = model_path or packaged_model_path()
         fingerprint = model_fingerprint(path)
-        self._model = open_encoder(backend, path, export_dir, fingerprint)
+        self._model = open_encoder(backend, path, export_dir, fingerprint, threads)
         self.backend = backend
         self.model_id = model_id(path, fingerprint)
         self._batch_size = batch_size
@@ -67,7 +69,8 @@ class Embedder:
     def from_settings(cls, settings: Settings) -> Embedder:
         return cls(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
                    backend=settings.embedding.backend,
-                   export_dir=default_export_dir(settings.cache_dir))
+                   export_dir=default_export_dir(settings.cache_dir),
+                   threads=settings.embedding.threads)
 
     def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; cached by text hash, or by the

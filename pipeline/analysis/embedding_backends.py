@@ -19,7 +19,6 @@ from typing import Literal, Protocol, get_args
 import numpy as np
 
 from pipeline.analysis.embedding_export import (
-    INPUT_NAMES,
     MAX_SEQ_LENGTH,
     exported_model,
     model_fingerprint,
@@ -46,8 +45,12 @@ class Encoder(Protocol):
 class TorchEncoder:
     backend = "torch"
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, threads: int = 0) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch runs only this model here
 
         self._model = SentenceTransformer(str(model_path), device="cpu")
 
@@ -70,42 +73,70 @@ class GraphEncoder:
         self.backend = backend
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self._run = run
+        self._pad_id = int(self._tokenizer.pad_token_id or 0)
         config = json.loads((model_path / "config.json").read_text())
         self._dimensions = int(config["hidden_size"])
 
     def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         if not texts:
             return np.empty((0, self._dimensions), dtype=np.float32)
-        # Longest first, as sentence-transformers does: each batch pads to similar lengths.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [self._encode_batch([texts[i].strip() for i in order[start:start + batch_size]])
-                   for start in range(0, len(order), batch_size)]
+        ids: list[list[int]] = self._tokenizer(
+            [t.strip() for t in texts], truncation="longest_first",
+            max_length=MAX_SEQ_LENGTH)["input_ids"]
         out = np.empty((len(texts), self._dimensions), dtype=np.float32)
-        out[order] = np.concatenate(batches)
+        for rows in length_batches([len(i) for i in ids], batch_size):
+            out[rows] = self._encode_batch([ids[i] for i in rows])
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        tokens = self._tokenizer(texts, padding=True, truncation="longest_first",
-                                 max_length=MAX_SEQ_LENGTH, return_tensors="np")
-        feeds = {name: np.asarray(tokens[name], dtype=np.int64) for name in INPUT_NAMES}
-        hidden = self._run(feeds)
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
+    def _encode_batch(self, ids: list[list[int]]) -> np.ndarray:
+        longest = max(len(i) for i in ids)
+        input_ids = np.full((len(ids), longest), self._pad_id, dtype=np.int64)
+        attention = np.zeros((len(ids), longest), dtype=np.int64)
+        for row, tokens in enumerate(ids):
+            input_ids[row, :len(tokens)] = tokens
+            attention[row, :len(tokens)] = 1
+        hidden = self._run({"input_ids": input_ids, "attention_mask": attention,
+                            "token_type_ids": np.zeros_like(input_ids)})
+        mask = attention[..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         normalized: np.ndarray = (pooled / norms).astype(np.float32)
         return normalized
 
 
-def _onnxruntime_runner(graph: Path) -> RunGraph:
+# How much longer than the shortest text of a batch its longest may be (in tokens): every
+# text is padded to the longest, and the model's work grows with the padded length.
+PADDING_SLACK = 1.5
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of `lengths` in batches of at most `batch_size`, longest first, a batch
+    ending where the next text is under 1/PADDING_SLACK of its longest. A Kafka batch of
+    mixed alerts (50 to 256 tokens) padded as one batch costs twice the model's time per
+    text (docs/benchmarks.md, issue 15); a few more, smaller calls cost far less."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if (current is None or len(current) >= batch_size
+                or lengths[i] * PADDING_SLACK < lengths[current[0]]):
+            batches.append([i])
+        else:
+            current.append(i)
+    return batches
+
+
+def _onnxruntime_runner(graph: Path, threads: int) -> RunGraph:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: one per core
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     return lambda feeds: np.asarray(session.run(None, feeds)[0])
 
 
-def _openvino_runner(graph: Path, precision: str) -> RunGraph:
+def _openvino_runner(graph: Path, precision: str, threads: int) -> RunGraph:
     import openvino as ov
 
     core = ov.Core()
@@ -113,7 +144,8 @@ def _openvino_runner(graph: Path, precision: str) -> RunGraph:
     # is explicit: OpenVINO would pick bf16 by itself on a CPU that has it.
     compiled = core.compile_model(core.read_model(str(graph)), "CPU",
                                   {"PERFORMANCE_HINT": "LATENCY",
-                                   "INFERENCE_PRECISION_HINT": precision})
+                                   "INFERENCE_PRECISION_HINT": precision,
+                                   "INFERENCE_NUM_THREADS": threads})  # 0: one per core
     request = compiled.create_infer_request()
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,20 +155,20 @@ def _openvino_runner(graph: Path, precision: str) -> RunGraph:
 
 
 def open_encoder(backend: str, model_path: Path, cache_root: Path,
-                 fingerprint: str | None = None) -> Encoder:
+                 fingerprint: str | None = None, threads: int = 0) -> Encoder:
     """The engine for `backend`; ONNX graphs are exported from `model_path` into
     `cache_root` the first time (PyTorch is needed then, not afterwards)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if backend == "torch":
-        return TorchEncoder(model_path)
+        return TorchEncoder(model_path, threads)
     if backend not in BACKENDS:
         raise ValueError(f"embedding.backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     fingerprint = fingerprint or model_fingerprint(model_path)
     if backend == "onnx-int8":
         graph = exported_model(model_path, cache_root, "onnx-int8", fingerprint)
-        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph))
+        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph, threads))
     graph = exported_model(model_path, cache_root, "onnx", fingerprint)
     if backend == "onnx":
-        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph))
+        return GraphEncoder(backend, model_path, _onnxruntime_runner(graph, threads))
     precision = "bf16" if backend == "openvino-bf16" else "f32"
-    return GraphEncoder(backend, model_path, _openvino_runner(graph, precision))
+    return GraphEncoder(backend, model_path, _openvino_runner(graph, precision, threads))

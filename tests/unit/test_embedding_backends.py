@@ -15,7 +15,13 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.analysis.embedding import Embedder, default_export_dir, model_id
-from pipeline.analysis.embedding_backends import GraphEncoder, TorchEncoder, open_encoder
+from pipeline.analysis.embedding_backends import (
+    PADDING_SLACK,
+    GraphEncoder,
+    TorchEncoder,
+    length_batches,
+    open_encoder,
+)
 from pipeline.analysis.runbook_loader import needs_embedding
 from pipeline.analysis.runbooks import load_chunks
 from pipeline.config import Settings
@@ -99,3 +105,29 @@ def test_runbooks_are_re_embedded_only_on_an_incompatible_change() -> None:
     assert needs_embedding(chunk, StoredChunk(chunk.sha256, "", ""), current, "torch")
     assert needs_embedding(chunk, StoredChunk("changed", current, "torch"), current, "torch")
     assert needs_embedding(chunk, None, current, "torch")
+
+
+def test_texts_are_batched_by_token_length() -> None:
+    lengths = [60, 256, 70, 250, 100, 64, 200, 58, 61, 59]
+    batches = length_batches(lengths, batch_size=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert 1 <= len(batch) <= 3
+        longest = lengths[batch[0]]
+        assert all(lengths[i] <= longest for i in batch)  # longest first
+        assert all(lengths[i] * PADDING_SLACK >= longest for i in batch)
+    assert batches[0] == [1, 3, 6]  # 256, 250, 200: within the slack
+    assert length_batches([], batch_size=8) == []
+
+
+def test_one_thread_and_mixed_lengths_give_the_same_vectors(export_dir: Path,
+                                                            torch_vectors: np.ndarray) -> None:
+    # A short and a long text in one call are encoded in separate batches (no padding of
+    # the short one to the long one's length): each row is still its own text's vector.
+    embedder = Embedder(backend="openvino", export_dir=export_dir, threads=1)
+    long_text = TEXTS[0] + "\n" + " ".join(f"field{n}=value{n}" for n in range(150))
+    vectors = embedder.embed_uncached([long_text, *TEXTS])
+    cosine = (vectors[1:] * torch_vectors).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine
+    alone = embedder.embed_uncached([long_text])[0]
+    assert float(alone @ vectors[0]) >= 0.9999
