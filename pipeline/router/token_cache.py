@@ -1,4 +1,4 @@
-"""Token counts of long prompts from cached counts of their repeated parts.
+r"""Token counts of long prompts from cached counts of their repeated parts.
 
 An explain prompt is ≈1,000 tokens, most of them the same from request to request: the
 system prompt and runbook passages. Encoding all of it on every request was ~40% of the
@@ -15,6 +15,13 @@ character therefore cuts between pre-tokens, and the counts of the parts add up 
 count of the whole. `LineCounts.for_tokenizer` returns None for any tokenizer that is
 not of that shape, or whose count of a probe text differs when cut: then the whole text
 is encoded as before.
+
+A line not seen before is counted, if it is ASCII, the same way one level down: as the
+sum of its pre-tokens' counts (the tokenizer's own split, special tokens first), each
+looked up in a dict of short words (`WordCounts`): the distinct part of a prompt (an
+alert: addresses, ports, field names) is made of words that repeat, and a Rust encode
+call costs ~4× the Python split and lookups. For ASCII the GPT-2 split's `\p{L}`, `\p{N}`
+and `\s` are exactly the classes written below; other text is encoded whole.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ _PROBE = ("<|im_start|>system\nYou are a SOC analyst.<|im_end|>\n<|im_start|>use
           "Runbook:\n  1. check the logs\n\n\tthen  block 203.0.113.7 \r\nÉté 日本 🚨\n"
           "{\"rule\": {\"id\": \"5710\"}}\n<|im_end|>\n<|im_start|>assistant\n")
 DEFAULT_SIZE = 4096  # lines remembered; a prompt has tens
+# GPT-2's pre-tokenizer split (tokenizers' ByteLevel with use_regex), for ASCII text.
+_ASCII_WORDS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+"
+                          r"|\s+(?!\S)|\s+", re.ASCII)
+MAX_WORD = 32  # longer pre-tokens (a blob) are encoded, never kept
+WORDS_KEPT = 1 << 16  # then the word dict starts over
 
 
 def content_key(text: str) -> bytes:
@@ -58,7 +70,14 @@ class LineCounts:
         def encode_count(text: str) -> int:
             return len(backend.encode(text, add_special_tokens=False))
 
-        counts = cls(encode_count, size)
+        words = WordCounts(encode_count, [t.content for t in
+                                          backend.get_added_tokens_decoder().values()])
+        probe = _PROBE.encode("ascii", "replace").decode()
+        if words.count(probe) != encode_count(probe):  # not the split it looks like
+            counts = cls(encode_count, size)
+        else:
+            counts = cls(lambda line: words.count(line) if line.isascii()
+                         else encode_count(line), size)
         if counts.count(_PROBE) != encode_count(_PROBE):
             return None
         counts.clear()
@@ -87,6 +106,34 @@ class LineCounts:
     def clear(self) -> None:
         self._counts.clear()
         self.hits = self.misses = 0
+
+
+class WordCounts:
+    """Counts an ASCII text as its special tokens (one each) plus the counts of the
+    pre-tokens between them, short ones remembered by content."""
+
+    def __init__(self, encode_count: Callable[[str], int], specials: list[str]) -> None:
+        self._encode_count = encode_count
+        ordered = sorted(specials, key=len, reverse=True)  # leftmost, then longest
+        self._specials = re.compile("(" + "|".join(map(re.escape, ordered)) + ")") \
+            if ordered else None
+        self._counts: dict[str, int] = {}
+
+    def count(self, text: str) -> int:
+        parts = self._specials.split(text) if self._specials is not None else [text]
+        total = len(parts) // 2  # the special tokens between the parts
+        counts = self._counts
+        for part in parts[::2]:
+            for word in _ASCII_WORDS.findall(part):
+                known = counts.get(word)
+                if known is None:
+                    known = self._encode_count(word)
+                    if len(word) <= MAX_WORD:
+                        if len(counts) >= WORDS_KEPT:
+                            counts.clear()
+                        counts[word] = known
+                total += known
+        return total
 
 
 def _additive_shape(backend: Any) -> bool:

@@ -50,3 +50,15 @@ def test_explain_like_chats_count_as_the_whole_render(counter: TokenCounter) -> 
 def test_any_text_counts_as_the_whole(counter: TokenCounter, parts: list[str]) -> None:
     text = "".join(parts)
     assert counter.count_text(text) == whole(counter, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+    st.sampled_from(["<|im_end|>", "<|im_start|>", "<|endoftext|>", "'s", "'S", " 'll",
+                     "   x", "\t \n", "203.0.113.7:22", "x" * 40, "\x0b\x1c"])), max_size=30))
+def test_ascii_text_counted_by_words_counts_as_the_whole(counter: TokenCounter,
+                                                         parts: list[str]) -> None:
+    """ASCII lines not seen before are counted word by word (token_cache.WordCounts)."""
+    text = "".join(parts)
+    assert counter.count_text(text) == whole(counter, text)

@@ -55,3 +55,23 @@ def test_the_cache_is_bounded_and_forgets_the_least_recent() -> None:
 
 def test_a_lone_surrogate_is_counted_not_raised() -> None:
     assert LineCounts(words).count("bad \ud800 text\nnext") == words("bad \ud800 text\nnext")
+
+
+def test_word_counts_split_specials_and_keep_only_short_words() -> None:
+    from pipeline.router.token_cache import MAX_WORD, WordCounts
+
+    encoded: list[str] = []
+
+    def per_char(text: str) -> int:  # a stand-in: one token per character
+        encoded.append(text)
+        return len(text)
+
+    counts = WordCounts(per_char, ["<|im_end|>", "<|im"])
+    blob = "x" * (MAX_WORD + 1)
+    text = f"block 203.0.113.7<|im_end|>\n{blob} block"
+    # 2 words + 7 pieces of the address, the special token (1), "\n", the blob, " block"
+    assert counts.count(text) == len(text) - len("<|im_end|>") + 1
+    assert "<|im_end|>" not in "".join(encoded) and "<|im" not in "".join(encoded)
+    encoded.clear()
+    assert counts.count(text) == len(text) - len("<|im_end|>") + 1
+    assert encoded == [blob]  # every short word came from the dict; the blob is not kept
