@@ -27,9 +27,10 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 ## Lint, type-check and the whole test suite (unit, conformance, integration, reliability
-## at CI size); nothing skipped for want of a tool: test-deps installs them first.
+## at CI size); nothing skipped for want of a tool: test-deps installs them first, and a
+## test that skips all the same fails the run (SECANALYST_NO_SKIPS, tests/conftest.py).
 test: install test-deps lint
-	SECANALYST_REQUIRE_K8S_TOOLS=1 $(BIN)/pytest
+	SECANALYST_REQUIRE_K8S_TOOLS=1 SECANALYST_NO_SKIPS=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .

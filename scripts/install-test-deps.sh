@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Real Wazuh alerts that the conformance and verdict tests read: beside the checkout, never
+# in it (their licence: ../shared/data/wazuh-alerts/SOURCES.md says where they come from).
+if [[ ! -f ../shared/data/wazuh-alerts/alerts.jsonl ]]; then
+  echo "make test needs ../shared/data/wazuh-alerts/alerts.jsonl beside the checkout (real Wazuh alerts: tests/conformance, the verdict tests)" >&2
+  exit 1
+fi
+
 # command → Debian package, and the tests that need it
 declare -A PACKAGES=(
   [redis-server]=redis-server   # the quota store's Redis test (tests/integration/test_quota_redis.py)
