@@ -75,7 +75,7 @@ class UsageStore(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     event: UsageEvent
     done: asyncio.Future[None] | None = None  # a reservation's waiter
@@ -116,6 +116,9 @@ class BatchingUsageWriter:
         self._room = asyncio.Event()
         self._room.set()
         self._reserved: set[uuid.UUID] = set()  # reserved rows not settled yet
+        # Reservations queued and not yet taken into a batch: a final event for one of
+        # them takes its place (one row write, final, instead of an insert and an update).
+        self._unwritten: dict[uuid.UUID, _Item] = {}
         self._progress: dict[uuid.UUID, UsageEvent] = {}  # latest running counts per row
         self._started: set[uuid.UUID] = set()  # reserved rows whose first token was seen
         self._tasks: list[asyncio.Task[None]] = []
@@ -129,6 +132,12 @@ class BatchingUsageWriter:
     def record(self, event: UsageEvent) -> None:
         if not event.dispatched and event.id not in self._reserved:
             return  # a refusal: metrics only
+        if (queued := self._unwritten.pop(event.id, None)) is not None:
+            # Its request ended before its row was written (a slow database; the
+            # reservation's wait ran out): the row is written once, final — or, for a
+            # refusal, never.
+            queued.event = event
+            return
         if self.depth >= 2 * self._max_pending:
             self.dropped += 1
             log.error("usage_event_dropped", tenant_id=event.tenant_id,
@@ -144,7 +153,9 @@ class BatchingUsageWriter:
                 self._room.clear()
                 await self._room.wait()
         done = asyncio.get_running_loop().create_future()
-        self._reservations.append(_Item(event, done))
+        item = _Item(event, done)
+        self._reservations.append(item)
+        self._unwritten[event.id] = item
         self._grew(1)
         self._reserved.add(event.id)
         self._wake.set()
@@ -206,9 +217,12 @@ class BatchingUsageWriter:
             await self._write_with_retry(items)
         await self._write_progress()
 
-    @staticmethod
-    def _drain(queue: deque[_Item], batch_size: int) -> list[_Item]:
-        return [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+    def _drain(self, queue: deque[_Item], batch_size: int) -> list[_Item]:
+        items = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+        if queue is self._reservations:  # taken into a batch: no longer replaceable
+            for item in items:
+                self._unwritten.pop(item.event.id, None)
+        return items
 
     async def close(self) -> None:
         for task in self._tasks:

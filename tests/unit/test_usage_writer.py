@@ -105,3 +105,24 @@ async def test_a_reservation_stops_waiting_after_reserve_wait_and_stays_queued()
     await asyncio.wait_for(writer.reserve(later), 1)
     await writer.flush()
     assert set(store.rows) == {e.id for e in [*events, later]}
+
+
+async def test_a_final_event_takes_the_place_of_its_reservation_not_yet_written() -> None:
+    """A slow database: the request was sent once its reservation's wait ran out and
+    ended before the row was written. One row write, final; a refusal writes none."""
+    store = SlowStore()
+    store.fast.clear()  # PostgreSQL stalls
+    writer = BatchingUsageWriter(store, batch_size=1, reserve_wait_s=0.02,
+                                 concurrent_writes=1)
+    writer.start()
+    first, second, third = reservation(1), reservation(2), reservation(3)
+    for event in (first, second, third):
+        await writer.reserve(event)  # the first is being written; the others queued
+    writer.record(settled(second))
+    writer.record(third.model_copy(update={"status_code": 503, "dispatched": False}))
+    assert writer.depth == 3  # replaced in place: nothing added
+    store.fast.set()
+    await writer.close()
+    assert store.rows[second.id].status_code == 200
+    assert third.id not in store.rows and store.rows[first.id].error_kind == IN_FLIGHT
+    assert writer.dropped == 0 and writer.depth == 0
