@@ -5,7 +5,7 @@ A. alerts/s through normalize → embed → retrieve (real Tansu, PostgreSQL + p
    ceiling of the embed stage on this machine.
 B. verdicts/min end to end (Kafka in → verdict rows out) with the real vLLM on CPU.
 
-Run: .venv/bin/python bench/pipeline_throughput.py [--alerts 400] [--verdicts 40]
+Run: .venv/bin/python -m bench.pipeline_throughput [--alerts 400] [--verdicts 40] [--one-process]
 Needs the embedded stack (`secanalyst dev up`) and loaded runbooks.
 """
 
@@ -15,8 +15,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import os
 import subprocess
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bench.common import (
@@ -29,15 +32,23 @@ from bench.common import (
     storm_alerts,
     varied_alerts,
 )
+from bench.pipeline_processes import (
+    cpu_seconds,
+    scraped_batch_seconds,
+    service_cpu,
+    stage_cpu,
+    stage_processes,
+)
 from bench.pipeline_profile import (
     STAGES,
+    StageTime,
     batch_seconds,
     delta,
     hop_latencies,
     profile_shares,
 )
 from bench.record import record
-from pipeline.analysis.embedding import Embedder, alert_text
+from pipeline.analysis.embedding import Embedder, alert_text, default_export_dir
 from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings
 from pipeline.kafka.admin import ensure_topics
@@ -56,47 +67,89 @@ async def _pipeline_rate(settings: Settings, alerts: list[bytes], tenant: str,
     return len(alerts) / (time.perf_counter() - started)
 
 
-async def stages_a(n_alerts: int, n_storm: int, profile: bool) -> dict[str, Any]:
-    """Distinct alerts, then one storm, through one worker; the model alone on the
-    distinct texts (same backend) is the ceiling both are compared to."""
+def model_ceiling(settings: Settings, texts: list[str]) -> dict[str, Any]:
+    """The model alone on `texts` in one call: the stage's engine, batch size and length
+    batching, with every core to itself (threads=0 whatever the stage is set to)."""
+    embedder = Embedder(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
+                        backend=settings.embedding.backend,
+                        export_dir=default_export_dir(settings.cache_dir), threads=0)
+    embedder.embed_uncached(texts[:32])  # warm-up
+    cpu, started = time.process_time(), time.perf_counter()
+    embedder.embed_uncached(texts)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"backend": embedder.backend, "model_texts_per_s": len(texts) / elapsed,
+            "model_cpu_ms": 1000 * cpu / len(texts)}
+
+
+Snapshot = Callable[[], tuple[dict[str, StageTime], dict[str, float]]]
+
+
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[Snapshot]:
+    """The three stages in this process (`secanalyst run` without --stage): CPU split into
+    the event loop thread (stages, Kafka, PostgreSQL client) and the model's threads."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, ["normalize", "embed", "retrieve"], stop))
+    pid, loop_thread = os.getpid(), threading.get_native_id()
+
+    def snapshot() -> tuple[dict[str, StageTime], dict[str, float]]:
+        loop = cpu_seconds(pid, loop_thread)
+        return batch_seconds(), {"event loop (3 stages)": loop,
+                                 "model threads": cpu_seconds(pid) - loop,
+                                 **service_cpu(settings)}
+    try:
+        yield snapshot
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await worker
+
+
+@contextlib.asynccontextmanager
+async def as_processes(settings: Settings) -> AsyncIterator[Snapshot]:
+    """One `secanalyst run --stage` process a stage, as deployed."""
+    with stage_processes(settings) as processes:
+        yield lambda: (scraped_batch_seconds(processes),
+                       {**stage_cpu(processes), **service_cpu(settings)})
+
+
+async def stages_a(n_alerts: int, n_storm: int, profile: bool,
+                   one_process: bool) -> dict[str, Any]:
+    """Distinct alerts, then one storm, through the three stages; the model alone on the
+    distinct texts (same engine and batching) is the ceiling both are compared to."""
     settings = isolated_settings(new_run_id("ba"))
     alerts = varied_alerts(n_alerts)
     storm = storm_alerts(n_storm, seed=5)
     texts = [alert_text(normalize(a, tenant_id="bench")) for a in alerts]
-    # The ceiling: the model alone on the same texts (after a warm-up batch).
-    embedder = Embedder()
-    backend = embedder.backend
-    embedder.embed_uncached(texts[:32])
-    started = time.perf_counter()
-    embedder.embed_uncached(texts)
-    model_rate = len(texts) / (time.perf_counter() - started)
-    del embedder
-
+    out = model_ceiling(settings, texts)
     await ensure_topics(settings)
-    stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, ["normalize", "embed", "retrieve"], stop))
-    # Warm up: start the consumers and load the model before the clock starts.
-    warm = varied_alerts(8, seed=99)
-    await publish_lines(settings, warm, tenant_id="bench-warm")
-    await count_topic(settings, settings.kafka.topics.enriched, len(warm), 300)
-    before = batch_seconds()
-    profiler = cProfile.Profile() if profile else None
-    if profiler:
-        profiler.enable()
-    distinct_rate = await _pipeline_rate(settings, alerts, "bench", len(warm))
-    if profiler:
-        profiler.disable()
-    mid = batch_seconds()
-    storm_rate = await _pipeline_rate(settings, storm, "bench-storm", len(warm) + n_alerts)
-    after = batch_seconds()
-    stop.set()
-    with contextlib.suppress(Exception):
-        await worker
+    stages = in_process(settings) if one_process or profile else as_processes(settings)
+    async with stages as snapshot:
+        # Warm up: consumers joined and the model loaded before the clock starts.
+        warm = varied_alerts(8, seed=99)
+        await publish_lines(settings, warm, tenant_id="bench-warm")
+        await count_topic(settings, settings.kafka.topics.enriched, len(warm), 600)
+        before = snapshot()
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        distinct_rate = await _pipeline_rate(settings, alerts, "bench", len(warm))
+        if profiler:
+            profiler.disable()
+        mid = snapshot()
+        storm_rate = await _pipeline_rate(settings, storm, "bench-storm", len(warm) + n_alerts)
+        after = snapshot()
     hops = await hop_latencies(settings, {"bench"})
-    return {"backend": backend, "model_texts_per_s": model_rate,
+    return {**out, "mode": "one process" if one_process or profile else "a process a stage",
             "pipeline_alerts_per_s": distinct_rate, "storm_alerts_per_s": storm_rate,
-            "distinct_batches": delta(before, mid), "storm_batches": delta(mid, after),
+            "distinct_batches": delta(before[0], mid[0]), "storm_batches": delta(mid[0], after[0]),
+            "distinct_cpu": _cpu_delta(before[1], mid[1]),
+            "storm_cpu": _cpu_delta(mid[1], after[1]),
             "hops": hops, "profile": profile_shares(profiler) if profiler else {}}
+
+
+def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after}
 
 
 async def stages_b(n_verdicts: int) -> dict[str, float]:
@@ -159,6 +212,11 @@ def report_a(a: dict[str, Any], n_alerts: int, n_storm: int) -> None:
           f"  ({distinct / model:.2f} of the model's rate; goal ≥ 0.8)")
     print(f"   pipeline, storm                   : {storm:7.1f} alerts/s"
           f"  ({storm / model:.2f} of the model's rate; goal ≥ 1.5)")
+    print(f"   CPU per alert (ms; model alone: {a['model_cpu_ms']:.1f} ms a text; "
+          f"stages run {a['mode']}; the stack's tansu, weed, postgres are shared):")
+    for label, n in (("distinct_cpu", n_alerts), ("storm_cpu", n_storm)):
+        parts = "  ".join(f"{name} {1000 * sec / n:6.1f}" for name, sec in a[label].items())
+        print(f"     {label.split('_')[0]:9s} {parts}")
     for label in ("distinct_batches", "storm_batches"):
         print(f"   batch time per stage ({label.split('_')[0]}; handle + commit):")
         for stage in STAGES:
@@ -193,12 +251,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the event loop thread during the distinct run "
                              "(slows it: not recorded)")
+    parser.add_argument("--one-process", action="store_true",
+                        help="the three stages in this process (default: a process a "
+                             "stage, as deployed)")
     parser.add_argument("--record", action="store_true",
                         help="record pipeline.fraction_of_embed_rate")
     args = parser.parse_args()
     configure_logging("WARNING", "console")
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    a = asyncio.run(stages_a(args.alerts, args.storm, args.profile))
+    a = asyncio.run(stages_a(args.alerts, args.storm, args.profile, args.one_process))
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"# pipeline throughput — {stamp()} — {machine()}")
     print(f"   load before: {load_before}\n   load after : {load_after}")
