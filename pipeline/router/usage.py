@@ -8,7 +8,8 @@ are group-committed: `reserve` waits (at most `reserve_wait_s`) for the batch ho
 and a batch is written as soon as a reservation is queued, so concurrent requests share
 one round trip, without waiting for the WAL flush. Final events wait for the next
 `interval_s` tick. A reservation and its final event in one batch collapse into one row
-write.
+write, and a final event whose reservation is still queued (its wait ran out while the
+database was slow) takes its place: the row is written once, final.
 
 While a request runs, its running counts (router/progress.py) update its in-flight row
 at each tick (only while the row is still in flight), so the row a killed process leaves
