@@ -6,17 +6,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.analysis.normalize import _unwrap, parse_timestamp
 from pipeline.kafka.alert_guard import AlertRefused, screen_alert
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     """One archive line: the alert and its id as the normalize stage computes it, or
     (document None) why the line cannot be sent: over the size limit, or not a JSON
-    object within bounds (pipeline/kafka/alert_guard.py)."""
+    object within bounds (pipeline/kafka/alert_guard.py). A tuple: one is made per line."""
 
     document: dict[str, Any] | None
     alert_id: str | None

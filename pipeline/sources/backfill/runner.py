@@ -205,20 +205,23 @@ class Backfill:
         """Send every chunk of the file; False when stopped before its end."""
         chunk = _Chunk()
         tick = _Tick(reader, progress)
+        max_bytes = self.sink.max_alert_bytes
+        # Per line, at ~20k lines/s: no filter call when none is set, no attribute lookups.
+        matches = self.alert_filter.matches if self.alert_filter.active else None
         for line in reader:
             tick.lines += 1
             if tick.lines % _YIELD_EVERY_LINES == 0:
                 await asyncio.sleep(0)
-            parsed = parse_line(line.data, max_bytes=self.sink.max_alert_bytes)
+            document, alert_id, refusal = parse_line(line.data, max_bytes=max_bytes)
             position = (line.number, line.end_offset)
-            if parsed.refusal is not None:
-                chunk.refused.append((line.number, line.data, parsed.refusal))
-            elif parsed.document is None or not self.alert_filter.matches(parsed.document):
+            if refusal is not None:
+                chunk.refused.append((line.number, line.data, refusal))
+            elif document is None or (matches is not None and not matches(document)):
                 report.filtered_out += 1
                 continue
             else:
                 chunk.values.append(line.data)
-                chunk.ids.append(parsed.alert_id)
+                chunk.ids.append(alert_id)
             if len(chunk) >= self.chunk_size:
                 await self._send(in_flight, chunk, position, report)
                 chunk = _Chunk()
