@@ -5,7 +5,9 @@ halfway then resume.
 2. Replays it in process (no rate limit, the one producer path `backfill_sink`) into the
    shared stack's broker (S3-backed Tansu) on a topic of its own, then into a private
    memory-storage broker on a free port, then again there under cProfile: alerts/s (wall),
-   the replay's own CPU per alert, the load average before and after, the top functions.
+   the replay's own CPU per alert, the broker's CPU per alert (Tansu, and SeaweedFS behind
+   the shared one: read from /proc, so on the shared stack it counts everyone's traffic
+   during the run), the load average before and after, the top functions.
 3. Times `--estimate` (normalize + fingerprint of every line) in process.
 4. Runs `secanalyst backfill` as a subprocess on the private broker, SIGTERMs it when
    about half is checkpointed, runs it again, then counts messages and distinct alert ids
@@ -43,6 +45,7 @@ from bench.common import ROOT, machine, stamp, varied_alerts
 from bench.record import record
 from pipeline.config import KafkaSettings, Settings, Topics
 from pipeline.devstack.kafka import TansuBroker
+from pipeline.devstack.stack import embedded_broker
 from pipeline.kafka.admin import ensure_topics
 from pipeline.sources.backfill.checkpoint import CheckpointStore
 from pipeline.sources.backfill.command import backfill_sink, estimate_files, write_gzip_lines
@@ -82,12 +85,35 @@ SHARED_BROKER = "127.0.0.1:19092"  # the dev stack's (S3-backed Tansu), on a top
 GOAL = "≥ 20,000 alerts/s into Kafka from a gzip archive"
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes (all their threads) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def shared_broker_pids() -> list[int]:
+    """Tansu and (when S3-backed) SeaweedFS of the shared dev stack."""
+    pids = [service.files.recorded_pid() for service in embedded_broker(Settings())
+            if hasattr(service, "files")]
+    return [pid for pid in pids if pid is not None]
+
+
 @dataclass
 class Replay:
     alerts: int
     wall_s: float
     cpu_s: float  # this process only: what the replay costs, whatever the machine's load
     profile: str = ""
+    broker_cpu_s: float = 0.0  # the broker's processes during the replay
+
+    @property
+    def broker_us_per_alert(self) -> float:
+        return self.broker_cpu_s / self.alerts * 1e6
 
     @property
     def rate(self) -> float:
@@ -99,7 +125,8 @@ class Replay:
 
 
 async def replay_in_process(settings: Settings, archive: Path, state: Path, *,
-                            profile: bool = False) -> Replay:
+                            profile: bool = False, broker_pids: list[int] | None = None,
+                            ) -> Replay:
     """The replay as `secanalyst backfill` runs it (no rate limit), through the one
     producer path (`backfill_sink`: acks=all), into settings' backfill topic."""
     await ensure_topics(settings)
@@ -109,6 +136,7 @@ async def replay_in_process(settings: Settings, archive: Path, state: Path, *,
                        chunk_size=settings.ingest.backfill_chunk,
                        max_in_flight=settings.ingest.backfill_in_flight)
         profiler = cProfile.Profile() if profile else None
+        broker = cpu_seconds(broker_pids or [])
         cpu, started = time.process_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -116,7 +144,8 @@ async def replay_in_process(settings: Settings, archive: Path, state: Path, *,
         if profiler is not None:
             profiler.disable()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return Replay(report.total("published"), wall, cpu, top_functions(profiler))
+        broker = cpu_seconds(broker_pids or []) - broker
+    return Replay(report.total("published"), wall, cpu, top_functions(profiler), broker)
 
 
 def top_functions(profiler: cProfile.Profile | None, count: int = 14) -> str:
@@ -169,13 +198,14 @@ def replay_row(where: str, replay: Replay, loads: tuple[str, str]) -> str:
     return (f"| {where} | **{replay.rate:,.0f} alerts/s** ({replay.alerts:,} in "
             f"{replay.wall_s:.1f} s) | {replay.cpu_us_per_alert:.0f} µs "
             f"(= {1e6 / replay.cpu_us_per_alert:,.0f} alerts per CPU-second) | "
-            f"{loads[0]} → {loads[1]} |")
+            f"{replay.broker_us_per_alert:.0f} µs | {loads[0]} → {loads[1]} |")
 
 
-def timed_replay(settings: Settings, archive: Path, state: Path,
-                 profile: bool = False) -> tuple[Replay, tuple[str, str]]:
+def timed_replay(settings: Settings, archive: Path, state: Path, profile: bool = False,
+                 broker_pids: list[int] | None = None) -> tuple[Replay, tuple[str, str]]:
     before = load()
-    replay = asyncio.run(replay_in_process(settings, archive, state, profile=profile))
+    replay = asyncio.run(replay_in_process(settings, archive, state, profile=profile,
+                                           broker_pids=broker_pids))
     return replay, (before, load())
 
 
@@ -196,14 +226,18 @@ def main() -> None:
         write_gzip_lines(archive, varied_alerts(n))
         suffix = time.strftime("%Y%m%d%H%M%S")
         shared = timed_replay(bench_settings(state, SHARED_BROKER,
-                                             f"bench.backfill.{suffix}"), archive, state)
+                                             f"bench.backfill.{suffix}"), archive, state,
+                              broker_pids=shared_broker_pids())
         broker = TansuBroker(state, free_port())
         broker.start()
         try:
             settings = bench_settings(state, broker.address(), "alerts.backfill")
-            memory = timed_replay(settings, archive, state)
+            private_pid = broker.files.recorded_pid()
+            memory = timed_replay(settings, archive, state,
+                                  broker_pids=[private_pid] if private_pid else [])
             profiled = timed_replay(bench_settings(state, broker.address(), "profiled"),
-                                    archive, state, profile=True)
+                                    archive, state, profile=True,
+                                    broker_pids=[private_pid] if private_pid else [])
             started = time.perf_counter()
             estimate = estimate_files(settings, [archive], AlertFilter(), "bench",
                                       use_database=False)
@@ -238,12 +272,15 @@ def report(n: int, settings: Settings, shared: tuple[Replay, tuple[str, str]],
              f"A {n:,}-alert gzip archive from `samples/wazuh-alerts.jsonl` (fresh ids, "
              "varied addresses and users). Replay in process as `secanalyst backfill` runs "
              f"it: no rate limit, acks=all, chunks of {ingest.backfill_chunk} "
-             f"(`ingest.backfill_chunk`), up to {ingest.backfill_in_flight} in flight "
-             f"(`ingest.backfill_in_flight`), record batches of "
-             f"{ingest.backfill_batch_bytes:,} bytes (`ingest.backfill_batch_bytes`).", "",
+             f"(`ingest.backfill_chunk`), each to one partition, up to "
+             f"{ingest.backfill_in_flight} in flight (`ingest.backfill_in_flight`), record "
+             f"batches of {ingest.backfill_batch_bytes:,} bytes (`ingest.backfill_batch_bytes`)"
+             f" compressed with {ingest.backfill_compression} "
+             "(`ingest.backfill_compression`). Broker CPU: Tansu (+ SeaweedFS for the shared "
+             "one, whose figure also counts the other engineers' traffic meanwhile).", "",
              "| broker | replay into Kafka (wall) | CPU of the replay per alert "
-             "| uptime before → after |",
-             "| --- | ---: | ---: | --- |",
+             "| broker CPU per alert | uptime before → after |",
+             "| --- | ---: | ---: | ---: | --- |",
              replay_row("shared stack (S3-backed Tansu, 127.0.0.1:19092), own topic",
                         *shared),
              replay_row("private Tansu, memory storage", *memory),
