@@ -183,9 +183,18 @@ def build_router(settings: Settings, endpoint: str | None, model: str | None,
                   request_timeout_s=settings.llm.request_timeout_s)
 
 
+_EMBED_LOCKS: dict[int, asyncio.Lock] = {}
+
+
+def _embed_lock(embedder: Embedder) -> asyncio.Lock:
+    return _EMBED_LOCKS.setdefault(id(embedder), asyncio.Lock())
+
+
 async def enrich(settings: Settings, pool: Any, embedder: Embedder,
                  alert: NormalizedAlert) -> EnrichedAlert:
-    vector = (await asyncio.to_thread(embedder.embed, [alert_text(alert)]))[0]
+    async with _embed_lock(embedder):  # one inference at a time: OpenVINO's request
+        # object refuses a second ("Infer Request is busy"), as the embed stage does too
+        vector = (await asyncio.to_thread(embedder.embed, [alert_text(alert)]))[0]
     async with pool.connection() as conn:
         runbooks = await nearest_chunks(conn, vector, settings.retrieval.top_k)
         similar = await similar_verdicts(conn, alert.tenant_id, vector,
