@@ -18,7 +18,8 @@ wait in the router's own admission queue.
 Besides TTFT each router's balance: the busiest replica's request count (of the measured
 part) ÷ the mean. `ours without slots` (in `--only` only) is our router with the `ttft`
 scorer blind to decode slots (max-num-seqs set out of reach), for an A/B of that model;
-`ours with replica rates` (in `--only` only) is our router with the `ttft` scorer pricing
+`ours without recent-requests` (in `--only` only) is our router with that balance scorer
+off. `ours with replica rates` (in `--only` only) is our router with the `ttft` scorer pricing
 prompt tokens at each replica's own learned rate (`prefill_rate = "replica"`, the default
 before the pool's median), for an A/B of that change.
 With `--shared-docs`, ours vs round robin is recorded as
@@ -135,7 +136,8 @@ def workload(rate: float, seconds: float, seed: int, long_words: int = LONG_WORD
 ROUTERS = ("our router", "round robin", "litellm least-busy")
 NO_SLOTS = "ours without slots"  # the A/B of the decode-slot model (--only)
 OWN_RATES = "ours with replica rates"  # the A/B of the ttft scorer's pooled prefill rate
-OURS = ("our router", NO_SLOTS, OWN_RATES)
+NO_RECENT = "ours without recent-requests"  # the A/B of the balance scorer
+OURS = ("our router", NO_SLOTS, OWN_RATES, NO_RECENT)
 GOAL = ("≥ 2× lower p95 TTFT than round robin on the mixed workload; busiest replica "
         "≤ 1.1× mean")
 Send = Callable[[str, list[Message]], Awaitable[float]]
@@ -233,15 +235,18 @@ def router_sender(router: Router) -> Send:
     return send
 
 
-def ttft_params(name: str) -> dict[str, dict[str, object]]:
-    """The `ttft` scorer's parameters of one of our variants: the replicas' max-num-seqs,
-    as a deployment configures it (vLLM does not export it) — out of reach for the
-    variant blind to decode slots; each replica's own prefill rate for `OWN_RATES`."""
+def variant_picker(name: str, weights: dict[str, float], urls: list[str]) -> ReplicaPicker:
+    """One of our variants: the `ttft` scorer told the replicas' max-num-seqs, as a
+    deployment configures it (vLLM does not export it) — out of reach for the variant
+    blind to decode slots; each replica's own prefill rate for `OWN_RATES`; the
+    `recent-requests` scorer off for `NO_RECENT`."""
     slots = 10**9 if name == NO_SLOTS else MAX_NUM_SEQS
-    params: dict[str, object] = {"max_num_seqs": slots}
+    ttft: dict[str, object] = {"max_num_seqs": slots}
     if name == OWN_RATES:
-        params["prefill_rate"] = "replica"
-    return {"ttft": params}
+        ttft["prefill_rate"] = "replica"
+    if name == NO_RECENT:
+        weights = {**weights, "recent-requests": 0.0}
+    return build_picker(weights, urls, params={"ttft": ttft})
 
 
 def quiet_logs() -> None:
@@ -286,6 +291,12 @@ def summary(name: str, ttfts: dict[str, list[float]], hit_rate: float | None,
             f"{percentile(ttfts['std'], 95) * 1000:,.0f} | {hits} | {busiest:.2f}× | "
             f"{load} |")
     return line, p95
+
+
+def describe_weights(weights: dict[str, float]) -> str:
+    if weights == DEFAULT_SCORER_WEIGHTS:
+        return "default scorer weights"
+    return "scorer weights " + ", ".join(f"{k} {v:g}" for k, v in weights.items())
 
 
 def load_average() -> str:
@@ -382,7 +393,7 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
                                                             sim.urls)
             else:
                 ours = name in OURS
-                picker = (build_picker(setup.weights, sim.urls, params=ttft_params(name))
+                picker = (variant_picker(name, setup.weights, sim.urls)
                           if ours else RoundRobin())
                 # Ours holds the queue itself (by class) beyond `per_replica` in flight;
                 # round robin sends everything on, as a load-blind balancer would.
@@ -422,8 +433,8 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
             + (f" measured after a {setup.warmup:.0f} s warm-up of the same traffic (not "
                f"counted; hit rates cover both)" if setup.warmup else "")
             + ", each against a fresh simulator. "
-            f"Ours: default scorer weights, admission limit {setup.per_replica} in flight per "
-            f"replica, queued-prefill limit {setup.prefill_tokens or 'off'}"
+            f"Ours: {describe_weights(setup.weights)}, admission limit {setup.per_replica} "
+            f"in flight per replica, queued-prefill limit {setup.prefill_tokens or 'off'}"
             + ("; the replicas order their queues by priority (vLLM's `--scheduling-policy "
                "priority`) and ours sends each request's class as its `priority` (round "
                "robin and litellm send none)" if setup.priority_scheduling else "")
@@ -433,6 +444,8 @@ async def main(setup: Setup, routers: Sequence[str]) -> None:
             + (f"; `{OWN_RATES}`: the `ttft` scorer pricing prompt tokens at each "
                f"replica's own learned rate instead of the pool's median" if OWN_RATES in p95s
                else "")
+            + (f"; `{NO_RECENT}`: the same without the `recent-requests` scorer"
+               if NO_RECENT in p95s else "")
             + f". TTFT measured by the client; balance: each replica's requests taken "
             f"after the warm-up (`vllm:request_success`).\n\n{table}\n\n"
             f"p95 TTFT: round robin / ours = **{ratio_rr:.2f}×**"
@@ -475,8 +488,8 @@ if __name__ == "__main__":
                         help="our router's admission limit of queued prefill tokens per "
                              "replica (0: off)")
     parser.add_argument("--scorers", default="",
-                        help="our router's scorer weights as name=w,name=w (default: the "
-                             "product's defaults)")
+                        help="our router's scorer weights as name=w,name=w, over the "
+                             "product's defaults (0 turns one off)")
     parser.add_argument("--long-words", type=int, default=LONG_WORDS,
                         help="length of the long prompts (20%% of requests)")
     parser.add_argument("--shared-docs", type=int, default=0,
@@ -492,12 +505,13 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="",
                         help="comma-separated subset of routers to run (recorded when it "
                              "holds 'our router' and 'round robin'); also "
-                             f"'{NO_SLOTS}', '{OWN_RATES}'")
+                             f"'{NO_SLOTS}', '{OWN_RATES}', '{NO_RECENT}'")
     parser.add_argument("--no-record", action="store_true",
                         help="print the results only (docs/benchmarks.* untouched)")
     args = parser.parse_args()
-    weights = ({k: float(v) for k, v in (p.split("=") for p in args.scorers.split(","))}
-               if args.scorers else dict(DEFAULT_SCORER_WEIGHTS))
+    weights = {**DEFAULT_SCORER_WEIGHTS, **(
+        {k: float(v) for k, v in (p.split("=") for p in args.scorers.split(","))}
+        if args.scorers else {})}
     routers = [r.strip() for r in args.only.split(",")] if args.only else list(ROUTERS)
     unknown = set(routers) - {*ROUTERS, *OURS}
     if unknown:

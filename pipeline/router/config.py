@@ -18,7 +18,7 @@ Priority = Literal["premium", "standard", "batch"]
 # Scorer name → weight (scoring/registry.py); the best Σ weight × score wins.
 DEFAULT_SCORER_WEIGHTS: dict[str, float] = {
     "queue": 1.0, "running": 0.5, "kv-cache": 0.5, "in-flight": 2.0, "prefix-affinity": 2.0,
-    "ttft": 8.0}
+    "ttft": 8.0, "recent-requests": 1.0}
 
 
 class _Config(BaseModel):

@@ -452,3 +452,33 @@ async def test_the_scraper_records_the_routers_own_in_flight_requests_with_each_
     finally:
         await picker.close()
         await runner.cleanup()
+
+
+def test_recent_requests_breaks_near_ties_towards_the_replica_that_got_fewest() -> None:
+    """Idle replicas tie on every load scorer; the decayed count of recent picks sends
+    the next request to the one that got fewest, so counts do not drift apart."""
+    from pipeline.router.scoring.balance import RecentRequests, RecentRequestsScorer
+    from pipeline.router.scoring.params import RecentParams
+
+    recent = RecentRequests(half_life_s=10.0)
+    recent.picked("a", 0.0)
+    recent.picked("a", 0.0)
+    assert recent.count("a", 10.0) == pytest.approx(1.0)  # one half-life later
+    assert recent.count("b", 10.0) == 0.0
+
+    p = pool(3)
+    scorer = RecentRequestsScorer(RecentParams(smoothing=2.0))
+    for url, times in (("http://r0/v1", 4), ("http://r1/v1", 2)):
+        for _ in range(times):
+            scorer.picked(url, 1000.0)
+    assert scorer.score(p.replicas, ctx()) == pytest.approx([1 - 4 / 6, 1 - 2 / 6, 1.0])
+
+    picker = ReplicaPicker({"in-flight": 2.0, "recent-requests": 1.0},
+                           rng=random.Random(7))
+    picks = [picker.pick(p, needed_tokens=10).url for _ in range(30)]
+    assert {picks.count(r.url) for r in p.replicas} == {10}
+    blind = ReplicaPicker({"in-flight": 2.0}, rng=random.Random(7))
+    coin = [blind.pick(p, needed_tokens=10).url for _ in range(30)]
+    assert {coin.count(r.url) for r in p.replicas} != {10}  # ties drawn at random
+    with pytest.raises(ValueError, match="'recent-requests'"):
+        ReplicaPicker({"recent-requests": 1.0}, params={"recent-requests": {"half_life_s": 0}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pipeline.router.engine_stats import EngineStats
 from pipeline.router.replicas import Replica
@@ -28,6 +28,13 @@ class Filter(Protocol):
 
 class Scorer(Protocol):
     def score(self, replicas: Sequence[Replica], ctx: PickContext) -> Sequence[float]: ...
+
+
+@runtime_checkable
+class PickObserver(Protocol):
+    """A scorer that keeps state of its own hears of every choice (balance.py)."""
+
+    def picked(self, url: str, now: float) -> None: ...
 
 
 class StatsSource(Protocol):

@@ -63,6 +63,14 @@ class TTFTParams(WaitParams):
             url, self.max_num_seqs_by_pool.get(pool, self.max_num_seqs))
 
 
+class RecentParams(PluginParams):
+    """`recent-requests` (balance.py): the requests sent to each replica, decayed with
+    `half_life_s`, scored against the spread among the candidates + `smoothing`."""
+
+    half_life_s: float = Field(default=30.0, gt=0)
+    smoothing: float = Field(default=4.0, gt=0)
+
+
 class AffinityParams(PluginParams):
     """Prefix affinity (prefix.py): the consistent-hashing ring with bounded loads and the
     router's memory of which prompt blocks it sent to which replica."""

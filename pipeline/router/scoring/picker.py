@@ -15,7 +15,14 @@ from typing import Any
 from pipeline.router.engine_stats import EngineStatsScraper
 from pipeline.router.errors import NoHealthyReplica
 from pipeline.router.replicas import Pool, Replica
-from pipeline.router.scoring.base import Filter, NoStats, PickContext, Scorer, StatsSource
+from pipeline.router.scoring.base import (
+    Filter,
+    NoStats,
+    PickContext,
+    PickObserver,
+    Scorer,
+    StatsSource,
+)
 from pipeline.router.scoring.params import AffinityParams, ScrapeParams
 from pipeline.router.scoring.prefix import PrefixAffinity
 from pipeline.router.scoring.registry import (
@@ -51,6 +58,8 @@ class ReplicaPicker:
         self._filters: list[Filter] = build_filters(tuple(filters))
         self._scorers: list[tuple[str, float, Scorer]] = build_scorers(
             weights, ScoringDeps(stats=self._stats, affinity=self.affinity), params)
+        self._observers: list[PickObserver] = [
+            s for _, _, s in self._scorers if isinstance(s, PickObserver)]  # once, not per pick
         self._wants_prefix = any(name == "prefix-affinity" for name, _, _ in self._scorers)
         self._rng = rng if rng is not None else random.Random()
         # The pools picked in, by name: the scraper reads their replicas' in-flight counts.
@@ -88,6 +97,8 @@ class ReplicaPicker:
         cached = self.affinity.cached_fraction(blocks, chosen.url, now)
         self.affinity.served(ctx.prefix_key, chosen.url, now)
         self.affinity.sent_blocks(blocks, chosen.url, now)
+        for observer in self._observers:
+            observer.picked(chosen.url, now)
         return Choice(chosen, max(1, round(prompt_tokens * (1.0 - cached))))
 
     def _own_in_flight(self, url: str) -> float | None:

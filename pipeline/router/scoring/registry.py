@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from pipeline.router.scoring.balance import RecentRequestsScorer
 from pipeline.router.scoring.base import Filter, Scorer, StatsSource
 from pipeline.router.scoring.filters import CircuitClosed, ContextFits, NotExcluded
 from pipeline.router.scoring.load import (
@@ -29,6 +30,7 @@ from pipeline.router.scoring.params import (
     InFlightParams,
     NoParams,
     PluginParams,
+    RecentParams,
     TTFTParams,
     WaitParams,
 )
@@ -73,6 +75,7 @@ SCORERS: dict[str, ScorerPlugin] = {
                          lambda p, deps: ExpectedTTFTScorer(deps.affinity, deps.stats, p)),
     "prefix-affinity": ScorerPlugin(NoParams,
                                     lambda p, deps: PrefixAffinityScorer(deps.affinity)),
+    "recent-requests": ScorerPlugin(RecentParams, lambda p, deps: RecentRequestsScorer(p)),
 }
 
 FILTERS: dict[str, Callable[[], Filter]] = {
