@@ -35,6 +35,13 @@ MAX_CONNECTIONS = 1000  # per replica, as the openai SDK's pool
 # an idle keep-alive connection after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), and a request
 # written onto a connection the server is closing fails ("Can not write request body").
 KEEPALIVE_S = 3.0
+# After the first text, a relayed stream is read at most once per RELAY_GATHER_S: what the
+# replica wrote meanwhile waits in the connection's buffer and goes on as one piece. Each
+# read was a task wake-up, a scan and a socket write downstream, per token more CPU than
+# all the router's own work on it (py-spy, bench/router_overhead.py). A model slower than
+# that (vLLM on CPU: tens of ms a token) is passed on token by token; the first text at
+# once; the end of the stream as soon as it comes.
+RELAY_GATHER_S = 0.02
 
 
 class ReplicaError(Exception):
@@ -156,30 +163,21 @@ class ReplicaClient:
 
     async def relay(self, body: dict[str, Any], on_bytes: BytesCallback,
                     on_first_token: Callable[[], None] | None = None,
-                    progress: StreamProgress | None = None) -> Upstream:
+                    progress: StreamProgress | None = None,
+                    gather_s: float = RELAY_GATHER_S) -> Upstream:
         """As `chat`, but the caller gets the replica's server-sent events as the bytes
         that came (`on_bytes`), from the first text on (sse_relay.py: what comes before
-        it is held back, so a failure there can still be retried elsewhere); the
-        Upstream has no text. Parsed only as far as metering needs."""
+        it is held back, so a failure there can still be retried elsewhere), gathered
+        over `gather_s` after the first text; the Upstream has no text. Parsed only as
+        far as metering needs."""
         started = time.perf_counter()
         relay = SseRelay(progress if progress is not None else StreamProgress())
-        notified = False
         try:
             async with await self._post(_payload(body)) as response:
                 if response.status >= 400:
                     raise await _status_error(response)
-                async for piece in response.content.iter_any():
-                    out = relay.feed(piece)
-                    if not notified and relay.first_token_at is not None:
-                        notified = True
-                        if on_first_token is not None:
-                            on_first_token()
-                    if out:
-                        on_bytes(out)
-                    if relay.error is not None:
-                        raise ReplicaStreamError(relay.error)
-                # (Read to the end past `[DONE]`: a body left unread closes the pooled
-                # connection instead of reusing it.)
+                await _relay_body(response.content, relay, on_bytes, on_first_token,
+                                  gather_s)
                 rest = relay.flush()
                 if rest:
                     on_bytes(rest)
@@ -246,6 +244,49 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]
             raise ReplicaStreamError(str(exc)) from exc
         if event is not None:
             yield event
+
+
+async def _relay_body(content: aiohttp.StreamReader, relay: SseRelay, on_bytes: BytesCallback,
+                      on_first_token: Callable[[], None] | None, gather_s: float) -> None:
+    """Read to the end — past `[DONE]` too: a body left unread closes the pooled
+    connection instead of reusing it — passing on what the relay lets through."""
+    gather = _Gather(content) if gather_s > 0 else None
+    while piece := await content.readany():
+        first = relay.first_token_at is None
+        out = relay.feed(piece)
+        if first and relay.first_token_at is not None and on_first_token is not None:
+            on_first_token()
+        if out:
+            on_bytes(out)
+        if relay.error is not None:
+            raise ReplicaStreamError(relay.error)
+        if gather is not None and relay.passed_on:
+            await gather.wait(gather_s)
+
+
+class _Gather:
+    """Waits `wait` s between reads of a stream, or less if it ends meanwhile."""
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._waiting: asyncio.Future[None] | None = None
+        content.on_eof(self._wake)
+        self._content = content
+
+    async def wait(self, wait: float) -> None:
+        if self._content.is_eof():  # (its callback already ran)
+            return
+        self._waiting = self._loop.create_future()
+        timer = self._loop.call_later(wait, self._wake)
+        try:
+            await self._waiting
+        finally:
+            timer.cancel()
+            self._waiting = None
+
+    def _wake(self) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
 
 
 def _payload(body: dict[str, Any]) -> str:

@@ -250,3 +250,29 @@ async def test_relay_error_event_before_and_after_the_first_text(recorder: Recor
     finally:
         await replica.close()
     assert b"".join(relayed) == event(delta("partial"))  # the error event not passed on
+
+
+async def test_relay_gathers_a_fast_stream_after_the_first_text() -> None:
+    """Tokens 5 ms apart (0.2 s in all), read at most every 0.5 s after the first text:
+    the first piece at once (only the first token), the rest as one, and the end passed
+    on when it comes — not when the gathering interval is over."""
+    cluster = SimCluster([SimConfig(itl_ms=5, prefill_ms_per_token=0, output_tokens=40,
+                                    seed=1)])
+    await cluster.start()
+    replica = client(cluster.base_urls()[0])
+    pieces: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        upstream = await replica.relay({**BODY, "max_tokens": 40}, pieces.append,
+                                       gather_s=0.5)
+        took = loop.time() - started
+    finally:
+        await replica.close()
+        await cluster.stop()
+    assert b"tok0" in pieces[0] and b"tok1" not in pieces[0]
+    assert len(pieces) == 2
+    stream = b"".join(pieces)
+    assert all(b"tok%d" % n in stream for n in range(40)) and stream.endswith(b"[DONE]\n\n")
+    assert upstream.completion_tokens == 40 and upstream.finish_reason == "length"
+    assert took < 0.45  # woken by the end of the stream

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from pipeline.router.dispatch import BytesCallback, DeltaCallback
+from pipeline.router.dispatch import DeltaCallback
 from pipeline.router.errors import QuotaExceeded
-from pipeline.router.streaming import relay_completion, stream_completion
+from pipeline.router.streaming import stream_completion
 from pipeline.router.types import ChatRequest, Completion
 
 REQUEST = ChatRequest(tenant_id="t", messages=[{"role": "user", "content": "hi"}],
@@ -71,28 +71,3 @@ async def test_closing_early_cancels_the_request() -> None:
     await stream.aclose()  # type: ignore[attr-defined]
     assert cancelled.is_set()
 
-
-async def test_a_relay_hands_over_the_first_bytes_at_once_then_gathers() -> None:
-    """relay_completion: after the first piece, what arrives within the flush interval
-    goes as one; the end of the stream is not held back by it."""
-    loop = asyncio.get_running_loop()
-
-    async def complete(request: ChatRequest, *, on_bytes: BytesCallback | None = None,
-                       ) -> Completion:
-        assert on_bytes is not None
-        for n in range(20):  # a token every 5 ms
-            on_bytes(b"%d," % n)
-            await asyncio.sleep(0.005)
-        return completion("")
-
-    started = loop.time()
-    items, times = [], []
-    async for item in relay_completion(complete, REQUEST, flush_s=0.1):
-        items.append(item)
-        times.append(loop.time() - started)
-    pieces = [i for i in items if isinstance(i, bytes)]
-    assert b"".join(pieces) == b"".join(b"%d," % n for n in range(20))
-    assert pieces[0] == b"0," and times[0] < 0.05  # the first at once
-    assert len(pieces) <= 3  # then one write per interval at most (0.1 s of tokens)
-    assert isinstance(items[-1], Completion)
-    assert times[-1] - times[-2] < 0.05  # the end is not held for the interval
