@@ -338,7 +338,10 @@ class Setup:
                 f"--per-replica {self.per_replica} "
                 f"--prefill-tokens {self.prefill_tokens or 0} --long-words {self.long_words} "
                 f"--shared-docs {self.shared_docs} --cache-blocks {self.cache_blocks}"
-                + (" --priority-scheduling" if self.priority_scheduling else ""))
+                + (" --priority-scheduling" if self.priority_scheduling else "")
+                + ("" if self.weights == DEFAULT_SCORER_WEIGHTS else " --scorers " + ",".join(
+                    f"{k}={v:g}" for k, v in self.weights.items()
+                    if DEFAULT_SCORER_WEIGHTS.get(k) != v)))
 
     def describe_workload(self) -> str:
         if not self.shared_docs:
