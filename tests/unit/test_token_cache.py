@@ -3,7 +3,10 @@ gives, and a line's key follows its content."""
 
 from __future__ import annotations
 
-from pipeline.router.token_cache import LineCounts, content_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.router.token_cache import _CUT, LineCounts, content_key, split_lines
 
 
 def words(text: str) -> int:
@@ -75,3 +78,10 @@ def test_word_counts_split_specials_and_keep_only_short_words() -> None:
     encoded.clear()
     assert counts.count(text) == len(text) - len("<|im_end|>") + 1
     assert encoded == [blob]  # every short word came from the dict; the blob is not kept
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(["\n", "\r", " ", "\t", "a", "}", "~", "\x7f", "é",
+                                         "日", "!", "\x00"]), max_size=40))
+def test_split_lines_cuts_where_the_regex_cuts(text: str) -> None:
+    assert split_lines(text) == _CUT.split(text)
