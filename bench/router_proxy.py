@@ -34,9 +34,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KINDS = ("ours", "round-robin", "litellm")
 
 
+class _SseResponse(web.StreamResponse):
+    # The headers go out with the first piece of the body, in one write, not in one of
+    # their own (aiohttp's own opt-in, as its `Response` does).
+    _send_headers_immediately = False
+
+
 async def _sse(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+    response = _SseResponse(headers={"Content-Type": "text/event-stream",
+                                     "Cache-Control": "no-cache"})
     await response.prepare(request)
     return response
 
