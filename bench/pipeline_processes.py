@@ -31,12 +31,16 @@ class StageProcess:
     port: int
 
 
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """User + system CPU of a process (all its threads), or of one of its threads."""
+def cpu_seconds(pid: int, thread: int | None = None, *, reaped: bool = False) -> float:
+    """User + system CPU of a process (all its threads), or of one of its threads; with
+    `reaped`, plus that of its children that have exited."""
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def _processes() -> Iterator[tuple[int, int, str, str]]:
@@ -67,7 +71,9 @@ def service_cpu(settings: Settings) -> dict[str, float]:
                 totals["tansu"] += cpu_seconds(pid)
             elif name == "weed" and f"port={dev.seaweedfs_port} " in cmdline + " ":
                 totals["weed"] += cpu_seconds(pid)
-            elif postmaster is not None and postmaster in (pid, parent):
+            elif pid == postmaster:  # with its backends that have exited
+                totals["postgres"] += cpu_seconds(pid, reaped=True)
+            elif parent == postmaster:
                 totals["postgres"] += cpu_seconds(pid)
     return totals
 

@@ -32,6 +32,8 @@ class BrokerPublisher:
 def build_broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(settings.kafka_bootstrap, client_id="secanalyst",
                        enable_idempotence=settings.kafka.enable_idempotence,
+                       linger_ms=settings.kafka.producer_linger_ms,
+                       max_batch_size=settings.kafka.producer_batch_bytes,
                        logger=structlog.get_logger("faststream"),
                        # per-message "Received"/"Processed" lines only at DEBUG
                        log_level=logging.DEBUG)

@@ -45,6 +45,12 @@ class KafkaSettings(Frozen):
     # Tansu (the embedded broker) rejects InitProducerId; turn on for Apache Kafka.
     enable_idempotence: bool = False
     max_batch_records: int = 32
+    # The stages' producer batches: the broker's work (on Tansu with S3 storage, objects
+    # written to SeaweedFS) is per record batch, not per record. aiokafka's default batch
+    # (16 KiB) holds one embedded alert (~9 KB): a batch a record cost the broker and its
+    # storage ~6 ms CPU a record, 512 KiB batches ~0.6 (docs/benchmarks.md, issue 15).
+    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=1024 * 1024)
     topics: Topics = Topics()
     batch_lane: BatchLaneSettings = BatchLaneSettings()
 

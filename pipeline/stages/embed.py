@@ -36,7 +36,7 @@ class EmbedStage:
                     self._embedder.embed, [alert_text(a) for a in alerts],
                     [f"{a.tenant_id}:{a.fingerprint}" for a in alerts])
             for alert, vector in zip(alerts, vectors, strict=True):
-                out = EmbeddedAlert(alert=alert, embedding=[float(x) for x in vector])
+                out = EmbeddedAlert(alert=alert, embedding=vector.tolist())
                 sends.append(self._publisher.publish(
                     self._output.for_alert(alert), out.model_dump_json().encode(),
                     key=message_key(alert), headers=headers_for(alert)))
