@@ -176,8 +176,9 @@ class ReplicaClient:
             async with await self._post(_payload(body)) as response:
                 if response.status >= 400:
                     raise await _status_error(response)
+                transport = response.connection.transport if response.connection else None
                 await _relay_body(response.content, relay, on_bytes, on_first_token,
-                                  gather_s)
+                                  gather_s, transport)
                 rest = relay.flush()
                 if rest:
                     on_bytes(rest)
@@ -247,10 +248,11 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]
 
 
 async def _relay_body(content: aiohttp.StreamReader, relay: SseRelay, on_bytes: BytesCallback,
-                      on_first_token: Callable[[], None] | None, gather_s: float) -> None:
+                      on_first_token: Callable[[], None] | None, gather_s: float,
+                      transport: asyncio.Transport | None) -> None:
     """Read to the end — past `[DONE]` too: a body left unread closes the pooled
     connection instead of reusing it — passing on what the relay lets through."""
-    gather = _Gather(content) if gather_s > 0 else None
+    gather = _Gather(content, transport) if gather_s > 0 else None
     while piece := await content.readany():
         first = relay.first_token_at is None
         out = relay.feed(piece)
@@ -265,24 +267,38 @@ async def _relay_body(content: aiohttp.StreamReader, relay: SseRelay, on_bytes: 
 
 
 class _Gather:
-    """Waits `wait` s between reads of a stream, or less if it ends meanwhile."""
+    """Waits `wait` s between reads of a stream, or less if it ends meanwhile. From the
+    second wait on (a stream that goes on), the socket is not even read meanwhile: the
+    kernel keeps what comes and one read takes it all, instead of a wake-up of the event
+    loop per token; the end of such a stream then waits for the interval."""
 
-    def __init__(self, content: aiohttp.StreamReader) -> None:
+    def __init__(self, content: aiohttp.StreamReader,
+                 transport: asyncio.Transport | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._waiting: asyncio.Future[None] | None = None
         content.on_eof(self._wake)
         self._content = content
+        self._transport = transport
+        self._waits = 0
 
     async def wait(self, wait: float) -> None:
         if self._content.is_eof():  # (its callback already ran)
             return
+        self._waits += 1
+        paused = self._waits > 1 and self._transport is not None \
+            and not self._transport.is_closing()
         self._waiting = self._loop.create_future()
         timer = self._loop.call_later(wait, self._wake)
         try:
+            if paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
             await self._waiting
         finally:
             timer.cancel()
             self._waiting = None
+            if paused and self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
 
     def _wake(self) -> None:
         if self._waiting is not None and not self._waiting.done():

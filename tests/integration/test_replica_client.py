@@ -276,3 +276,30 @@ async def test_relay_gathers_a_fast_stream_after_the_first_text() -> None:
     assert all(b"tok%d" % n in stream for n in range(40)) and stream.endswith(b"[DONE]\n\n")
     assert upstream.completion_tokens == 40 and upstream.finish_reason == "length"
     assert took < 0.45  # woken by the end of the stream
+
+
+async def test_relay_with_reading_paused_between_reads_loses_nothing() -> None:
+    """From the second gathering wait on the socket is not read (the kernel holds the
+    tokens): all the text still comes, in few pieces, and the pooled connection is
+    resumed and reused for the next request."""
+    cluster = SimCluster([SimConfig(itl_ms=5, prefill_ms_per_token=0, output_tokens=60,
+                                    seed=1)])
+    await cluster.start()
+    replica = client(cluster.base_urls()[0])
+    streams: list[list[bytes]] = [[], []]
+    try:
+        for pieces in streams:
+            upstream = await replica.relay({**BODY, "max_tokens": 60}, pieces.append,
+                                           gather_s=0.05)
+            assert upstream.completion_tokens == 60 and upstream.finish_reason == "length"
+        connector = replica._open().connector
+        assert connector is not None
+        connections = sum(len(idle) for idle in connector._conns.values())
+    finally:
+        await replica.close()
+        await cluster.stop()
+    for pieces in streams:
+        stream = b"".join(pieces)
+        assert all(b"tok%d" % n in stream for n in range(60))
+        assert stream.endswith(b"[DONE]\n\n") and len(pieces) <= 60 * 0.005 / 0.05 + 3
+    assert connections == 1  # kept alive and idle in the pool, not closed
