@@ -84,8 +84,9 @@ class EmbeddingSettings(Frozen):
     # ties); int8 changes the top-5 of half. docs/benchmarks.md, bench/embedding_backends.py
     backend: Literal["torch", "onnx", "onnx-int8", "openvino",
                      "openvino-bf16"] = "openvino-bf16"
-    # The engine's threads (0: one per core). The model shares the cores with the stages'
-    # event loop, Kafka and PostgreSQL; docs/benchmarks.md (issue 15) measured both.
+    # The engine's threads (0: one per core). One thread spent ~8 % less CPU a text in the
+    # pipeline bench on a busy machine (no waits between threads) but cannot use a second
+    # core when the machine is quiet (issue 15).
     threads: int = Field(default=0, ge=0)
 
 
