@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import itertools
 import json
 import logging
@@ -29,6 +28,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from pipeline.collector import settle_for_serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KINDS = ("ours", "round-robin", "litellm")
@@ -147,10 +148,9 @@ async def serve(kind: str, port: int, upstreams: list[str]) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    # As the gateway does once started: the libraries' long-lived objects out of the
-    # collector's scans (a full collection otherwise stalls the loop for ~0.4 s).
-    gc.collect()
-    gc.freeze()
+    # As the gateway does once started (pipeline/collector.py): the libraries'
+    # long-lived objects out of the collector's scans, gen-0 threshold raised.
+    settle_for_serving()
     # A refused or cut request is the bench's to count, not a traceback per request.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     print("ready", flush=True)

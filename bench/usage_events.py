@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import multiprocessing
 import os
 import random
@@ -46,6 +45,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bench.record import record
+from pipeline.collector import GEN0_THRESHOLD, settle_for_serving
 from pipeline.config import DatabaseSettings, Settings
 from pipeline.router.dispatch import Upstream
 from pipeline.router.metering import Call, Meter, UsageRecorder
@@ -273,12 +273,9 @@ async def run_process(index: int, args: argparse.Namespace, run: str) -> dict[st
 
 def _child(index: int, args: argparse.Namespace, run: str,
            out: multiprocessing.Queue) -> None:
-    if args.gc_threshold:
-        # What a router process could set at its start: each request's objects live
-        # ~0.1–0.3 s, long enough for the default threshold (700 allocations) to promote
-        # them and to trigger full collections over every live object (a fifth of this
-        # process's CPU at the default; not set unless asked).
-        gc.set_threshold(args.gc_threshold, 20, 20)
+    # As a router process (gateway, explain stage) sets it at its start
+    # (pipeline/collector.py); `--gc-threshold 700` measures Python's default.
+    settle_for_serving(args.gc_threshold)
     out.put(asyncio.run(run_process(index, args, run)))
 
 
@@ -346,7 +343,8 @@ def main(args: argparse.Namespace) -> None:
 def _record(args: argparse.Namespace, s: dict[str, Any]) -> None:
     command = (f"{COMMAND} --seconds {args.seconds} --concurrency {args.concurrency} "
                f"--processes {args.processes} --tenants {args.tenants}"
-               + (f" --gc-threshold {args.gc_threshold}" if args.gc_threshold else ""))
+               + (f" --gc-threshold {args.gc_threshold}"
+                  if args.gc_threshold != GEN0_THRESHOLD else ""))
     record("usage.events_per_s", round(s["events_per_s"]),
            goal=f"≥ 20,000 usage events/s sustained, 0 lost (event = one request's row "
                 f"reserved and settled; {args.processes} writer processes × "
@@ -366,7 +364,8 @@ if __name__ == "__main__":
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--max-pending", type=int, default=5000)
-    parser.add_argument("--gc-threshold", type=int, default=0,
-                        help="gen-0 GC threshold in the writer processes (0: Python's)")
+    parser.add_argument("--gc-threshold", type=int, default=GEN0_THRESHOLD,
+                        help="gen-0 GC threshold in the writer processes (default: the "
+                             "router processes' own, pipeline/collector.py; 700: Python's)")
     parser.add_argument("--no-record", action="store_true")
     main(parser.parse_args())

@@ -10,6 +10,7 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from pipeline.analysis.embedding import Embedder
+from pipeline.collector import settle_for_serving
 from pipeline.config import Settings
 from pipeline.router import Router
 from pipeline.router.build import build_router as build_router_from
@@ -52,6 +53,7 @@ class Runtime:
             # Metered: the worker's /metrics has the LLM tokens (pipeline/router/metrics.py).
             runtime.router = await asyncio.to_thread(build_router, settings,
                                                      MeteredUsageSink(runtime.usage_writer))
+        settle_for_serving()  # models and tokenizer loaded: freeze them, raise gen-0
         return runtime
 
     async def close(self) -> None:

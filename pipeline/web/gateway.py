@@ -15,7 +15,6 @@ endpoint's own checks (gateway_routes.py). This module assembles the app."""
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pipeline.collector import settle_for_serving
 from pipeline.config import Settings
 from pipeline.router.metrics import router_metrics
 from pipeline.web.app_state import ResourceFactory
@@ -66,11 +66,7 @@ def create_gateway_app(
         async with open_resources(settings) as resources:
             app.state.resources = resources
             use_key_authenticator(app, resources.auth)
-            # The tokenizer and its libraries leave ~400k long-lived objects; a full
-            # collection scanning them stalls the event loop ~200 ms (measured), which
-            # every request waiting then pays. Frozen, the collector skips them.
-            gc.collect()
-            gc.freeze()
+            settle_for_serving()  # long-lived objects frozen, gen-0 threshold raised
             lag = asyncio.create_task(watch_loop_lag())
             try:
                 yield
