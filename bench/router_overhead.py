@@ -22,10 +22,12 @@ Runs, each after `--warmup-s` of the same load:
    run's last third ≤ 2× the first third's + 5 ms); ours at the highest rate litellm
    sustained; ratio of the two p99 overheads.
 
-The 1-min load average is read before and after every run and printed beside it; a run
-whose load went above 1.5 is marked NOT quiet, and no quiet-machine goal is called met
-from it. `--quiet-check` refuses to start unless the load is ≤ 1.5 (for re-running on a
-quiet machine).
+The 1-min load average is read before and after every run and printed beside it, with
+the CPU that processes outside the bench used during the run (cores); a run is quiet when
+the load before it was ≤ 1.5 and the others used ≤ 0.25 of a core meanwhile (the load
+after a run counts the bench's own busy processes); no quiet-machine goal is called met
+from a run that was not. `--quiet-check` refuses to start unless the load is ≤ 1.5 (for
+re-running on a quiet machine).
 
 Run: `.venv/bin/python -m bench.router_overhead [--quiet-check] [--no-record]`; while
 developing, one part: e.g. `--runs stream --routers ours,round-robin --no-record`.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -44,10 +47,12 @@ from collections.abc import Callable
 from bench.record import record as record_figure
 from bench.socket_clock import (
     QUIET_LOAD,
+    QUIET_OTHERS_CORES,
     Run,
     cpu_seconds,
     fetch_timings,
     load_average,
+    machine_busy_seconds,
     open_loop,
 )
 from bench.vllm_sim.harness import ROOT, SimProcess, free_port, record
@@ -150,10 +155,14 @@ class Bench:
         cpu = cpu_seconds(proxy.process.pid)
         sim_pids = [sim.process.pid for sim in self.sims]
         sim_cpu = sum(cpu_seconds(p) for p in sim_pids)
+        own_cpu, busy = cpu_seconds(os.getpid()), machine_busy_seconds()
         sent, wall = await open_loop(proxy.url, bodies, rate)
-        run = Run(kind, workload, rate, sent, wall, cpu_seconds(proxy.process.pid) - cpu,
-                  sum(cpu_seconds(p) for p in sim_pids) - sim_cpu, load_before,
-                  load_average())
+        router_s = cpu_seconds(proxy.process.pid) - cpu
+        sim_s = sum(cpu_seconds(p) for p in sim_pids) - sim_cpu
+        others = (machine_busy_seconds() - busy - router_s - sim_s
+                  - (cpu_seconds(os.getpid()) - own_cpu))
+        run = Run(kind, workload, rate, sent, wall, router_s, sim_s, load_before,
+                  load_average(), others_cpu_s=max(others, 0.0))
         run.match(await fetch_timings(self.sim_urls))
         print(line(run), flush=True)
         first_error = next((s.error for s in run.sent if s.error), None)
@@ -197,7 +206,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Run]
 def table(runs: list[Run]) -> str:
     head = ("| router | workload | offered req/s | achieved | sustained | overhead to 1st "
             "token p50 ms | p99 ms | to end p99 ms | router CPU ms/req | simulator CPU "
-            "ms/req | errors | unmatched | load 1-min before→after |\n"
+            "ms/req | errors | unmatched | load 1-min before→after, others' cores |\n"
             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
             "| --- |\n")
     return head + "\n".join(
@@ -297,7 +306,8 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
             f"latency runs {args.seconds:g} s, streamed runs {args.stream_seconds:g} s at "
             f"{args.stream_rate:g} req/s with {args.stream_tokens} output tokens, litellm "
             f"runs {args.litellm_seconds:g} s. Load = 1-min load average before → after "
-            f"the run (quiet ≤ {QUIET_LOAD}).\n\n"
+            f"the run, and the cores used meanwhile by processes outside the bench (quiet: "
+            f"load before ≤ {QUIET_LOAD}, others ≤ {QUIET_OTHERS_CORES} cores).\n\n"
             + table(runs["latency"] + runs["stream"] + runs["litellm"])
             + "\n\n" + "\n".join(lines))
     record("Router overhead at the socket boundary (issue 15) — `bench/router_overhead.py`",

@@ -10,7 +10,10 @@ its last message (`[rid:N]`): routers forward the chat, not the client's headers
 
 Router overhead of one request = client time − simulator time, to the first token and to
 the end: what the router adds to what the caller experiences, with no timer of the
-router's own. Machine load (/proc/loadavg) is read before and after each run.
+router's own. Machine load (/proc/loadavg) is read before and after each run, and the
+CPU that everything *outside* the bench used during it (/proc/stat's busy time minus the
+router's, the simulator's and the client's own): the load average after a run counts
+the bench's own three busy processes, so it cannot say whether the machine was quiet.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import aiohttp
 from bench.vllm_sim.harness import percentile
 
 QUIET_LOAD = 1.5  # 1-min load average above which a figure is not a quiet machine's
+# Cores that processes other than the bench's may use during a run of a quiet machine.
+QUIET_OTHERS_CORES = 0.25
 # A chunk carrying generated text (the role-only first chunk of a router has "").
 _TEXT = re.compile(rb'"content": ?"[^"]')
 
@@ -40,6 +45,13 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent busy so far (user, nice, system, irq, softirq, steal)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -65,6 +77,7 @@ class Run:
     sim_cpu_s: float
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    others_cpu_s: float = 0.0  # CPU used meanwhile by processes outside the bench
     overhead_first: list[float] = field(default_factory=list)  # seconds
     overhead_end: list[float] = field(default_factory=list)
     unmatched: int = 0
@@ -87,15 +100,18 @@ class Run:
         return (len(ends) - 1) / (ends[-1] - ends[0])
 
     @property
-    def max_load(self) -> float:
-        return max(self.load_before[0], self.load_after[0])
+    def others_cores(self) -> float:
+        return self.others_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
 
     @property
     def quiet(self) -> bool:
-        return self.max_load <= QUIET_LOAD
+        """Quiet before the run (1-min load) and nothing else busy during it."""
+        return (self.load_before[0] <= QUIET_LOAD
+                and self.others_cores <= QUIET_OTHERS_CORES)
 
     def load_text(self) -> str:
-        return (f"load {self.load_before[0]:.2f}→{self.load_after[0]:.2f}"
+        return (f"load {self.load_before[0]:.2f}→{self.load_after[0]:.2f}, others "
+                f"{self.others_cores:.2f} cores"
                 + (" (quiet)" if self.quiet else " (NOT quiet)"))
 
     def cpu_ms(self) -> float:
