@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-import httpx
+import aiohttp
 import structlog
-from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.router.prom_lines import samples
 from pipeline.router.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -30,6 +30,7 @@ _COUNTERS = {
     "vllm:prefix_cache_hits": "prefix_cache_hits",
     "vllm:prefix_cache_queries": "prefix_cache_queries",
 }
+_FIELDS = {**_GAUGES, **_COUNTERS, **{f"{name}_total": field for name, field in _COUNTERS.items()}}
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,10 @@ class EngineStats:
     def from_vllm_scrape(cls, text: str, *, scraped_at: float | None = None) -> EngineStats:
         """Sum each metric over its label sets (one per model / engine)."""
         values: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                name = sample.name
-                field = _GAUGES.get(name)
-                if field is None:
-                    field = _COUNTERS.get(name.removesuffix("_total"))
-                if field is not None:
-                    values[field] = values.get(field, 0.0) + float(sample.value)
+        # Only these few lines are parsed: the full text parser cost ~11 ms a scrape.
+        for sample in samples(text, _FIELDS):
+            field = _FIELDS[sample.name]
+            values[field] = values.get(field, 0.0) + sample.value
         return cls(num_requests_waiting=values.get("num_requests_waiting", 0.0),
                    num_requests_running=values.get("num_requests_running", 0.0),
                    kv_cache_usage_perc=values.get("kv_cache_usage_perc", 0.0),
@@ -104,7 +101,7 @@ class EngineStatsScraper:
         self._timeout_s = timeout_s
         self._max_age_s = max_age_s
         self._latest: dict[str, EngineStats] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self.own_in_flight: Callable[[str], float | None] = lambda url: None
 
@@ -133,20 +130,26 @@ class EngineStatsScraper:
     def start(self) -> None:
         """Start the background task; call from inside the event loop."""
         if self._task is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
             self._task = asyncio.create_task(self._run(), name="engine-stats-scraper")
 
     async def scrape_once(self) -> None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
         await asyncio.gather(*(self._scrape(url) for url in self._urls))
+
+    def _open(self) -> aiohttp.ClientSession:
+        """The session, made on first use inside the event loop. aiohttp, as dispatch.py:
+        an httpx GET of a vLLM /metrics cost ~3x its CPU (1.4 ms against 0.45 ms)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                connector=aiohttp.TCPConnector(limit_per_host=2))
+        return self._session
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _run(self) -> None:
         while True:
@@ -154,13 +157,14 @@ class EngineStatsScraper:
             await asyncio.sleep(self._interval_s)
 
     async def _scrape(self, base_url: str) -> None:
-        assert self._client is not None
         try:
-            response = await self._client.get(metrics_url(base_url))
-            response.raise_for_status()
-            self._latest[base_url] = replace(EngineStats.from_vllm_scrape(response.text),
+            async with self._open().get(metrics_url(base_url)) as response:
+                response.raise_for_status()
+                body = await response.read()
+            text = body.decode("utf-8", errors="replace")
+            self._latest[base_url] = replace(EngineStats.from_vllm_scrape(text),
                                              own_in_flight=self.own_in_flight(base_url))
-        except (httpx.HTTPError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             previous = self._latest.get(base_url)
             if previous is None or not previous.stale:
                 # str() of a connect error is often empty: repr names the type.

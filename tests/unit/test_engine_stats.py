@@ -82,3 +82,51 @@ async def test_failed_scrape_logs_a_non_empty_error() -> None:
     failures = [e for e in logs if e["event"] == "engine_stats_scrape_failed"]
     assert len(failures) == 1
     assert "Error" in failures[0]["error"]  # the exception's type, e.g. ConnectError(...)
+
+
+def test_a_real_vllm_scrape_gives_prometheus_client_sums() -> None:
+    from pathlib import Path
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (Path(__file__).parents[1] / "data" / "vllm-metrics.txt").read_text()
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    stats = EngineStats.from_vllm_scrape(text)
+    assert stats.num_requests_running == sums["vllm:num_requests_running"]
+    assert stats.num_requests_waiting == sums["vllm:num_requests_waiting"]
+    assert stats.kv_cache_usage_perc == sums["vllm:kv_cache_usage_perc"]
+    assert stats.prefix_cache_hits == sums["vllm:prefix_cache_hits_total"] > 0
+    assert stats.prefix_cache_queries == sums["vllm:prefix_cache_queries_total"] > 0
+
+
+def test_two_models_of_a_rollout_are_summed() -> None:
+    text = ('vllm:num_requests_running{engine="0",model_name="old"} 2.0\n'
+            'vllm:num_requests_running{engine="0",model_name="new"} 1.0\n'
+            'vllm:num_requests_waiting{engine="0",model_name="new"} 4.0 1733112000000\n')
+    stats = EngineStats.from_vllm_scrape(text)
+    assert (stats.num_requests_running, stats.num_requests_waiting) == (3.0, 4.0)
+
+
+async def test_scrapes_the_shared_vllm_over_aiohttp() -> None:
+    """The real replica (the shared embedded vLLM), when it is up."""
+    import aiohttp
+
+    url = "http://127.0.0.1:18000/v1"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+                metrics_url(url), timeout=aiohttp.ClientTimeout(total=2)) as response:
+            up = response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        up = False
+    if not up:
+        pytest.skip("the shared vLLM is not running")
+    scraper = EngineStatsScraper([url], timeout_s=2.0)
+    try:
+        await scraper.scrape_once()
+    finally:
+        await scraper.close()
+    stats = scraper.get(url)
+    assert stats is not None and stats.prefix_cache_queries > 0
