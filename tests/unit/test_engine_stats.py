@@ -108,25 +108,3 @@ def test_two_models_of_a_rollout_are_summed() -> None:
             'vllm:num_requests_waiting{engine="0",model_name="new"} 4.0 1733112000000\n')
     stats = EngineStats.from_vllm_scrape(text)
     assert (stats.num_requests_running, stats.num_requests_waiting) == (3.0, 4.0)
-
-
-async def test_scrapes_the_shared_vllm_over_aiohttp() -> None:
-    """The real replica (the shared embedded vLLM), when it is up."""
-    import aiohttp
-
-    url = "http://127.0.0.1:18000/v1"
-    try:
-        async with aiohttp.ClientSession() as session, session.get(
-                metrics_url(url), timeout=aiohttp.ClientTimeout(total=2)) as response:
-            up = response.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        up = False
-    if not up:
-        pytest.skip("the shared vLLM is not running")
-    scraper = EngineStatsScraper([url], timeout_s=2.0)
-    try:
-        await scraper.scrape_once()
-    finally:
-        await scraper.close()
-    stats = scraper.get(url)
-    assert stats is not None and stats.prefix_cache_queries > 0
