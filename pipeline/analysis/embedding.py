@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,9 @@ def model_id(model_path: Path | None = None, fingerprint: str | None = None) -> 
 
 class Embedder:
     """The model behind one engine (`backend`, see embedding_backends), with a cache of
-    the vectors already computed."""
+    the vectors already computed. Safe to call from several threads: one call runs at a
+    time (OpenVINO's inference request refuses a second — "Infer Request is busy" — and
+    the cache is a plain OrderedDict)."""
 
     def __init__(self, model_path: Path | None = None, *, batch_size: int = 32,
                  cache_size: int = 50_000, backend: str | None = None,
@@ -64,6 +67,7 @@ class Embedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self.texts_embedded = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -75,6 +79,10 @@ class Embedder:
     def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; cached by text hash, or by the
         caller's keys (an alert's fingerprint: one incident, one vector)."""
+        with self._lock:
+            return self._embed(texts, keys)
+
+    def _embed(self, texts: Sequence[str], keys: Sequence[str] | None) -> np.ndarray:
         keys = list(keys) if keys is not None else [
             hashlib.sha256(t.encode()).hexdigest() for t in texts]
         missing: dict[str, str] = {}
@@ -94,7 +102,8 @@ class Embedder:
 
     def embed_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """The model's raw throughput, for benchmarks."""
-        return self._model.encode(list(texts), self._batch_size)
+        with self._lock:
+            return self._model.encode(list(texts), self._batch_size)
 
 
 def alert_text(alert: NormalizedAlert, limit: int = 1200) -> str:
