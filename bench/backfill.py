@@ -267,8 +267,8 @@ def report(n: int, settings: Settings, shared: tuple[Replay, tuple[str, str]],
     ingest = settings.ingest
     rate, cpu = shared[0].rate, shared[0].cpu_us_per_alert
     verdict = "goal met" if rate >= 20_000 else "goal not met"
-    lines = [f"{stamp()} — {machine()}; the machine is shared with ~6 engineers (their "
-             "tests, type checks and vLLM run beside it: see the load averages).", "",
+    lines = [f"{stamp()} — {machine()}; the load average before and after each run is "
+             "beside its figure (the embedded stack's idle services run beside it).", "",
              f"A {n:,}-alert gzip archive from `samples/wazuh-alerts.jsonl` (fresh ids, "
              "varied addresses and users). Replay in process as `secanalyst backfill` runs "
              f"it: no rate limit, acks=all, chunks of {ingest.backfill_chunk} "
