@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+import pipeline.router.errors as errors
 from pipeline.router.admission import CLASSES, Admission, SlotHandle, effective_priority
 from pipeline.router.config import DEFAULT_SCORER_WEIGHTS, PoolConfig, TenantLimits
 from pipeline.router.discovery import Discovery
@@ -49,14 +50,6 @@ from pipeline.router.dispatch import (
     ReplicaUnavailable,
     StreamProgress,
     Upstream,
-)
-from pipeline.router.errors import (
-    NoHealthyReplica,
-    QuotaExceeded,
-    RequestOverQuota,
-    RouterError,
-    Saturated,
-    UpstreamError,
 )
 from pipeline.router.fleet import Fleet
 from pipeline.router.metering import Call, Meter, PendingPrefill, UsageRecorder
@@ -163,7 +156,7 @@ class Router:
         return prompt, prompt + request.max_tokens
 
     def shed(self, tenant_id: str,
-             wait_budget_s: float | None = None) -> QuotaExceeded | Saturated | None:
+             wait_budget_s: float | None = None) -> errors.QuotaExceeded | errors.Saturated | None:
         """Before counting tokens: the refusal a standard request of this tenant would get
         now, else None — QuotaExceeded while the tenant's quota fits no request at all
         (quota/blocks.py), Saturated when admission would refuse it in every pool (queue
@@ -171,7 +164,7 @@ class Router:
         call. A refusal is counted in the rejection metric (no usage row), like any other."""
         limits = resolve_limits(self._tenants, tenant_id)
         priority = effective_priority(limits.priority, "standard")
-        refusal: QuotaExceeded | Saturated | None = self._blocked(tenant_id)
+        refusal: errors.QuotaExceeded | errors.Saturated | None = self._blocked(tenant_id)
         if refusal is None:
             for pool in self._pools:
                 refusal = self._admission.would_refuse(pool, priority, wait_budget_s)
@@ -182,9 +175,9 @@ class Router:
                                                    max_tokens=0, priority=priority)), refusal)
         return refusal
 
-    def _blocked(self, tenant_id: str) -> QuotaExceeded | None:
+    def _blocked(self, tenant_id: str) -> errors.QuotaExceeded | None:
         left = self._blocks.remaining(tenant_id, time.monotonic())
-        return QuotaExceeded(tenant_id, left, left) if left > 0 else None
+        return errors.QuotaExceeded(tenant_id, left, left) if left > 0 else None
 
     async def complete(self, request: ChatRequest, *, on_delta: DeltaCallback | None = None,
                        on_bytes: BytesCallback | None = None) -> Completion:
@@ -214,10 +207,10 @@ class Router:
             used_tokens = (completion.input_tokens + completion.output_tokens
                            + meter.spent_input + meter.spent_output)
             return completion
-        except Saturated as exc:  # refused by admission: the queue is full or too slow
+        except errors.Saturated as exc:  # refused by admission: the queue is full or too slow
             self._recorder.failed(call, exc)
             raise
-        except RouterError:  # recorded by _dispatch with what the replicas processed
+        except errors.RouterError:  # recorded by _dispatch with what the replicas processed
             used_tokens = sum(meter.processed(call.estimated))
             raise
         except asyncio.CancelledError:  # the caller went away: charge what was done
@@ -226,7 +219,7 @@ class Router:
         except Exception as exc:  # a bug or an unforeseen error: the row is still settled
             if meter.created_at is not None:
                 used_tokens = sum(meter.processed(call.estimated))
-                self._recorder.failed(call, UpstreamError(f"unexpected: {exc!r}"),
+                self._recorder.failed(call, errors.UpstreamError(f"unexpected: {exc!r}"),
                                       meter.replica, meter)
             raise
         finally:
@@ -245,18 +238,18 @@ class Router:
         call.estimated, call.needed = self.estimate(call.request)
         try:
             pool = choose_pool(self._pools, call.needed)
-        except RouterError as exc:
+        except errors.RouterError as exc:
             self._recorder.failed(call, exc)
             raise
         call.pool = pool.name
         try:
             window = min(limits.tokens_per_minute, limits.tokens_per_day)
             if call.needed > window:  # would wait forever: refuse as too large instead
-                raise RequestOverQuota(tenant_id, call.needed, window)
+                raise errors.RequestOverQuota(tenant_id, call.needed, window)
             reservation = await self._quota.reserve(tenant_id, call.needed, limits,
                                                     floor_tokens=self._floor_tokens)
-        except RouterError as exc:
-            if isinstance(exc, QuotaExceeded) and exc.blocked_for > 0:
+        except errors.RouterError as exc:
+            if isinstance(exc, errors.QuotaExceeded) and exc.blocked_for > 0:
                 self._blocks.block(tenant_id, time.monotonic() + exc.blocked_for)
             self._recorder.failed(call, exc)
             raise
@@ -288,7 +281,7 @@ class Router:
                                              prompt_tokens=call.estimated,
                                              messages=call.request.messages,
                                              exclude=tried | others)
-            except NoHealthyReplica as exc:
+            except errors.NoHealthyReplica as exc:
                 if len(versions) > 1:
                     versions.pop(0)
                     continue
@@ -332,13 +325,13 @@ class Router:
             meter.attempt_failed(call.estimated)
             log.warning("replica_failed", replica=replica.url, error=str(exc))
             return None
-        except UpstreamError as exc:  # a stream broken after text was passed on
+        except errors.UpstreamError as exc:  # a stream broken after text was passed on
             replica.circuit.failure(time.monotonic())
             self._recorder.failed(call, exc, replica.url, meter)
             raise
         except ReplicaStatusError as exc:  # refused by the replica: nothing processed
             meter.attempt_failed(call.estimated)
-            error = UpstreamError(str(exc), upstream_status=exc.status_code)
+            error = errors.UpstreamError(str(exc), upstream_status=exc.status_code)
             self._recorder.failed(call, error, replica.url, meter)
             raise error from exc
         finally:
