@@ -21,6 +21,9 @@ class _RandomBytes:
     """Slices of one `os.urandom` read (the same source as uuid4)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._pool = b""
         self._at = 0
 
@@ -33,6 +36,9 @@ class _RandomBytes:
 
 
 _random = _RandomBytes()
+# A forked worker (gunicorn, multiprocessing) must not hand out the rest of its parent's
+# bytes: the same request ids, and row ids equal within a millisecond, in two processes.
+os.register_at_fork(after_in_child=_random.reset)
 _V7_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _V7_SET = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 4122 variant
 
