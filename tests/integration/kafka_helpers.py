@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -10,8 +11,15 @@ from pipeline.config import Settings
 
 
 async def read_topic(settings: Settings, topic: str, *, until: int,
-                     timeout_s: float = 300) -> list[dict[str, Any]]:
-    """Read a topic from the beginning (no group) until `until` messages or the timeout."""
+                     timeout_s: float = 300,
+                     where: Callable[[dict[str, Any]], bool] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """Read a topic from the beginning (no group) until `until` messages or the timeout.
+
+    `where` keeps only the messages a test waits for, and `until` counts only those: a
+    topic shared by the session's tests (the DLQ) holds other tests' messages too, and
+    counting them stopped the read before the awaited ones had arrived.
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
@@ -24,7 +32,8 @@ async def read_topic(settings: Settings, topic: str, *, until: int,
                 for record in records:
                     message = json.loads(record.value)
                     message["_headers"] = {k: v.decode() for k, v in record.headers}
-                    found.append(message)
+                    if where is None or where(message):
+                        found.append(message)
     finally:
         await consumer.stop()
     return found

@@ -202,9 +202,8 @@ async def test_a_poison_alert_never_stalls_its_partition(
     assert len(flags) == len(good) + len(stored_poison), "a dead-lettered poison has a row"
 
     # Every other poison: in the DLQ with the stage, a reason and its original bytes.
-    letters = [m for m in await read_topic(settings, topics.dlq, until=len(dead_poison),
-                                           timeout_s=60)
-               if m.get("topic") == topics.raw]
+    letters = await read_topic(settings, topics.dlq, until=len(dead_poison), timeout_s=60,
+                               where=lambda m: m.get("topic") == topics.raw)
     by_offset: dict[int, list[dict[str, object]]] = {}
     for letter in letters:
         by_offset.setdefault(int(letter["offset"]), []).append(letter)
