@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from bench.record import record
@@ -77,8 +78,8 @@ async def run_mode(settings: Settings, mode: str, requests: int,
                 await writer.reserve(event)
                 waits.append(time.perf_counter() - started)
             await asyncio.sleep(rng.uniform(0.02, 0.2))  # the replica at work
-            writer.record(event.model_copy(update={"status_code": 200, "error_kind": None,
-                                                   "output_tokens": 80}))
+            writer.record(replace(event, status_code=200, error_kind=None,
+                                  output_tokens=80))
 
     started = time.perf_counter()
     await asyncio.gather(*(one(n) for n in range(requests)))

@@ -19,9 +19,8 @@ replica processed. Settled states, by `error_kind`:
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from pydantic import BaseModel, Field
 
 IN_FLIGHT = "in_flight"
 CLIENT_DISCONNECT = "client_disconnect"
@@ -32,8 +31,17 @@ BILLED_SQL = ("(status_code = 200 OR error_kind IN "
               f"('{CLIENT_DISCONNECT}', '{ABANDONED}', '{IN_FLIGHT}', 'upstream_error'))")
 
 
-class UsageEvent(BaseModel):
-    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# A plain slots dataclass, not a pydantic model: the router builds two or more per request
+# from values it typed itself (nothing to validate), and pydantic's constructor cost 4x
+# as much CPU (3.5 µs against 0.9 µs an event: bench/usage_events.py). It is never
+# parsed from outside input; `dataclasses.replace` makes a changed copy.
+@dataclass(slots=True, kw_only=True)
+class UsageEvent:
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
     tenant_id: str
     model_name: str
     pool: str
@@ -47,7 +55,7 @@ class UsageEvent(BaseModel):
     total_latency_ms: int | None = None
     status_code: int | None
     error_kind: str | None = None
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = field(default_factory=_now)
     # False: refused before reaching any replica (quota, saturation, no healthy replica,
     # context): counted in metrics, never stored as a usage row.
     dispatched: bool = True

@@ -184,7 +184,8 @@ class BatchingUsageWriter:
 
     def _grew(self, n: int) -> None:
         self.depth += n
-        self.max_depth = max(self.max_depth, self.depth)
+        if self.depth > self.max_depth:
+            self.max_depth = self.depth
 
     def _shrank(self, n: int) -> None:
         self.depth -= n

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -323,17 +324,17 @@ async def test_the_store_settles_rows_in_place_deletes_and_abandons(
     try:
         store = PostgresUsageStore(pool)
         await store.write(UsageBatch(upserts=[done, unserved, stale, recent, started]))
-        await store.write(UsageBatch(progress=[started.model_copy(update={
-            "input_tokens": 29, "output_tokens": 7})]))
-        await store.write(UsageBatch(progress=[started.model_copy(update={
-            "input_tokens": 29, "output_tokens": 5})]))  # a crossed round: never lower
+        await store.write(UsageBatch(progress=[replace(
+            started, input_tokens=29, output_tokens=7)]))
+        await store.write(UsageBatch(progress=[replace(
+            started, input_tokens=29, output_tokens=5)]))  # a crossed round: never lower
         await store.write(UsageBatch(
-            upserts=[done.model_copy(update={"status_code": 200, "error_kind": None,
-                                             "input_tokens": 31, "output_tokens": 9})],
+            upserts=[replace(done, status_code=200, error_kind=None,
+                             input_tokens=31, output_tokens=9)],
             deletes=[unserved]))
         # A late progress write never touches a settled row.
-        await store.write(UsageBatch(progress=[done.model_copy(update={
-            "input_tokens": 99, "output_tokens": 99})]))
+        await store.write(UsageBatch(progress=[replace(
+            done, input_tokens=99, output_tokens=99)]))
         assert await store.settle_abandoned(older_than_s=60) >= 1
         # A reservation never overwrites a settled row.
         await store.write(UsageBatch(upserts=[done]))

@@ -1,4 +1,5 @@
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -76,11 +77,11 @@ async def test_a_reservation_is_written_at_once_and_settled_by_its_final_event()
     store = ListStore()
     writer = BatchingUsageWriter(store, interval_s=60)  # finals would wait a minute
     writer.start()
-    reserved = event(1).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    reserved = replace(event(1), status_code=None, error_kind=IN_FLIGHT)
     await asyncio.wait_for(writer.reserve(reserved), 1)  # returns once written
     assert [[e.error_kind for e in b.upserts] for b in store.batches] == [[IN_FLIGHT]]
     assert store.batches[0].only_reservations
-    final = reserved.model_copy(update={"status_code": 200, "error_kind": None})
+    final = replace(reserved, status_code=200, error_kind=None)
     writer.record(final)
     await writer.close()
     assert store.batches[-1].upserts == [final]  # same id: the row settled in place
@@ -89,9 +90,9 @@ async def test_a_reservation_is_written_at_once_and_settled_by_its_final_event()
 async def test_a_reservation_and_its_final_event_in_one_batch_are_one_row_write() -> None:
     store = ListStore()
     writer = BatchingUsageWriter(store, reserve_wait_s=0.01)  # not started: queued only
-    reserved = event(1).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    reserved = replace(event(1), status_code=None, error_kind=IN_FLIGHT)
     await writer.reserve(reserved)
-    writer.record(reserved.model_copy(update={"status_code": 200, "error_kind": None}))
+    writer.record(replace(reserved, status_code=200, error_kind=None))
     await writer.flush()
     assert [len(b.upserts) for b in store.batches] == [1]
     assert store.batches[0].upserts[0].status_code == 200
@@ -100,12 +101,12 @@ async def test_a_reservation_and_its_final_event_in_one_batch_are_one_row_write(
 async def test_refusals_are_not_rows_and_delete_a_reserved_row() -> None:
     store = ListStore()
     writer = BatchingUsageWriter(store, reserve_wait_s=0.01)
-    writer.record(event(1).model_copy(update={"status_code": 429, "dispatched": False}))
+    writer.record(replace(event(1), status_code=429, dispatched=False))
     await writer.flush()
     assert store.batches == []  # a refusal before any replica: metrics only
-    reserved = event(2).model_copy(update={"status_code": None, "error_kind": IN_FLIGHT})
+    reserved = replace(event(2), status_code=None, error_kind=IN_FLIGHT)
     await writer.reserve(reserved)
     await writer.flush()
-    writer.record(reserved.model_copy(update={"status_code": 503, "dispatched": False}))
+    writer.record(replace(reserved, status_code=503, dispatched=False))
     await writer.flush()
     assert store.batches[-1].deletes[0].id == reserved.id and not store.batches[-1].upserts

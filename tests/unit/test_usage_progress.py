@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 from pipeline.router.progress import InFlightProgress
 from pipeline.router.usage import BatchingUsageWriter
@@ -78,8 +79,7 @@ async def test_the_writer_writes_the_latest_counts_of_reserved_rows_only() -> No
         writer.progress(in_flight(reserved, n))
         writer.progress(in_flight(settled, n))
     writer.progress(in_flight(unknown, 3))  # never reserved here: ignored
-    writer.record(in_flight(settled, 12).model_copy(
-        update={"status_code": 200, "error_kind": None}))
+    writer.record(replace(in_flight(settled, 12), status_code=200, error_kind=None))
     await asyncio.sleep(0.2)
     await writer.close()
     written = {(e.id, e.output_tokens) for batch in store.batches for e in batch.progress}

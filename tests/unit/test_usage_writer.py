@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
@@ -21,8 +22,8 @@ def reservation(n: int) -> UsageEvent:
 
 
 def settled(event: UsageEvent) -> UsageEvent:
-    return event.model_copy(update={"status_code": 200, "error_kind": None,
-                                    "output_tokens": 7})
+    return replace(event, status_code=200, error_kind=None,
+                   output_tokens=7)
 
 
 class SlowStore:
@@ -119,7 +120,7 @@ async def test_a_final_event_takes_the_place_of_its_reservation_not_yet_written(
     for event in (first, second, third):
         await writer.reserve(event)  # the first is being written; the others queued
     writer.record(settled(second))
-    writer.record(third.model_copy(update={"status_code": 503, "dispatched": False}))
+    writer.record(replace(third, status_code=503, dispatched=False))
     assert writer.depth == 3  # replaced in place: nothing added
     store.fast.set()
     await writer.close()
