@@ -46,10 +46,12 @@ class PendingPrefill:
     the admission hears of it) or when the attempt ends, whichever comes first."""
 
     def __init__(self, replica: Replica, tokens: int,
-                 on_done: Callable[[], None] | None) -> None:
+                 on_done: Callable[[], None] | None,
+                 on_first_token: Callable[[], None] | None = None) -> None:
         self._replica = replica
         self._tokens = tokens
         self._on_done = on_done
+        self._on_first_token = on_first_token  # the usage row's progress hears of it
         self._dispatched_at = time.monotonic()
         self._first_token_at: float | None = None
         self._alone = replica.prefill.dispatched(tokens, self._dispatched_at)
@@ -72,6 +74,8 @@ class PendingPrefill:
             self._tokens = 0
         if self._on_done is not None:
             self._on_done()
+        if self._on_first_token is not None:
+            self._on_first_token()
 
 
 @dataclass(slots=True)
@@ -163,6 +167,10 @@ class UsageRecorder:
         return self.event(call, meter, input_tokens=input_tokens,
                           output_tokens=output_tokens, status_code=None,
                           error_kind=IN_FLIGHT)
+
+    def first_token(self, meter: Meter) -> None:
+        """The request's first output token came: its row shows it within a poll."""
+        self._progress.first_token(meter.row_id)
 
     def settled(self, meter: Meter) -> None:
         """The request ended (its final event recorded): no more progress of its row."""

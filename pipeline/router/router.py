@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -308,7 +309,8 @@ class Router:
         replica.in_flight_tokens += call.needed
         # Queued prefill work of the replica, until the first token (or failure).
         prefill = PendingPrefill(replica, choice.uncached_tokens,
-                                 None if slot is None else slot.prefilled)
+                                 None if slot is None else slot.prefilled,
+                                 partial(self._recorder.first_token, meter))
         if slot is not None:
             slot.dispatched()
         progress = meter.attempt(replica.url)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
+from functools import partial
 
+from pipeline.router.metering import Call, Meter, PendingPrefill, UsageRecorder
 from pipeline.router.progress import InFlightProgress
+from pipeline.router.replicas import Replica
+from pipeline.router.types import ChatRequest
 from pipeline.router.usage import BatchingUsageWriter
 from schemas.usage import IN_FLIGHT, UsageEvent
 from tests.unit.test_router_units import ListStore
@@ -36,7 +40,8 @@ def test_counts_are_passed_on_only_when_they_changed() -> None:
     row = uuid.uuid4()
     streamed = [0]
     # no loop: rounds by hand; counts asked of a cheap function, as the recorder passes
-    progress._tracked[row] = (lambda: in_flight(row, streamed[0]), lambda: (40, streamed[0]))
+    progress._tracked[row] = [lambda: in_flight(row, streamed[0]), lambda: (40, streamed[0]),
+                              None]
     assert progress.pass_on() == 1
     assert progress.pass_on() == 0  # unchanged
     streamed[0] = 17
@@ -101,14 +106,30 @@ def test_a_first_token_is_passed_on_without_waiting_for_the_round() -> None:
     rows = [uuid.uuid4(), uuid.uuid4()]
     streamed = {rows[0]: 0, rows[1]: 0}
     for row in rows:
-        progress._tracked[row] = (lambda row=row: in_flight(row, streamed[row]),  # type: ignore[misc]
-                                  lambda row=row: (40, streamed[row]))  # type: ignore[misc]
-    assert progress.pass_on_first_tokens() == 0  # no output yet: nothing to say
+        progress._tracked[row] = [lambda row=row: in_flight(row, streamed[row]),
+                                  lambda row=row: (40, streamed[row]), (40, 0)]
+    assert progress.pass_on_first_tokens() == 0  # nothing announced: nothing to say
+    progress.first_token(rows[0])  # announced before its chunk is counted (dispatch.py)
+    assert progress.pass_on_first_tokens() == 0  # no output yet: waits for the next poll
     streamed[rows[0]] = 1
+    streamed[rows[1]] = 3  # not announced: left to the round
     assert progress.pass_on_first_tokens() == 1
     streamed[rows[0]] = 6  # later tokens wait for the round
+    progress.first_token(rows[0])
     assert progress.pass_on_first_tokens() == 0
     assert [(e.id, e.output_tokens) for e in sink.events] == [(rows[0], 1)]
+    assert progress.pass_on() == 2  # the round: both rows' latest counts
+    assert [(e.id, e.output_tokens) for e in sink.events][1:] == [(rows[0], 6), (rows[1], 3)]
+
+
+def test_an_announcement_for_a_row_no_longer_tracked_is_ignored() -> None:
+    progress = InFlightProgress(ProgressList(), interval_s=60)
+    row = uuid.uuid4()
+    progress._tracked[row] = [lambda: in_flight(row, 1), lambda: (40, 1), (40, 0)]
+    progress.first_token(row)
+    progress.untrack(row)
+    progress.first_token(uuid.uuid4())  # never tracked
+    assert progress.pass_on_first_tokens() == 0 and not progress._first
 
 
 async def test_the_writer_writes_a_first_token_at_once() -> None:
@@ -125,3 +146,23 @@ async def test_the_writer_writes_a_first_token_at_once() -> None:
     written = [e for batch in store.batches for e in batch.progress]
     assert [(e.id, e.output_tokens) for e in written] == [(row, 1)]
     await writer.close()
+
+
+async def test_the_recorder_hears_of_a_first_token_from_the_dispatch() -> None:
+    """As the router wires it (router.py `_attempt`): the attempt's first token announces
+    the row, and the next poll passes it on — no scan of every request in flight."""
+    sink = ProgressList()
+    recorder = UsageRecorder("m", sink, progress_interval_s=60)
+    call = Call(request=ChatRequest(tenant_id="t", messages=[], max_tokens=8))
+    call.estimated = 40
+    meter = Meter()
+    await recorder.reserve(call, "http://r0/v1", meter)
+    progress = meter.attempt("http://r0/v1")
+    pending = PendingPrefill(Replica("http://r0/v1", "default"), 40, None,
+                             partial(recorder.first_token, meter))
+    pending.done()  # the first token, before its chunk is counted
+    progress.chunks = 1
+    assert recorder._progress.pass_on_first_tokens() == 1
+    assert [(e.id, e.output_tokens) for e in sink.events] == [(meter.row_id, 1)]
+    recorder.settled(meter)
+    await recorder.close()
