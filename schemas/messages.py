@@ -12,8 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.entities import Entities
+from schemas.vector import PackedVector
 
-SCHEMA_VERSION = 1
+# 2: vectors (EmbeddedAlert, EnrichedAlert) go out packed, base64 of little-endian
+# float32 (schemas/vector.py); a reader still accepts version 1's float lists.
+SCHEMA_VERSION = 2
 Priority = Literal["live", "batch"]
 
 
@@ -56,7 +59,7 @@ class NormalizedAlert(_Message):
 
 class EmbeddedAlert(_Message):
     alert: NormalizedAlert
-    embedding: list[float]
+    embedding: PackedVector
 
 
 class RunbookCitation(BaseModel):
@@ -85,7 +88,7 @@ class SimilarVerdict(BaseModel):
 
 class EnrichedAlert(_Message):
     alert: NormalizedAlert
-    embedding: list[float] | None = None
+    embedding: PackedVector | None = None
     runbooks: list[RunbookCitation] = Field(default_factory=list)
     similar: list[SimilarVerdict] = Field(default_factory=list)
 

@@ -118,3 +118,25 @@ async def test_a_database_outage_rewinds_the_batch_and_commits_nothing(
     index.down = True
     await STAGE.assert_rewound(settings, gate, journal,
                                [embedded(i).model_dump_json().encode() for i in (0, 1)], TENANT)
+
+
+async def test_a_version_1_float_list_is_retrieved_and_a_corrupt_packed_vector_dead_lettered(
+        settings: Settings, gate: LaneGate, journal: harness.Journal, index: VectorIndex) -> None:
+    """Records written before vectors were packed (schema 1) are still enriched; a packed
+    vector that is not float32 values goes to the DLQ, not to pgvector."""
+    topics = settings.kafka.topics
+    old = embedded(2)
+    version_1 = json.dumps({**json.loads(old.model_dump_json()), "schema_version": 1,
+                            "embedding": old.embedding}).encode()
+    corrupt = json.dumps({**json.loads(embedded(3).model_dump_json()),
+                          "embedding": "AAAA" + "AAA="}).encode()  # 5 bytes
+    async with STAGE.wired(settings, gate, journal) as broker:
+        await broker.publish_batch(version_1, corrupt, topic=topics.embedded,
+                                   headers={"tenant_id": TENANT})
+    (out,) = journal.on(topics.enriched)
+    assert EnrichedAlert.model_validate_json(out.value).embedding == old.embedding
+    (letter_message,) = journal.on(topics.dlq)
+    letter = json.loads(letter_message.value)
+    assert "not float32 values" in letter["reason"]
+    assert letter["original"].encode() == corrupt
+    assert journal.committed_after_all_output()
