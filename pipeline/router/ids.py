@@ -43,11 +43,20 @@ _V7_CLEAR = ~((0xF << 76) | (0x3 << 62))
 _V7_SET = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 4122 variant
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
 def new_row_id() -> uuid.UUID:
     """A UUIDv7: 48 bits of Unix milliseconds, then 74 random bits."""
     millis = time.time_ns() // 1_000_000
     value = (millis << 80) | int.from_bytes(_random.take(10), "big")
-    return uuid.UUID(int=(value & _V7_CLEAR) | _V7_SET)
+    # As `uuid.UUID(int=...)` builds it, without its checks of arguments made right here
+    # (a third of the cost: 0.3 µs against 0.8 µs; Python 3.14's `UUID._from_int`).
+    row_id = _new(uuid.UUID)
+    _set(row_id, "int", (value & _V7_CLEAR) | _V7_SET)
+    _set(row_id, "is_safe", uuid.SafeUUID.unknown)
+    return row_id
 
 
 def new_request_id() -> str:

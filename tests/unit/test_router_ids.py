@@ -2,6 +2,7 @@
 forked child."""
 
 import os
+import pickle
 import uuid
 
 from pipeline.router.ids import new_request_id, new_row_id
@@ -12,6 +13,16 @@ def test_row_ids_are_version_7_and_time_ordered() -> None:
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     assert len(set(ids)) == 300
     assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
+
+
+def test_a_row_id_is_a_uuid_like_any_other() -> None:
+    """Built without `UUID.__init__` (ids.py): equal, hashed, printed and pickled as
+    the UUID of the same value."""
+    row_id = new_row_id()
+    same = uuid.UUID(int=row_id.int)
+    assert row_id == same and hash(row_id) == hash(same) and str(row_id) == str(same)
+    assert row_id.is_safe is same.is_safe and pickle.loads(pickle.dumps(row_id)) == same
+    assert {same: 1}[row_id] == 1
 
 
 def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
