@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from pipeline.router.tasks import cancel_and_wait
 from schemas.usage import UsageEvent
@@ -40,6 +40,33 @@ Counts = Callable[[], tuple[int, int]]  # its (input, output) tokens now: cheap 
 FIRST_TOKEN_POLL_S = 0.1
 
 
+class Row(Protocol):
+    """A request in flight as the rounds see it; `sent`: the counts its row holds (None:
+    not known), updated as they are passed on."""
+
+    sent: tuple[int, int] | None
+
+    def snapshot(self) -> UsageEvent: ...
+
+    def counts(self) -> tuple[int, int]: ...
+
+
+class _CallbackRow:
+    __slots__ = ("_counts", "_snapshot", "sent")
+
+    def __init__(self, snapshot: Snapshot, counts: Counts | None,
+                 sent: tuple[int, int] | None) -> None:
+        self._snapshot = snapshot
+        self._counts = counts or (lambda: _counts(snapshot()))
+        self.sent = sent
+
+    def snapshot(self) -> UsageEvent:
+        return self._snapshot()
+
+    def counts(self) -> tuple[int, int]:
+        return self._counts()
+
+
 class InFlightProgress:
     """Requests in flight (by usage row id) and a task that passes their counts on, when
     they changed, every `interval_s`. A no-op for a sink without `progress`."""
@@ -47,11 +74,11 @@ class InFlightProgress:
     def __init__(self, sink: object, interval_s: float = 1.0) -> None:
         self._sink = sink if isinstance(sink, ProgressSink) else None
         self._interval_s = interval_s
-        # Per row: its snapshot, its counts, and the counts last passed on (None: none
-        # yet), in one entry (one dict operation per track and untrack). Counts are asked
-        # every round, the snapshot only built when they changed (building an event per
-        # row per poll cost more CPU than writing the rows: bench/usage_events.py).
-        self._tracked: dict[uuid.UUID, list[Any]] = {}
+        # One object per row, its counts last passed on in it (one dict operation per
+        # track and untrack, one allocation per request). Counts are asked every round,
+        # the snapshot only built when they changed (building an event per row per poll
+        # cost more CPU than writing the rows: bench/usage_events.py).
+        self._tracked: dict[uuid.UUID, Row] = {}
         self._first: set[uuid.UUID] = set()  # first token announced, not passed on yet
         self._task: asyncio.Task[None] | None = None
 
@@ -60,9 +87,12 @@ class InFlightProgress:
               written: tuple[int, int] | None = None) -> None:
         """`written`: the counts the row already holds (its reservation's): a round
         passes the row on only once they change (most requests end before they do)."""
+        self.track_row(row_id, _CallbackRow(snapshot, counts, written))
+
+    def track_row(self, row_id: uuid.UUID, row: Row) -> None:
         if self._sink is None:
             return
-        self._tracked[row_id] = [snapshot, counts or (lambda: _counts(snapshot())), written]
+        self._tracked[row_id] = row
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="usage-progress")
 
@@ -81,12 +111,11 @@ class InFlightProgress:
         if self._sink is None:
             return 0
         passed = 0
-        for entry in list(self._tracked.values()):
-            snapshot, counts, sent = entry
-            if sent != counts():
-                event = snapshot()
+        for row in list(self._tracked.values()):
+            if row.sent != row.counts():
+                event = row.snapshot()
                 self._sink.progress(event)
-                entry[2] = _counts(event)
+                row.sent = _counts(event)
                 passed += 1
         return passed
 
@@ -98,13 +127,13 @@ class InFlightProgress:
             return 0
         passed = 0
         for row_id in list(self._first):
-            entry = self._tracked.get(row_id)
-            if entry is not None and (entry[2] or (0, 0))[1] == 0:
-                if entry[1]()[1] == 0:
+            row = self._tracked.get(row_id)
+            if row is not None and (row.sent or (0, 0))[1] == 0:
+                if row.counts()[1] == 0:
                     continue
-                event = entry[0]()
+                event = row.snapshot()
                 self._sink.progress(event)
-                entry[2] = _counts(event)
+                row.sent = _counts(event)
                 passed += 1
             self._first.discard(row_id)
         return passed

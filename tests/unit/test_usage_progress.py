@@ -9,7 +9,7 @@ from dataclasses import replace
 from functools import partial
 
 from pipeline.router.metering import Call, Meter, PendingPrefill, UsageRecorder
-from pipeline.router.progress import InFlightProgress
+from pipeline.router.progress import InFlightProgress, _CallbackRow
 from pipeline.router.replicas import Replica
 from pipeline.router.types import ChatRequest
 from pipeline.router.usage import BatchingUsageWriter
@@ -40,8 +40,8 @@ def test_counts_are_passed_on_only_when_they_changed() -> None:
     row = uuid.uuid4()
     streamed = [0]
     # no loop: rounds by hand; counts asked of a cheap function, as the recorder passes
-    progress._tracked[row] = [lambda: in_flight(row, streamed[0]), lambda: (40, streamed[0]),
-                              None]
+    progress._tracked[row] = _CallbackRow(lambda: in_flight(row, streamed[0]),
+                                          lambda: (40, streamed[0]), None)
     assert progress.pass_on() == 1
     assert progress.pass_on() == 0  # unchanged
     streamed[0] = 17
@@ -106,8 +106,8 @@ def test_a_first_token_is_passed_on_without_waiting_for_the_round() -> None:
     rows = [uuid.uuid4(), uuid.uuid4()]
     streamed = {rows[0]: 0, rows[1]: 0}
     for row in rows:
-        progress._tracked[row] = [lambda row=row: in_flight(row, streamed[row]),
-                                  lambda row=row: (40, streamed[row]), (40, 0)]
+        progress._tracked[row] = _CallbackRow(lambda row=row: in_flight(row, streamed[row]),  # type: ignore[misc]
+                                              lambda row=row: (40, streamed[row]), (40, 0))  # type: ignore[misc]
     assert progress.pass_on_first_tokens() == 0  # nothing announced: nothing to say
     progress.first_token(rows[0])  # announced before its chunk is counted (dispatch.py)
     assert progress.pass_on_first_tokens() == 0  # no output yet: waits for the next poll
@@ -125,7 +125,7 @@ def test_a_first_token_is_passed_on_without_waiting_for_the_round() -> None:
 def test_an_announcement_for_a_row_no_longer_tracked_is_ignored() -> None:
     progress = InFlightProgress(ProgressList(), interval_s=60)
     row = uuid.uuid4()
-    progress._tracked[row] = [lambda: in_flight(row, 1), lambda: (40, 1), (40, 0)]
+    progress._tracked[row] = _CallbackRow(lambda: in_flight(row, 1), lambda: (40, 1), (40, 0))
     progress.first_token(row)
     progress.untrack(row)
     progress.first_token(uuid.uuid4())  # never tracked
