@@ -18,6 +18,16 @@ of this run `--slow-delay-s` late (a `pg_sleep` inside the writer's transaction)
 being dropped. At the end every started request must have exactly one settled row:
 `lost` = started − settled rows in the table, `dropped` = the writer's own count.
 
+**The driver's own cost** is in the writer process's CPU figure: the simulated clients'
+loop, the replica's wait and the caller's `ChatRequest` (the gateway's work, not
+metering's). It is kept lean and still one coroutine per client and one await per
+request at the replica, as a router's request tasks are: requests ending in the same
+5 ms share one timer, their random draws and `ChatRequest`s are made once per process
+(16,384 of them, each with its own alert id). A py-spy profile of a writer process
+(2026-12-02, 2 × 2,000) put ~20 % of its samples in the driver (its loop, the replica
+wait, `Upstream`/`Call` objects), ~27 % in metering (`UsageRecorder`, the ids, the
+writer's queues), ~33 % in the COPY writes and the rest in the event loop.
+
 Concurrency bounds the rate (Little's law): a request holds its slot for its reservation
 wait plus 20–200 ms "at the replica" (110 ms on average), so 2 × 1,000 requests at a time
 can never settle more than ~18,000 rows/s, however fast the write path. The default
