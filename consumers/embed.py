@@ -18,7 +18,7 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
     assert runtime.embedder is not None, "runtime opened without the embed stage"
     stage = EmbedStage(publisher=publisher, embedder=runtime.embedder,
                        output_topic=topics.embedded, batch_output_topic=topics.embedded_batch,
-                       dlq_topic=topics.dlq)
+                       dlq_topic=topics.dlq, publish_chunk=s.embedding.publish_chunk)
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.normalized],
                     batch_topics=[topics.normalized_batch], handle=stage.handle,
                     dead_letter=dlq_sink(publisher, topics.dlq, stage.name),

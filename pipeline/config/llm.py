@@ -79,6 +79,10 @@ class EmbeddingSettings(Frozen):
     # fewer. 128 rather than 32 spreads each batch's publish and commit round trips over
     # more texts: in the pipeline bench 44–53 alerts/s against 33–37 (issue 15).
     batch_size: int = 128
+    # The embed stage encodes its batch this many texts at a time (longest first) and
+    # sends each chunk's outputs on while it encodes the next: the model is not idle
+    # while they are acknowledged, and retrieve starts before the batch is done.
+    publish_chunk: int = Field(default=64, ge=1)
     dimensions: int = 384
     # The engine (pipeline/analysis/embedding_backends.py): torch = sentence-transformers;
     # the others run a graph exported from the same weights into <cache_dir>/embeddings/

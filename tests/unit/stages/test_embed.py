@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from consumers import embed as embed_consumer
-from pipeline.config import Settings
+from pipeline.analysis.embedding import alert_text
+from pipeline.config import BatchLaneSettings, EmbeddingSettings, KafkaSettings, Settings
 from pipeline.kafka.lanes import LaneGate
 from schemas.messages import EmbeddedAlert
 from tests.unit.stages import harness
@@ -75,4 +76,33 @@ async def test_a_record_that_is_not_a_normalized_alert_is_dead_lettered(
     assert sorted(EmbeddedAlert.model_validate_json(d.value).alert.alert_id
                   for d in journal.on(topics.embedded)) == sorted(
         normalized(i).alert_id for i in (0, 1))
+    assert journal.committed_after_all_output()
+
+
+async def test_a_batch_is_encoded_a_chunk_at_a_time_longest_first_one_key_in_order(
+        journal: harness.Journal) -> None:
+    """publish_chunk 2: each model call takes 2 texts, longest first, but the alerts of
+    one incident (key) stay in one call, in their order; each is published once, then
+    the commit."""
+    settings = Settings(kafka=KafkaSettings(batch_lane=BatchLaneSettings(live_idle_s=0)),
+                        embedding=EmbeddingSettings(publish_chunk=2))
+    gate = LaneGate(live_idle_s=0, max_wait_s=30)
+    storm = [normalized(0).model_copy(update={"alert_id": f"storm-{n}"}) for n in range(3)]
+    alerts = [normalized(1), *storm, normalized(2)]
+    embedder = KeyedEmbedder()
+    async with STAGE.wired(settings, gate, journal, embedder=embedder) as broker:
+        await broker.publish_batch(*(a.model_dump_json().encode() for a in alerts),
+                                   topic=settings.kafka.topics.normalized,
+                                   headers={"tenant_id": TENANT})
+    texts = {f"{TENANT}:{a.fingerprint}": len(alert_text(a)) for a in alerts}
+    storm_key = f"{TENANT}:{storm[0].fingerprint}"
+    # The storm's 3 alerts in one call (their sends start together, in their order:
+    # aiokafka keeps that order on the partition; the in-memory test broker does not).
+    assert [storm_key] * 3 in embedder.calls
+    assert all(len(call) <= 3 for call in embedder.calls)
+    lengths = [texts[key] for call in embedder.calls for key in call]
+    assert lengths == sorted(lengths, reverse=True)
+    published = [EmbeddedAlert.model_validate_json(d.value).alert.alert_id
+                 for d in journal.on(settings.kafka.topics.embedded)]
+    assert sorted(published) == sorted(a.alert_id for a in alerts)
     assert journal.committed_after_all_output()
