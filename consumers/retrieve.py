@@ -21,4 +21,5 @@ def register(broker: KafkaBroker, runtime: Runtime, publisher: Publisher,
                           similar_k=s.retrieval.similar_verdicts)
     subscribe_lanes(broker, s, stage.name, gate, live_topics=[topics.embedded],
                     batch_topics=[topics.embedded_batch], handle=stage.handle,
-                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name))
+                    dead_letter=dlq_sink(publisher, topics.dlq, stage.name),
+                    max_records=s.retrieval.max_batch_records)

@@ -99,6 +99,11 @@ class EmbeddingSettings(Frozen):
 
 
 class RetrievalSettings(Frozen):
+    # At most this many records a retrieve batch (two queries a batch): one embed chunk
+    # (embedding.publish_chunk) in one batch — one produce request and one commit for
+    # it instead of two (each an S3 write on the embedded broker), and the last chunk of
+    # a burst retrieved in one round (issue 15).
+    max_batch_records: int = Field(default=64, ge=1)
     top_k: int = 5  # runbook chunk candidates; the prompt packs them into token_budget
     similar_verdicts: int = 3
     token_budget: int = 700  # runbook excerpts + similar verdicts in the prompt
