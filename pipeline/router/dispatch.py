@@ -35,13 +35,17 @@ MAX_CONNECTIONS = 1000  # per replica, as the openai SDK's pool
 # an idle keep-alive connection after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), and a request
 # written onto a connection the server is closing fails ("Can not write request body").
 KEEPALIVE_S = 3.0
-# After the first text, a relayed stream is read at most once per RELAY_GATHER_S: what the
-# replica wrote meanwhile waits in the connection's buffer and goes on as one piece. Each
-# read was a task wake-up, a scan and a socket write downstream, per token more CPU than
-# all the router's own work on it (py-spy, bench/router_overhead.py). A model slower than
-# that (vLLM on CPU: tens of ms a token) is passed on token by token; the first text at
-# once; the end of the stream as soon as it comes.
+# After the first text, a relayed stream is read at most once per RELAY_GATHER_S, the
+# interval doubling with each read up to RELAY_GATHER_MAX_S: what the replica wrote
+# meanwhile waits in the kernel and goes on as one piece. Each read is a timer, a task
+# wake-up, a pause and resume of the socket, a scan and a socket write downstream:
+# ~0.1 ms of CPU, as much as the router's own work on the whole request (cProfile,
+# bench/router_overhead.py); a 95-token answer 5 ms a token was 24 reads at a fixed
+# 20 ms, is 8. A model slower than that (vLLM on CPU: tens of ms a token) is passed on
+# token by token; the first text at once; the end of the stream waits for the interval
+# under way (≤ RELAY_GATHER_MAX_S: a reader of text sees ≥ 12 updates a second).
 RELAY_GATHER_S = 0.02
+RELAY_GATHER_MAX_S = 0.08
 
 
 class ReplicaError(Exception):
@@ -164,12 +168,14 @@ class ReplicaClient:
     async def relay(self, body: dict[str, Any], on_bytes: BytesCallback,
                     on_first_token: Callable[[], None] | None = None,
                     progress: StreamProgress | None = None,
-                    gather_s: float = RELAY_GATHER_S) -> Upstream:
+                    gather_s: float = RELAY_GATHER_S,
+                    gather_max_s: float = RELAY_GATHER_MAX_S) -> Upstream:
         """As `chat`, but the caller gets the replica's server-sent events as the bytes
         that came (`on_bytes`), from the first text on (sse_relay.py: what comes before
         it is held back, so a failure there can still be retried elsewhere), gathered
-        over `gather_s` after the first text; the Upstream has no text. Parsed only as
-        far as metering needs."""
+        over `gather_s` after the first text, twice that after the next read, … up to
+        `gather_max_s` (or `gather_s`, if more); the Upstream has no text. Parsed only
+        as far as metering needs."""
         started = time.perf_counter()
         relay = SseRelay(progress if progress is not None else StreamProgress())
         try:
@@ -177,8 +183,9 @@ class ReplicaClient:
                 if response.status >= 400:
                     raise await _status_error(response)
                 transport = response.connection.transport if response.connection else None
-                await _relay_body(response.content, relay, on_bytes, on_first_token,
-                                  gather_s, transport)
+                gather = None if gather_s <= 0 else _Gather(
+                    response.content, transport, gather_s, max(gather_s, gather_max_s))
+                await _relay_body(response.content, relay, on_bytes, on_first_token, gather)
                 rest = relay.flush()
                 if rest:
                     on_bytes(rest)
@@ -248,11 +255,10 @@ async def _events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]
 
 
 async def _relay_body(content: aiohttp.StreamReader, relay: SseRelay, on_bytes: BytesCallback,
-                      on_first_token: Callable[[], None] | None, gather_s: float,
-                      transport: asyncio.Transport | None) -> None:
+                      on_first_token: Callable[[], None] | None,
+                      gather: _Gather | None) -> None:
     """Read to the end — past `[DONE]` too: a body left unread closes the pooled
     connection instead of reusing it — passing on what the relay lets through."""
-    gather = _Gather(content, transport) if gather_s > 0 else None
     while piece := await content.readany():
         first = relay.first_token_at is None
         out = relay.feed(piece)
@@ -263,27 +269,31 @@ async def _relay_body(content: aiohttp.StreamReader, relay: SseRelay, on_bytes: 
         if relay.error is not None:
             raise ReplicaStreamError(relay.error)
         if gather is not None and relay.passed_on:
-            await gather.wait(gather_s)
+            await gather.wait()
 
 
 class _Gather:
-    """Waits `wait` s between reads of a stream, or less if it ends meanwhile. From the
-    second wait on (a stream that goes on), the socket is not even read meanwhile: the
-    kernel keeps what comes and one read takes it all, instead of a wake-up of the event
-    loop per token; the end of such a stream then waits for the interval."""
+    """Waits between reads of a stream — `first_s`, then twice as long each time up to
+    `max_s` — or less if it ends meanwhile. From the second wait on (a stream that goes
+    on), the socket is not even read meanwhile: the kernel keeps what comes and one read
+    takes it all, instead of a wake-up of the event loop per token; the end of such a
+    stream then waits for the interval."""
 
-    def __init__(self, content: aiohttp.StreamReader,
-                 transport: asyncio.Transport | None) -> None:
+    def __init__(self, content: aiohttp.StreamReader, transport: asyncio.Transport | None,
+                 first_s: float, max_s: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._waiting: asyncio.Future[None] | None = None
         content.on_eof(self._wake)
         self._content = content
         self._transport = transport
         self._waits = 0
+        self._next_s = first_s
+        self._max_s = max_s
 
-    async def wait(self, wait: float) -> None:
+    async def wait(self) -> None:
         if self._content.is_eof():  # (its callback already ran)
             return
+        wait, self._next_s = self._next_s, min(self._max_s, 2 * self._next_s)
         self._waits += 1
         paused = self._waits > 1 and self._transport is not None \
             and not self._transport.is_closing()

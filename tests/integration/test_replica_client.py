@@ -303,3 +303,29 @@ async def test_relay_with_reading_paused_between_reads_loses_nothing() -> None:
         assert all(b"tok%d" % n in stream for n in range(60))
         assert stream.endswith(b"[DONE]\n\n") and len(pieces) <= 60 * 0.005 / 0.05 + 3
     assert connections == 1  # kept alive and idle in the pool, not closed
+
+
+async def test_relay_gathering_interval_doubles_up_to_its_cap() -> None:
+    """Tokens 5 ms apart for 0.4 s: read 20, 40, 80, 80 … ms apart after the first text
+    (each read costs the router ~0.1 ms of CPU), not every 20 ms — far fewer pieces, and
+    still all the text, then the end."""
+    cluster = SimCluster([SimConfig(itl_ms=5, prefill_ms_per_token=0, output_tokens=80,
+                                    seed=1)])
+    await cluster.start()
+    replica = client(cluster.base_urls()[0])
+    pieces: dict[float, list[bytes]] = {0.02: [], 0.08: []}
+    try:
+        for cap, relayed in pieces.items():
+            upstream = await replica.relay({**BODY, "max_tokens": 80}, relayed.append,
+                                           gather_s=0.02, gather_max_s=cap)
+            assert upstream.completion_tokens == 80 and upstream.finish_reason == "length"
+    finally:
+        await replica.close()
+        await cluster.stop()
+    for relayed in pieces.values():
+        stream = b"".join(relayed)
+        assert all(b"tok%d" % n in stream for n in range(80))
+        assert stream.endswith(b"[DONE]\n\n")
+    # 0.4 s: 1 + 20 pieces at a fixed 20 ms (fewer on a busy machine), ≤ 1 + 8 doubling.
+    assert len(pieces[0.08]) <= 9
+    assert len(pieces[0.08]) * 1.5 <= len(pieces[0.02])

@@ -1,4 +1,9 @@
+import asyncio
+import itertools
+import time
+
 import pytest
+from aiohttp import web
 
 from pipeline.router.engine_stats import EngineStats, EngineStatsScraper, metrics_url
 
@@ -108,3 +113,66 @@ def test_two_models_of_a_rollout_are_summed() -> None:
             'vllm:num_requests_waiting{engine="0",model_name="new"} 4.0 1733112000000\n')
     stats = EngineStats.from_vllm_scrape(text)
     assert (stats.num_requests_running, stats.num_requests_waiting) == (3.0, 4.0)
+
+
+class _MetricsServer:
+    """Replicas' /metrics on one local aiohttp server (paths /r0/metrics, …): the time
+    of every scrape, by replica."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, list[float]] = {}
+
+    async def start(self, replicas: int) -> list[str]:
+        async def metrics(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            self.hits.setdefault(name, []).append(asyncio.get_running_loop().time())
+            return web.Response(text=SCRAPE)
+
+        app = web.Application()
+        app.router.add_get("/{name}/metrics", metrics)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return [f"http://127.0.0.1:{port}/r{i}/v1" for i in range(replicas)]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+async def test_a_round_spreads_its_scrapes_over_the_interval() -> None:
+    """Not all replicas at once: each scrape is a burst of event-loop CPU, and a request
+    arriving during several in a row waited for all of them."""
+    server = _MetricsServer()
+    urls = await server.start(4)
+    scraper = EngineStatsScraper(urls, timeout_s=2.0)
+    try:
+        await scraper.scrape_once(spread_s=0.4)
+    finally:
+        await scraper.close()
+        await server.stop()
+    starts = sorted(times[0] for times in server.hits.values())
+    assert len(starts) == 4 and all(scraper.get(u) is not None for u in urls)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(0.07 <= gap <= 0.3 for gap in gaps), gaps
+
+
+async def test_scraping_pauses_without_picks_and_resumes_with_the_next() -> None:
+    server = _MetricsServer()
+    [url] = await server.start(1)
+    scraper = EngineStatsScraper([url], interval_s=0.05, idle_after_s=0.2, timeout_s=2.0)
+    try:
+        scraper.wanted(time.monotonic())
+        scraper.start()
+        await asyncio.sleep(0.5)  # ~0.2 s of picks' worth of rounds, then idle
+        scraped_while_wanted = len(server.hits["r0"])
+        await asyncio.sleep(0.5)
+        assert len(server.hits["r0"]) == scraped_while_wanted  # idle: no scrape at all
+        assert 3 <= scraped_while_wanted <= 8
+        scraper.wanted(time.monotonic())  # a pick: rounds again, the first at once
+        await asyncio.sleep(0.03)
+        assert len(server.hits["r0"]) == scraped_while_wanted + 1
+    finally:
+        await scraper.close()
+        await server.stop()

@@ -80,9 +80,9 @@ class ReplicaPicker:
 
     def choose(self, pool: Pool, *, needed_tokens: int, prompt_tokens: int = 0,
                messages: Sequence[Message] = (), exclude: Collection[str] = ()) -> Choice:
-        self._ensure_scraping()
-        self._pools[pool.name] = pool
         now = time.monotonic()
+        self._ensure_scraping(now)
+        self._pools[pool.name] = pool
         blocks = self.affinity.blocks(messages) if messages else ()
         key = self.affinity.key(messages, blocks) if self._wants_prefix else None
         ctx = PickContext(needed_tokens=needed_tokens, max_context_tokens=pool.max_context_tokens,
@@ -119,10 +119,13 @@ class ReplicaPicker:
         best = [r for r, t in zip(candidates, totals, strict=True) if t >= top - 1e-9]
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
-    def _ensure_scraping(self) -> None:
-        """The scraper starts with the first pick, i.e. inside the router's event loop."""
-        if isinstance(self._stats, EngineStatsScraper) and not self._stats.started:
-            self._stats.start()
+    def _ensure_scraping(self, now: float) -> None:
+        """The scraper starts with the first pick, i.e. inside the router's event loop;
+        it scrapes while picks come (it pauses when they stop: engine_stats.py)."""
+        if isinstance(self._stats, EngineStatsScraper):
+            self._stats.wanted(now)
+            if not self._stats.started:
+                self._stats.start()
 
     def track(self, base_urls: Collection[str]) -> None:
         """The replicas now in the pools (they come and go: membership.py): scrape those."""
