@@ -134,7 +134,7 @@ async def as_processes(settings: Settings) -> AsyncIterator[Snapshot]:
 
 
 async def stages_a(n_alerts: int, n_storm: int, profile: bool,
-                   one_process: bool) -> dict[str, Any]:
+                   one_process: bool, idle_s: float = 10.0) -> dict[str, Any]:
     """Distinct alerts, then one storm, through the three stages; the model alone on the
     distinct texts (same engine and batching) is the ceiling both are compared to."""
     settings = isolated_settings(new_run_id("ba"))
@@ -151,6 +151,10 @@ async def stages_a(n_alerts: int, n_storm: int, profile: bool,
         warm = varied_alerts(8, seed=99)
         await publish_lines(settings, warm, tenant_id="bench-warm")
         await count_topic(settings, settings.kafka.topics.enriched, len(warm), 600)
+        # The fixed part: what the stages (their consumers polling) and the broker and its
+        # storage spend with nothing to do, counted in the runs' windows too.
+        idle_start = snapshot()
+        await asyncio.sleep(idle_s)
         before = snapshot()
         profiler = cProfile.Profile() if profile else None
         if profiler:
@@ -172,6 +176,8 @@ async def stages_a(n_alerts: int, n_storm: int, profile: bool,
             "distinct_batches": delta(before[0], mid[0]), "storm_batches": delta(mid[0], after[0]),
             "distinct_cpu": _cpu_delta(before[1], mid[1]),
             "storm_cpu": _cpu_delta(mid[1], after[1]),
+            "idle_cpu_per_s": {name: sec / idle_s
+                               for name, sec in _cpu_delta(idle_start[1], before[1]).items()},
             "hops": hops, "profile": profile_shares(profiler) if profiler else {}}
 
 
@@ -247,6 +253,14 @@ def report_a(a: dict[str, Any], n_alerts: int, n_storm: int) -> None:
         total = 1000 * sum(a[label].values()) / n
         print(f"     {label.split('_')[0]:9s} {parts}  all {total:5.1f}"
               f"  (model alone / all: {a['model_cpu_ms'] / total:.2f})")
+    idle = a["idle_cpu_per_s"]
+    window_s = n_alerts / distinct
+    print(f"   idle, stages running (ms CPU a second; × the distinct window of {window_s:.1f} s "
+          f"= {1000 * sum(idle.values()) * window_s / n_alerts:.1f} ms an alert):")
+    print("     " + "  ".join(f"{name} {1000 * sec:5.1f}" for name, sec in idle.items()))
+    embed_busy = a["distinct_batches"]["embed"].seconds
+    print(f"   embed stage busy {embed_busy:.2f} s of the distinct window's {window_s:.2f} s "
+          f"({embed_busy / window_s:.0%}; fill and drain are the rest)")
     for label in ("distinct_batches", "storm_batches"):
         print(f"   batch time per stage ({label.split('_')[0]}; handle + commit):")
         for stage in STAGES:
@@ -284,12 +298,16 @@ def main() -> None:
     parser.add_argument("--one-process", action="store_true",
                         help="the three stages in this process (default: a process a "
                              "stage, as deployed)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="measure the idle CPU of the stages and the stack this long "
+                             "before the runs")
     parser.add_argument("--record", action="store_true",
                         help="record pipeline.fraction_of_embed_rate")
     args = parser.parse_args()
     configure_logging("WARNING", "console")
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    a = asyncio.run(stages_a(args.alerts, args.storm, args.profile, args.one_process))
+    a = asyncio.run(stages_a(args.alerts, args.storm, args.profile, args.one_process,
+                             args.idle_seconds))
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"# pipeline throughput — {stamp()} — {machine()}")
     print(f"   load before: {load_before}\n   load after : {load_after}")
