@@ -292,6 +292,10 @@ class _Gather:
 
     async def wait(self) -> None:
         if self._content.is_eof():  # (its callback already ran)
+            # One pass of the event loop all the same: the caller passes the text on
+            # now, before this request's bookkeeping (usage event, quota) — a short
+            # answer often comes whole in one read, and that was on its first token.
+            await asyncio.sleep(0)
             return
         wait, self._next_s = self._next_s, min(self._max_s, 2 * self._next_s)
         self._waits += 1

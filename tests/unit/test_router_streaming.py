@@ -71,3 +71,30 @@ async def test_closing_early_cancels_the_request() -> None:
     await stream.aclose()  # type: ignore[attr-defined]
     assert cancelled.is_set()
 
+
+
+async def test_a_relayed_answer_read_whole_is_passed_on_before_the_bookkeeping() -> None:
+    """A short answer often comes in one read, its end included: the relay yields once
+    after passing it on, so the caller writes the text before the request's usage event
+    and quota settlement run (they were on the time to first token)."""
+    from aiohttp import StreamReader
+    from aiohttp.client_proto import ResponseHandler
+
+    from pipeline.router.dispatch import _Gather, _relay_body
+    from pipeline.router.sse_relay import SseRelay, StreamProgress
+
+    loop = asyncio.get_running_loop()
+    reader = StreamReader(ResponseHandler(loop), 2**16, loop=loop)
+    reader.feed_data(b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}'
+                     b"\n\ndata: [DONE]\n\n")
+    reader.feed_eof()
+    order: list[str] = []
+
+    def on_bytes(piece: bytes) -> None:
+        order.append("passed on")
+        loop.call_soon(order.append, "caller wrote")  # the consumer's next step
+
+    await _relay_body(reader, SseRelay(StreamProgress()), on_bytes, None,
+                      _Gather(reader, None, 0.02, 0.08))
+    order.append("bookkeeping")
+    assert order == ["passed on", "caller wrote", "bookkeeping"]
