@@ -93,6 +93,11 @@ async def hop_latencies(settings: Settings, tenants: set[str]) -> dict[str, tupl
     return out
 
 
+async def enriched_timestamps(settings: Settings, tenants: set[str]) -> dict[str, int]:
+    """alert id → its enriched record's timestamp (ms), for the alerts of `tenants`."""
+    return await _timestamps(settings, settings.kafka.topics.enriched, False, tenants)
+
+
 def _p50_p95(values: list[int]) -> tuple[float, float]:
     if len(values) < 2:
         return (float("nan"), float("nan"))
