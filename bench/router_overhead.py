@@ -10,6 +10,10 @@ Overhead = client time − simulator time, to the first token (the headline) and
 end. No timer inside the router is used. The simulator burns `--sim-cpu-us` µs of CPU per
 prompt token (tokenizer-like work), so the router shares the 2 cores with a busy server.
 
+Idle first: each router process's CPU over `--idle-seconds` with no request at all (after
+a short warm-up), in ms of CPU per second — its fixed cost (background loops, scrapes),
+which a low request rate spreads over few requests.
+
 Runs, each after `--warmup-s` of the same load:
 1. latency: short chats (one output token) at each of `--rates` (200 and 1,000 req/s),
    ours and round robin;
@@ -42,7 +46,9 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from bench.record import record as record_figure
 from bench.socket_clock import (
@@ -180,6 +186,29 @@ def line(run: Run) -> str:
             f"{run.load_text()}")
 
 
+async def idle_cpu(bench: Bench, seconds: float) -> dict[str, float]:
+    """Each router's CPU with no request, ms per second, after a few requests (so that
+    whatever starts with the first one has started)."""
+    idle: dict[str, float] = {}
+    for kind, proxy in bench.proxies.items():
+        await open_loop(proxy.url, bench.bodies(short_bodies, 10), 20.0)
+        await asyncio.sleep(1.0)
+        before, started = _on_cpu_ns(proxy.process.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        idle[kind] = ((_on_cpu_ns(proxy.process.pid) - before) / 1e6
+                      / (time.monotonic() - started))
+        print(f"{kind:>11} idle: router CPU {idle[kind]:.2f} ms per second", flush=True)
+    await fetch_timings(bench.sim_urls)  # forget the warm-up's stamps
+    return idle
+
+
+def _on_cpu_ns(pid: int) -> int:
+    """Time on a CPU of all of a process's threads so far, ns (/proc schedstat: the
+    100 Hz ticks of /proc/…/stat are too coarse for a few ms a second)."""
+    return sum(int((task / "schedstat").read_text().split()[0])
+               for task in Path(f"/proc/{pid}/task").iterdir())
+
+
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {"latency": [], "stream": [], "litellm": []}
     for rate in args.rates if "latency" in args.runs else ():
@@ -274,17 +303,23 @@ async def main(args: argparse.Namespace) -> None:
         proxies = {kind: Proxy(kind, upstreams) for kind in args.routers}
         for proxy in proxies.values():
             proxy.ready()
-        runs = await measure(Bench(args, sims, proxies), args)
+        bench = Bench(args, sims, proxies)
+        idle = await idle_cpu(bench, args.idle_seconds) if args.idle_seconds > 0 else {}
+        runs = await measure(bench, args)
     finally:
         for proxy in proxies.values():
             proxy.stop()
         for sim in sims:
             sim.stop()
-    report(args, runs)
+    report(args, runs, idle)
 
 
-def report(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
+def report(args: argparse.Namespace, runs: dict[str, list[Run]],
+           idle: dict[str, float]) -> None:
     lines, figures = verdicts(runs)
+    if idle:
+        lines.append("- idle (no request for " f"{args.idle_seconds:g} s): router CPU "
+                     + ", ".join(f"{kind} {ms:.2f} ms/s" for kind, ms in idle.items()))
     print("\n".join(lines))
     if args.no_record:
         return
@@ -327,6 +362,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         default=[5.0, 10.0, 20.0, 40.0, 80.0])
     parser.add_argument("--litellm-seconds", type=float, default=6.0)
     parser.add_argument("--warmup-s", type=float, default=2.0)
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="each router's CPU with no request over this long (0: skip)")
     parser.add_argument("--itl-ms", type=float, default=5.0)
     parser.add_argument("--sim-cpu-us", type=float, default=1.0,
                         help="simulator CPU per prompt word, µs (0 = an idle server)")
