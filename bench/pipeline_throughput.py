@@ -53,7 +53,7 @@ from bench.record import record
 from pipeline.analysis.embedding import Embedder, alert_text, default_export_dir
 from pipeline.analysis.normalize import normalize
 from pipeline.config import Settings
-from pipeline.kafka.admin import ensure_topics
+from pipeline.kafka.admin import delete_topics, ensure_topics
 from pipeline.logging import configure_logging
 from pipeline.sources.ingest_file import publish_lines
 from pipeline.store.database import open_pool
@@ -186,6 +186,7 @@ async def stages_a(n_alerts: int, n_storm: int, profile: bool,
     hops = await hop_latencies(settings, {"bench"})
     distinct_rate = await rate_to_last_out(settings, "bench", n_alerts, distinct_in)
     storm_rate = await rate_to_last_out(settings, "bench-storm", n_storm, storm_in)
+    await delete_topics(settings)  # this run's own: left behind, every run adds ten
     return {"backend": model.backend, "model_rates": (rate_before, rate_after),
             "model_texts_per_s": (rate_before + rate_after) / 2,
             "model_cpu_ms": model_cpu_ms,
@@ -243,6 +244,7 @@ async def stages_b(n_verdicts: int) -> dict[str, float]:
     with contextlib.suppress(Exception):
         await worker
     await pool.close()
+    await delete_topics(settings)
     assert usage and explained
     del docs
     return {"verdicts": done, "seconds": elapsed, "verdicts_per_min": 60 * done / elapsed,

@@ -44,3 +44,19 @@ async def keep_topics(settings: Settings, *, interval_s: float = 10.0) -> None:
             continue
         if created:
             log.warning("topics_recreated", topics=created)
+
+
+async def delete_topics(settings: Settings) -> list[str]:
+    """Delete the topics of `settings` that exist — for a test session's or a bench run's
+    own topics (named by a run id) when it ends; never called on the deployment's. Left
+    behind, hundreds of them made every consumer's topic check list them all."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in settings.kafka.topics.all() if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import KafkaSettings, Settings, Topics
 from pipeline.devstack import stack
+from pipeline.kafka.admin import delete_topics
 from pipeline.runtime import STAGES
 from pipeline.store.database import open_pool
 from pipeline.store.migrate import migrate
@@ -47,7 +48,11 @@ def settings(run_id: str) -> Iterator[Settings]:
     stack.up(configured)
     migrate(configured.database_url)
     yield configured
-    # Leave the machine as we found it: stop only what this session started.
+    # Leave the machine as we found it: the session's own topics deleted (the broker may be
+    # down after a test that stopped it: nothing to do then), and stop only what this
+    # session started.
+    with contextlib.suppress(Exception):
+        asyncio.run(delete_topics(configured))
     for service in reversed(services):
         if service.name not in already_up:
             service.stop()
