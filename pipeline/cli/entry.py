@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from pipeline.cli.config_errors import ConfigError, from_validation_error
+from pipeline.devstack.processes import PortTaken
 
 EXIT_CONFIG = 2
 _debug = {"on": False}
@@ -34,6 +35,10 @@ def as_config_error(exc: BaseException) -> ConfigError | None:
         return exc
     if isinstance(exc, ValidationError) and exc.title == "Settings":
         return from_validation_error(exc)
+    if isinstance(exc, PortTaken):  # e.g. another checkout's embedded stack is up
+        return ConfigError("port", ", ".join(map(str, exc.ports)),
+                           "taken by another program (another checkout's `secanalyst dev "
+                           "up`?)", f"Stop it (`secanalyst dev down` there), or {exc.hint}")
     return _unreachable_service(exc)
 
 

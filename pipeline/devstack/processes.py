@@ -199,13 +199,23 @@ def wait_until(check: Callable[[], bool], *, timeout_s: float, what: str,
     raise TimeoutError(f"{what} was not ready after {timeout_s:.0f}s; see its log")
 
 
+class PortTaken(RuntimeError):
+    """A port the embedded stack needs is held by another program (the CLI prints it as
+    one line, with the hint, not as a traceback)."""
+
+    def __init__(self, ports: Sequence[int], hint: str) -> None:
+        self.ports = list(ports)
+        self.hint = hint
+        listed = ", ".join(str(port) for port in self.ports)
+        super().__init__(f"port {listed} is taken by another program; {hint}")
+
+
 def refuse_taken_ports(ports: Sequence[int], *, hint: str) -> None:
     """A port another program holds would make the start fail obscurely (or, worse, make
     the service look up when it is someone else answering): say so, with how to move."""
     taken = [port for port in ports if port_open(port)]
     if taken:
-        listed = ", ".join(str(port) for port in taken)
-        raise RuntimeError(f"port {listed} is taken by another program; {hint}")
+        raise PortTaken(taken, hint)
 
 
 def launch(files: ServiceFiles, argv: Sequence[str], *, ready: Callable[[], bool],

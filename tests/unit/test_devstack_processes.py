@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.devstack.processes import (
     MARK_ENV,
+    PortTaken,
     ServiceFiles,
     launch,
     pid_alive,
@@ -210,3 +211,13 @@ def test_a_taken_port_is_refused_with_the_hint(tmp_path: Path) -> None:
             assert f"port {port} is taken" in str(exc) and "set THE_PORT" in str(exc)
         else:
             raise AssertionError("a taken port was not refused")
+
+
+def test_a_taken_port_is_one_line_naming_the_port_and_what_to_do() -> None:
+    """`make demo` beside another checkout's running stack: one line, not a traceback."""
+    from pipeline.cli.entry import as_config_error
+
+    error = as_config_error(PortTaken([54329], "set SECANALYST_DEV__POSTGRES_PORT"))
+    assert error is not None
+    assert str(error).startswith("port = 54329: taken by another program")
+    assert "secanalyst dev down" in str(error) and "SECANALYST_DEV__POSTGRES_PORT" in str(error)
