@@ -23,9 +23,11 @@ Runs, each after `--warmup-s` of the same load:
    user + system time (/proc) ÷ requests finished;
 3. vs litellm: short chats at each of `--litellm-rates` until litellm no longer sustains
    one (finished at ≥ 95% of the offered rate, no error, its time to first token in the
-   run's last third ≤ 2× the first third's + 5 ms); ours at every rate litellm
-   sustained; the headline is the ratio of the two p99 overheads at the highest of them,
-   printed beside the ratio at each lower rate (near its limit litellm starts to queue).
+   run's last third ≤ 2× the first third's + 5 ms); ours and the plain round-robin proxy
+   at every rate litellm sustained; the headline is the ratio of litellm's and our p99
+   overheads at the highest of them, printed beside the ratio at each lower rate (near its
+   limit litellm starts to queue) and beside the round-robin proxy's ratio (the floor: a
+   proxy doing no work of its own, on the same machine at the same rates).
 
 The 1-min load average is read before and after every run and printed beside it, with
 the CPU that processes outside the bench used during the run (cores); a run is quiet when
@@ -130,7 +132,11 @@ class Proxy:
     def ready(self) -> None:
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"router process {self.kind} did not start")
+            hint = (" (is litellm installed? `.venv/bin/pip install -e '.[bench]'`)"
+                    if self.kind == LITELLM else "")
+            raise RuntimeError(f"router process {self.kind} did not start{hint}; run "
+                               f"`python -m bench.router_proxy --kind {self.kind} --port P "
+                               "--upstreams URL` to see why")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -228,9 +234,12 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Run]
             break
     # Ours at every rate litellm sustained, not only the highest: near its limit litellm
     # starts to queue, and a ratio there says more about its queue than its overhead.
-    for theirs in [r for r in runs["litellm"] if r.sustained()]:
-        runs["litellm"].append(await bench.run(OURS, "short", theirs.rate,
-                                               args.litellm_seconds))
+    # The plain round-robin proxy at the same rates: the floor any proxy meets in this
+    # harness on this machine (wake-ups of sleeping processes dominate at low rates).
+    for theirs in [r for r in runs["litellm"] if r.router == LITELLM and r.sustained()]:
+        for kind in (k for k in (OURS, ROUND_ROBIN) if k in args.routers):
+            runs["litellm"].append(await bench.run(kind, "short", theirs.rate,
+                                                   args.litellm_seconds))
     return runs
 
 
@@ -259,6 +268,12 @@ def verdicts(runs: dict[str, list[Run]]) -> tuple[list[str], dict[str, float]]:
                      f"{'sustained' if r.sustained() else 'NOT sustained'}) — goal ≤ 2 ms on "
                      f"a quiet machine: **{'met' if met else 'not met'}**"
                      + ("" if r.quiet else " (not a quiet machine: re-run with --quiet-check)"))
+        floor = [f for f in runs["latency"] if f.router == ROUND_ROBIN and f.rate == 1000]
+        if floor:
+            lines.append(f"  - the floor, the plain round-robin proxy in the same harness: "
+                         f"p99 {floor[0].ms(99):.2f} ms ({floor[0].load_text()})"
+                         + (" — above 2 ms: no proxy met the goal here"
+                            if floor[0].ms(99) > 2 else ""))
     ours_stream = [r for r in runs["stream"] if r.router == OURS]
     if ours_stream:
         r = ours_stream[0]
@@ -270,6 +285,7 @@ def verdicts(runs: dict[str, list[Run]]) -> tuple[list[str], dict[str, float]]:
                      f"**{'met' if r.cpu_ms() <= 3 else 'not met'}**")
     sustained = [r for r in runs["litellm"] if r.router == LITELLM and r.sustained()]
     ours_at = {r.rate: r for r in runs["litellm"] if r.router == OURS}
+    floor_at = {r.rate: r for r in runs["litellm"] if r.router == ROUND_ROBIN}
     pairs = [(theirs, ours_at[theirs.rate]) for theirs in sustained if theirs.rate in ours_at]
     if pairs:
         def p99_ratio(pair: tuple[Run, Run]) -> float:
@@ -287,6 +303,16 @@ def verdicts(runs: dict[str, list[Run]]) -> tuple[list[str], dict[str, float]]:
         lines.append(f"- p99 ratio at every rate litellm sustained: {every}"
                      + (f" — below 5× at {', '.join(f'{r:,.0f}' for r in below)} req/s"
                         if below else " — ≥ 5× at every one"))
+        floors = [(t, floor_at[t.rate]) for t, _ in pairs if t.rate in floor_at]
+        if floors:
+            lines.append("- the floor at those rates, the plain round-robin proxy (no token "
+                         "count, no parsing): litellm p99 ÷ its p99 = "
+                         + ", ".join(f"{t.rate:,.0f} req/s {p99_ratio((t, f)):.1f}× "
+                                     f"(p99 {f.ms(99):.2f} ms)" for t, f in floors)
+                         + ("; below 5× even for it at "
+                            + ", ".join(f"{t.rate:,.0f}" for t, f in floors
+                                        if p99_ratio((t, f)) < 5) + " req/s"
+                            if any(p99_ratio((t, f)) < 5 for t, f in floors) else ""))
     else:
         lines.append("- vs litellm: litellm sustained none of the offered rates "
                      f"{[r.rate for r in runs['litellm']]}: no ratio (goal not met)")
