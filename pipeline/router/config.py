@@ -44,6 +44,11 @@ class PoolConfig(_Config):
     traffic_split: dict[str, float] = Field(default_factory=dict)
     # Every request of a tenant to the same version (else each request draws anew).
     sticky_versions: bool = False
+    # A relayed stream (`Router.relay`) is read at most every `relay_gather_s` after its
+    # first text, the interval doubling with each read up to `relay_gather_max_s`: what
+    # came meanwhile goes on as one piece (dispatch.py). 0: every piece as it comes.
+    relay_gather_s: float = Field(default=0.02, ge=0)
+    relay_gather_max_s: float = Field(default=0.08, ge=0)
 
     @model_validator(mode="after")
     def _one_service_for_dns(self) -> PoolConfig:

@@ -44,6 +44,7 @@ KEEPALIVE_S = 3.0
 # 20 ms, is 8. A model slower than that (vLLM on CPU: tens of ms a token) is passed on
 # token by token; the first text at once; the end of the stream waits for the interval
 # under way (≤ RELAY_GATHER_MAX_S: a reader of text sees ≥ 12 updates a second).
+# The defaults; per pool: `PoolConfig.relay_gather_s`, `relay_gather_max_s`.
 RELAY_GATHER_S = 0.02
 RELAY_GATHER_MAX_S = 0.08
 
@@ -91,8 +92,10 @@ class ReplicaClient:
     connection. No retries: that is the router's job (on another replica)."""
 
     def __init__(self, base_url: str, *, connect_timeout_s: float, request_timeout_s: float,
-                 api_key: str = "EMPTY") -> None:
+                 api_key: str = "EMPTY", gather_s: float = RELAY_GATHER_S,
+                 gather_max_s: float = RELAY_GATHER_MAX_S) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.gather_s, self.gather_max_s = gather_s, gather_max_s  # relay()'s defaults
         self._headers = {"Authorization": f"Bearer {api_key}",
                          "Content-Type": "application/json",
                          "Accept": "text/event-stream"}
@@ -168,15 +171,17 @@ class ReplicaClient:
     async def relay(self, body: dict[str, Any], on_bytes: BytesCallback,
                     on_first_token: Callable[[], None] | None = None,
                     progress: StreamProgress | None = None,
-                    gather_s: float = RELAY_GATHER_S,
-                    gather_max_s: float = RELAY_GATHER_MAX_S) -> Upstream:
+                    gather_s: float | None = None,
+                    gather_max_s: float | None = None) -> Upstream:
         """As `chat`, but the caller gets the replica's server-sent events as the bytes
         that came (`on_bytes`), from the first text on (sse_relay.py: what comes before
         it is held back, so a failure there can still be retried elsewhere), gathered
         over `gather_s` after the first text, twice that after the next read, … up to
-        `gather_max_s` (or `gather_s`, if more); the Upstream has no text. Parsed only
-        as far as metering needs."""
+        `gather_max_s` (or `gather_s`, if more; unset: the client's); the Upstream has no
+        text. Parsed only as far as metering needs."""
         started = time.perf_counter()
+        gather_s = self.gather_s if gather_s is None else gather_s
+        gather_max_s = self.gather_max_s if gather_max_s is None else gather_max_s
         relay = SseRelay(progress if progress is not None else StreamProgress())
         try:
             async with await self._post(_payload(body)) as response:

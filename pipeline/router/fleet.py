@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Mapping
+from functools import partial
 
 import structlog
 
@@ -31,7 +32,11 @@ class Fleet:
                            sticky_versions=spec.sticky_versions)
                       for name, spec in pools.items()]
         self._timeouts = (connect_timeout_s, request_timeout_s)
-        self.clients = {r.url: self._client_for(r.url) for p in self.pools for r in p.replicas}
+        # Each pool's relay gathering (PoolConfig.relay_gather_s, _max_s), by pool name.
+        self._gathering = {name: (spec.relay_gather_s, spec.relay_gather_max_s)
+                           for name, spec in pools.items()}
+        self.clients = {r.url: self._client_for(r.url, p.name)
+                        for p in self.pools for r in p.replicas}
         # Called with every replica URL after the pools changed (the picker scrapes those).
         self.on_change: Callable[[Collection[str]], None] = lambda urls: None
         # Pools whose replicas come and go: a configured non-static source, or one given
@@ -45,19 +50,22 @@ class Fleet:
                 source = build_discovery(spec.discovery, spec.endpoints)
             if source is not None:
                 self._memberships.append((PoolMembership(
-                    pool, source, probe=self._probe, on_joining=self._open_client,
+                    pool, source, probe=self._probe,
+                    on_joining=partial(self._open_client, pool=pool.name),
                     on_forgotten=self._release_client), spec.refresh_s))
         self._discovery_started: asyncio.Task[None] | None = None
         self._refreshers: list[asyncio.Task[None]] = []
 
-    def _client_for(self, url: str) -> ReplicaClient:
+    def _client_for(self, url: str, pool: str) -> ReplicaClient:
         connect_timeout_s, request_timeout_s = self._timeouts
+        gather_s, gather_max_s = self._gathering[pool]
         return ReplicaClient(url, connect_timeout_s=connect_timeout_s,
-                             request_timeout_s=request_timeout_s)
+                             request_timeout_s=request_timeout_s, gather_s=gather_s,
+                             gather_max_s=gather_max_s)
 
-    def _open_client(self, url: str) -> None:
+    def _open_client(self, url: str, pool: str) -> None:
         if url not in self.clients:
-            self.clients[url] = self._client_for(url)
+            self.clients[url] = self._client_for(url, pool)
 
     async def _probe(self, url: str) -> str | None:
         return await self.clients[url].probe()

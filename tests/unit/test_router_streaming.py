@@ -98,3 +98,16 @@ async def test_a_relayed_answer_read_whole_is_passed_on_before_the_bookkeeping()
                       _Gather(reader, None, 0.02, 0.08))
     order.append("bookkeeping")
     assert order == ["passed on", "caller wrote", "bookkeeping"]
+
+
+def test_relay_gathering_is_a_pool_option() -> None:
+    from pipeline.router.config import PoolConfig
+    from pipeline.router.fleet import Fleet
+
+    fleet = Fleet({"a": PoolConfig(endpoints=["http://a:8000/v1"], relay_gather_s=0.05,
+                                   relay_gather_max_s=0.2),
+                   "b": PoolConfig(endpoints=["http://b:8000/v1"])},
+                  connect_timeout_s=1.0, request_timeout_s=1.0)
+    a, b = fleet.clients["http://a:8000/v1"], fleet.clients["http://b:8000/v1"]
+    assert (a.gather_s, a.gather_max_s) == (0.05, 0.2)
+    assert (b.gather_s, b.gather_max_s) == (0.02, 0.08)
