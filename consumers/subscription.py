@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -20,7 +20,7 @@ from faststream.message import StreamMessage
 from pipeline.config import Settings
 from pipeline.kafka.lanes import LaneGate
 from pipeline.kafka.log_end_guard import LogEndGuard
-from pipeline.kafka.messaging import Backoff, DeadLetterSink, Record, run_batch
+from pipeline.kafka.messaging import Backoff, Consumer, DeadLetterSink, Record, run_batch
 
 Lane = Literal["live", "batch"]
 
@@ -63,6 +63,12 @@ async def tolerant_parser(records: Any,
     return await original(with_utf8_headers(records))
 
 
+def _consumer(msg: KafkaMessage) -> Consumer:
+    """The subscriber's AIOKafkaConsumer: FastStream types it as commit() and seek() only;
+    run_batch commits the batch's partitions by name (commit(offsets), assignment())."""
+    return cast(Consumer, msg.consumer)
+
+
 def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics: list[str],
                     handle: Callable[[list[Record]], Awaitable[None]], *,
                     dead_letter: DeadLetterSink,
@@ -90,12 +96,12 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
     @subscriber
     async def consume(records: Any, msg: KafkaMessage) -> None:
         if gate is None:
-            await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
+            await run_batch(_consumer(msg), records, handle, dead_letter=dead_letter,
                             backoff=backoff, stage=stage, lane=lane)
             return
         turn = gate.live() if lane == "live" else gate.batch(stage)
         async with turn:
-            await run_batch(msg.consumer, records, handle, dead_letter=dead_letter,
+            await run_batch(_consumer(msg), records, handle, dead_letter=dead_letter,
                             backoff=backoff, stage=stage, lane=lane)
 
 

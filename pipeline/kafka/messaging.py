@@ -14,7 +14,7 @@ import base64
 import hashlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,7 +85,8 @@ def dead_letter(stage: str, record: Record, reason: str) -> DeadLetter:
 
 class Consumer(Protocol):
     def seek(self, partition: Any, offset: int) -> None: ...
-    async def commit(self) -> None: ...
+    def assignment(self) -> Container[Any]: ...
+    async def commit(self, offsets: dict[Any, int] | None = None) -> None: ...
 
 
 DeadLetterSink = Callable[[Record, str], Awaitable[None]]
@@ -206,8 +207,24 @@ async def _run_batch(consumer: Consumer, records: list[Record],
         await asyncio.sleep(delay)  # do not spin on a broken dependency
         return False
     backoff.reset()
-    await consumer.commit()
+    await _commit(consumer, records)
     return True
+
+
+async def _commit(consumer: Consumer, records: list[Record]) -> None:
+    """Commit the partitions the batch has records of, each after its last record.
+
+    aiokafka's commit() without offsets commits every assigned partition: on the
+    S3-backed embedded broker each is an object written, and a stage's batch often holds
+    one partition of three (a storm: always) — issue 15. A partition revoked while the
+    batch ran is left to its new owner, as commit() would."""
+    from aiokafka import TopicPartition
+
+    assigned = consumer.assignment()
+    offsets = {tp: offset for topic, partition, offset in _next_offsets(records)
+               if (tp := TopicPartition(topic, partition)) in assigned}
+    if offsets:
+        await consumer.commit(offsets)
 
 
 async def _handle_isolating(records: list[Record],

@@ -4,11 +4,13 @@ rewind (never a dead letter) on transient failures. A fake consumer (seek/commit
 from __future__ import annotations
 
 import random
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
+from aiokafka import TopicPartition
 from psycopg import errors as pg_errors
 
 from pipeline.kafka.messaging import (
@@ -19,6 +21,7 @@ from pipeline.kafka.messaging import (
     dead_letter,
     run_batch,
 )
+from tests.unit.stages.harness import AllPartitions
 
 
 @dataclass
@@ -32,15 +35,22 @@ class FakeRecord:
 
 
 class RecordingConsumer:
-    def __init__(self) -> None:
+    def __init__(self, assigned: Container[TopicPartition] = AllPartitions()) -> None:
         self.seeks: list[tuple[Any, int]] = []
         self.commits = 0
+        self.committed: list[dict[Any, int]] = []
+        self.assigned = assigned
 
     def seek(self, partition: Any, offset: int) -> None:
         self.seeks.append((partition, offset))
 
-    async def commit(self) -> None:
+    def assignment(self) -> Container[TopicPartition]:
+        return self.assigned
+
+    async def commit(self, offsets: dict[Any, int] | None = None) -> None:
+        assert offsets, "every commit names its partitions"
         self.commits += 1
+        self.committed.append(dict(offsets))
 
 
 class Letters:
@@ -96,6 +106,26 @@ async def test_commit_only_after_the_stage_succeeds() -> None:
     await run_batch(consumer, BATCH, handle, dead_letter=letters)
     assert consumer.commits == 1 and not consumer.seeks and not letters.sent
     assert seen[0].headers == {"tenant_id": "acme"}
+
+
+async def test_commit_names_only_the_batchs_partitions_after_their_last_record() -> None:
+    """Not every assigned partition (aiokafka's commit() without offsets): each is an
+    object written on the S3-backed embedded broker. A partition revoked meanwhile is
+    left to its new owner."""
+    consumer = RecordingConsumer(assigned={TopicPartition("a", 0), TopicPartition("a", 1),
+                                           TopicPartition("a", 2)})
+
+    async def handle(records: list[Record]) -> None:
+        pass
+
+    await run_batch(consumer, BATCH, handle)
+    assert consumer.committed == [{TopicPartition("a", 0): 7, TopicPartition("a", 1): 10}]
+    consumer.assigned = {TopicPartition("a", 1)}
+    await run_batch(consumer, BATCH, handle)
+    assert consumer.committed[-1] == {TopicPartition("a", 1): 10}
+    consumer.assigned = set()
+    await run_batch(consumer, BATCH, handle)  # nothing of it is this consumer's any more
+    assert consumer.commits == 2
 
 
 @pytest.mark.parametrize("position", range(64))

@@ -21,6 +21,7 @@ from pipeline.stages.common import dlq_sink
 from pipeline.telemetry_metrics import reason_class
 from pipeline.worker_health import WorkerHealth
 from tests.span_capture import captured_spans
+from tests.unit.stages.harness import AllPartitions
 from tests.unit.test_messaging import FakeRecord
 
 
@@ -33,7 +34,10 @@ class Consumer:
     def seek(self, partition: Any, offset: int) -> None:
         pass
 
-    async def commit(self) -> None:
+    def assignment(self) -> AllPartitions:
+        return AllPartitions()
+
+    async def commit(self, offsets: dict[Any, int] | None = None) -> None:
         self.commits += 1
 
     def highwater(self, tp: Any) -> int:

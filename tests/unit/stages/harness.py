@@ -91,13 +91,23 @@ class Journal:
         return kinds.count("commit") == 1 and kinds[-1] == "commit"
 
 
+class AllPartitions:
+    """An assignment holding every partition."""
+
+    def __contains__(self, tp: object) -> bool:
+        return True
+
+
 class RecordingConsumer:
     """What run_batch calls on aiokafka's consumer: commit and seek, journaled."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    async def commit(self) -> None:
+    def assignment(self) -> AllPartitions:
+        return AllPartitions()
+
+    async def commit(self, offsets: dict[Any, int] | None = None) -> None:
         self.journal.events.append(("commit",))
 
     def seek(self, partition: Any, offset: int) -> None:
