@@ -89,8 +89,9 @@ def subscribe_stage(broker: KafkaBroker, settings: Settings, stage: str, topics:
         max_records=max_records or settings.kafka.max_batch_records,
         ack_policy=AckPolicy.MANUAL, auto_offset_reset="earliest",
         max_poll_interval_ms=max_poll_interval_ms, title=f"{stage}{suffix}-consumer",
-        # The batch lane waits as long as it likes: backfill is not latency-bound.
-        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms if lane == "live" else 500,
+        # The batch lane waits longer: backfill is not latency-bound.
+        fetch_max_wait_ms=(settings.kafka.fetch_max_wait_ms if lane == "live"
+                           else settings.kafka.batch_lane.fetch_max_wait_ms),
         parser=tolerant_parser, decoder=raw_records, listener=guard)
 
     @subscriber

@@ -37,6 +37,13 @@ class BatchLaneSettings(Frozen):
     max_wait_s: float = Field(default=30.0, gt=0)
     max_records: int = Field(default=8, ge=1)
     explain_max_records: int = Field(default=4, ge=1)
+    # How long a batch-lane consumer's fetch waits for records (kafka.fetch_max_wait_ms is
+    # the live lane's). Tansu answers an empty fetch only at the end of the wait, and each
+    # costs it and its S3 storage ~2 ms of CPU: the three idle batch-lane consumers polled
+    # 6 times a second at 500 ms (issue 15). Backfill is not latency-bound: it waits up to
+    # this long to be picked up after an idle spell; while records flow, fetches answer
+    # at once.
+    fetch_max_wait_ms: int = Field(default=5000, ge=10, le=30_000)
 
 
 class KafkaSettings(Frozen):
