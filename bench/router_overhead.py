@@ -50,7 +50,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.record import record as record_figure
@@ -120,13 +120,14 @@ def _body(messages: list[dict[str, str]], max_tokens: int) -> bytes:
 class Proxy:
     """One router process (bench/router_proxy.py)."""
 
-    def __init__(self, kind: str, upstreams: list[str]) -> None:
+    def __init__(self, kind: str, upstreams: list[str],
+                 options: Sequence[str] = ()) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.router_proxy", "--kind", kind, "--port",
-             str(self.port), "--upstreams", ",".join(upstreams)],
+             str(self.port), "--upstreams", ",".join(upstreams), *options],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def ready(self) -> None:
@@ -336,7 +337,10 @@ async def main(args: argparse.Namespace) -> None:
         for sim in sims:
             await sim.ready()
         upstreams = [u for sim in sims for u in sim.urls]
-        proxies = {kind: Proxy(kind, upstreams) for kind in args.routers}
+        ours_options = [] if args.relay_gather_max_s is None else [
+            "--relay-gather-max-s", str(args.relay_gather_max_s)]
+        proxies = {kind: Proxy(kind, upstreams, ours_options if kind == OURS else [])
+                   for kind in args.routers}
         for proxy in proxies.values():
             proxy.ready()
         bench = Bench(args, sims, proxies)
@@ -371,7 +375,10 @@ def report(args: argparse.Namespace, runs: dict[str, list[Run]],
     body = (f"Open loop, {args.replicas} simulated replicas in {args.sim_processes} "
             f"processes (simulator CPU {args.sim_cpu_us:g} µs per prompt word, no prefill "
             f"time, {args.itl_ms:g} ms between tokens); each router in its own process "
-            f"(bench/router_proxy.py, aiohttp on uvloop). Overhead = client-observed time − "
+            f"(bench/router_proxy.py, aiohttp on uvloop"
+            + ("" if args.relay_gather_max_s is None else
+               f"; ours' relay gathering cap {args.relay_gather_max_s * 1000:g} ms")
+            + f"). Overhead = client-observed time − "
             f"simulator-observed time of the same request (to the first generated token; "
             f"'to end' = to the stream's end). {args.warmup_s:g} s warm-up before each run; "
             f"latency runs {args.seconds:g} s, streamed runs {args.stream_seconds:g} s at "
@@ -408,6 +415,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet-check", action="store_true",
                         help=f"refuse to run when the 1-min load average is > {QUIET_LOAD}")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--relay-gather-max-s", type=float, default=None,
+                        help="ours: the relay's gathering cap (PoolConfig.relay_gather_max_s; "
+                             "default the router's, 0.08)")
     names = lambda text: text.split(",")  # noqa: E731
     parser.add_argument("--runs", type=names, default=list(RUNS),
                         help=f"which runs, comma-separated (default all: {','.join(RUNS)}); "

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -48,7 +49,8 @@ async def _sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def ours_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[None]]]:
+def ours_handler(upstreams: list[str], relay_gather_max_s: float | None = None,
+                 ) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     import structlog
 
     from pipeline.config import Settings
@@ -67,8 +69,11 @@ def ours_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitable[
 
     router = Router(model_name="sim-model", counter=counter_for(tokenizer_dir(Settings())),
                     usage=NullSink(),
-                    pools={"default": PoolConfig(endpoints=upstreams,
-                                                 max_context_tokens=8192)},
+                    pools={"default": PoolConfig(
+                        endpoints=upstreams, max_context_tokens=8192,
+                        relay_gather_max_s=(PoolConfig.model_fields["relay_gather_max_s"].default
+                                            if relay_gather_max_s is None
+                                            else relay_gather_max_s))},
                     tenants=TenantLimits(tokens_per_minute=10**12, tokens_per_day=10**13))
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -138,9 +143,11 @@ def litellm_handler(upstreams: list[str]) -> tuple[Handler, Callable[[], Awaitab
     return handle, close
 
 
-async def serve(kind: str, port: int, upstreams: list[str]) -> None:
-    makers = {"ours": ours_handler, "round-robin": round_robin_handler,
-              "litellm": litellm_handler}
+async def serve(kind: str, port: int, upstreams: list[str],
+                relay_gather_max_s: float | None = None) -> None:
+    makers: dict[str, Callable[[list[str]], tuple[Handler, Callable[[], Awaitable[None]]]]] = {
+        "ours": partial(ours_handler, relay_gather_max_s=relay_gather_max_s),
+        "round-robin": round_robin_handler, "litellm": litellm_handler}
     handle, close = makers[kind](upstreams)
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", handle)
@@ -171,11 +178,14 @@ def main() -> None:
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstreams", required=True, help="comma-separated base URLs (…/v1)")
+    parser.add_argument("--relay-gather-max-s", type=float, default=None,
+                        help="ours: PoolConfig.relay_gather_max_s (default the router's)")
     args = parser.parse_args()
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(args.kind, args.port, args.upstreams.split(",")))
+        uvloop.run(serve(args.kind, args.port, args.upstreams.split(","),
+                         args.relay_gather_max_s))
 
 
 if __name__ == "__main__":
