@@ -176,3 +176,27 @@ async def test_scraping_pauses_without_picks_and_resumes_with_the_next() -> None
     finally:
         await scraper.close()
         await server.stop()
+
+
+def test_a_quiet_replica_is_scraped_less_often_until_it_is_not() -> None:
+    """Stats showing nothing the router does not know (nothing waiting, no other router's
+    request, KV cache under half) put a replica on the slow interval; anything else, no
+    stats, stale stats or an unknown own count keep it in every round."""
+    from dataclasses import replace
+
+    urls = ["http://quiet/v1", "http://waiting/v1", "http://others/v1", "http://full/v1",
+            "http://stale/v1", "http://unknown/v1", "http://new/v1"]
+    scraper = EngineStatsScraper(urls, interval_s=0.5, quiet_interval_s=2.0)
+    quiet = EngineStats(num_requests_running=3, kv_cache_usage_perc=0.2, scraped_at=100.0,
+                        own_in_flight=3)
+    scraper._latest.update({
+        "http://quiet/v1": quiet,
+        "http://waiting/v1": replace(quiet, num_requests_waiting=1),
+        "http://others/v1": replace(quiet, own_in_flight=2),
+        "http://full/v1": replace(quiet, kv_cache_usage_perc=0.6),
+        "http://stale/v1": replace(quiet, stale=True),
+        "http://unknown/v1": replace(quiet, own_in_flight=None)})
+    assert scraper.due(100.5) == urls[1:]
+    assert scraper.due(101.0) == urls[1:]
+    assert scraper.due(101.75) == urls  # 2 s less half a round's slack
+    assert EngineStatsScraper(urls, interval_s=0.5).due(100.5) == urls  # off by default

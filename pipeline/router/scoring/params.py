@@ -100,3 +100,9 @@ class ScrapeParams(PluginParams):
     interval_s: float = Field(default=0.5, gt=0)
     timeout_s: float = Field(default=0.5, gt=0)
     max_age_s: float = Field(default=5.0, gt=0)  # older stats score neutral
+    # A replica whose last scrape showed no request waiting, none of another router's
+    # and its KV cache under half full is scraped this often instead (engine_stats.py);
+    # ≤ interval_s: every interval. Keep it below max_age_s.
+    quiet_interval_s: float = Field(default=2.0, ge=0)
+    # No pick for this long pauses the scrape until the next pick (None: 2 intervals).
+    idle_after_s: float | None = Field(default=None, gt=0)

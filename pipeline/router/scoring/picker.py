@@ -145,5 +145,7 @@ def build_picker(weights: Mapping[str, float], base_urls: Collection[str], *,
     of every replica's /metrics that starts with the first pick."""
     scrape = scrape if scrape is not None else ScrapeParams()
     stats = EngineStatsScraper(base_urls, interval_s=scrape.interval_s,
-                               timeout_s=scrape.timeout_s, max_age_s=scrape.max_age_s)
+                               timeout_s=scrape.timeout_s, max_age_s=scrape.max_age_s,
+                               idle_after_s=scrape.idle_after_s,
+                               quiet_interval_s=scrape.quiet_interval_s)
     return ReplicaPicker(weights, stats=stats, params=params, affinity=PrefixAffinity(affinity))
