@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import random
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +55,40 @@ def machine() -> str:
     cpus = os.cpu_count()
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     python = platform.python_version()
-    return f"{platform.machine()}, {cpus} cores, {mem_gib:.0f} GiB, Python {python}"
+    return (f"{platform.machine()}, {cpus} cores ({cpu_model()}), {mem_gib:.0f} GiB, "
+            f"Python {python}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector instructions (/proc/cpuinfo): hosts of
+    one machine kind differ (an AVX-512 host ran the embedding model 3× faster than an
+    AVX2 one), and a figure is only comparable on the same kind of CPU."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines()
+                  if ":" in line)
+    name = " ".join(fields.get("model name\t", fields.get("model name", "")).split())
+    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+    vector = ("AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags
+              else "AVX2" if "avx2" in flags else "no AVX2")
+    return f"{name or 'CPU unknown'}, {vector}"
+
+
+def cpu_speed_ms(repeat: int = 5) -> float:
+    """A fixed piece of pure-Python work (hashing and dict updates, ~50 ms on this kind of
+    machine), best of `repeat`, ms: lower is faster. Printed beside CPU figures so that
+    runs on a slower or busier host (a virtual machine's neighbours) can be told apart
+    from a change in the code."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        table: dict[int, int] = {}
+        for i in range(200_000):
+            table[hash((i, i >> 3)) & 1023] = i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def stamp() -> str:
