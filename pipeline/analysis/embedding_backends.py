@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 import numpy as np
+import structlog
 
 from pipeline.analysis.embedding_export import (
     MAX_SEQ_LENGTH,
     exported_model,
     model_fingerprint,
 )
+
+log = structlog.get_logger(__name__)
 
 EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"]
 BACKENDS: tuple[str, ...] = get_args(EmbeddingBackend)
@@ -171,4 +174,28 @@ def open_encoder(backend: str, model_path: Path, cache_root: Path,
     if backend == "onnx":
         return GraphEncoder(backend, model_path, _onnxruntime_runner(graph, threads))
     precision = "bf16" if backend == "openvino-bf16" else "f32"
+    if precision == "bf16" and not native_bf16(cpu_flags()):
+        log.warning("embedding_bf16_emulated", backend=backend,
+                    advice="this CPU has no bf16 instructions (AVX512_BF16 or AMX): "
+                           "embedding.backend=openvino (f32) was ~12% faster on such a CPU "
+                           "(docs/benchmarks.md, Embedding backends); switching re-embeds "
+                           "the runbooks once")
     return GraphEncoder(backend, model_path, _openvino_runner(graph, precision, threads))
+
+
+def cpu_flags() -> set[str]:
+    """The first CPU's feature flags (/proc/cpuinfo); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(flags: set[str]) -> bool:
+    """Whether the CPU computes bfloat16 itself (else OpenVINO emulates it, slower than
+    f32: 1.43× against 1.60× PyTorch's rate on an AVX2 EPYC). Unknown flags: assume yes."""
+    return not flags or bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -87,9 +87,11 @@ class EmbeddingSettings(Frozen):
     # The engine (pipeline/analysis/embedding_backends.py): torch = sentence-transformers;
     # the others run a graph exported from the same weights into <cache_dir>/embeddings/
     # (onnx, onnx-int8: extra `embed-onnx`). A switch to another precision (int8, bf16)
-    # re-embeds the runbooks. openvino-bf16: 2.8× torch's texts/s on this CPU, cosine to
-    # torch ≥ 0.9999, same top-5 runbook passages for 95.8 % of alerts (the others: near
-    # ties); int8 changes the top-5 of half. docs/benchmarks.md, bench/embedding_backends.py
+    # re-embeds the runbooks. openvino-bf16: 2.8× torch's texts/s on a CPU with bf16
+    # instructions (AVX512_BF16/AMX), cosine to torch ≥ 0.9999, same top-5 runbook passages
+    # for 95.8 % of alerts (the others: near ties); on an AVX2-only CPU it is emulated
+    # (1.43×, f32 openvino 1.60×: the embed stage logs embedding_bf16_emulated); int8
+    # changes the top-5 of half. docs/benchmarks.md, bench/embedding_backends.py
     backend: Literal["torch", "onnx", "onnx-int8", "openvino",
                      "openvino-bf16"] = "openvino-bf16"
     # The engine's threads (0: one per core). One thread spent ~8 % less CPU a text in the

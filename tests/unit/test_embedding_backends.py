@@ -131,3 +131,12 @@ def test_one_thread_and_mixed_lengths_give_the_same_vectors(export_dir: Path,
     assert cosine.min() >= 0.999, cosine
     alone = embedder.embed_uncached([long_text])[0]
     assert float(alone @ vectors[0]) >= 0.9999
+
+
+def test_bf16_is_native_only_with_avx512_bf16_or_amx() -> None:
+    from pipeline.analysis.embedding_backends import native_bf16
+
+    assert not native_bf16({"avx2", "fma", "avx512f"})
+    assert native_bf16({"avx2", "avx512f", "avx512_bf16"})
+    assert native_bf16({"avx2", "amx_bf16", "amx_tile"})
+    assert native_bf16(set())  # no /proc/cpuinfo: no warning
