@@ -63,14 +63,15 @@ def cpu_model() -> str:
     """The CPU's model name and its widest vector instructions (/proc/cpuinfo): hosts of
     one machine kind differ (an AVX-512 host ran the embedding model 3× faster than an
     AVX2 one), and a figure is only comparable on the same kind of CPU."""
+    from pipeline.analysis.embedding_backends import cpu_flags
+
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        with open("/proc/cpuinfo") as info:
+            name = next((" ".join(line.partition(":")[2].split()) for line in info
+                         if line.startswith("model name")), "")
     except OSError:
-        return "CPU unknown"
-    fields = dict(line.split(":", 1) for line in info.split("\n\n", 1)[0].splitlines()
-                  if ":" in line)
-    name = " ".join(fields.get("model name\t", fields.get("model name", "")).split())
-    flags = set(fields.get("flags\t\t", fields.get("flags", "")).split())
+        name = ""
+    flags = cpu_flags()
     vector = ("AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags
               else "AVX2" if "avx2" in flags else "no AVX2")
     return f"{name or 'CPU unknown'}, {vector}"
