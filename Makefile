@@ -30,7 +30,7 @@ test-deps:
 ## at CI size); nothing skipped for want of a tool: test-deps installs them first, and a
 ## test that skips all the same fails the run (SECANALYST_NO_SKIPS, tests/conftest.py).
 test: install test-deps lint
-	SECANALYST_REQUIRE_K8S_TOOLS=1 SECANALYST_NO_SKIPS=1 $(BIN)/pytest
+	SECANALYST_REQUIRE_K8S_TOOLS=1 SECANALYST_NO_SKIPS=1 $(BIN)/pytest --durations=25
 
 lint: install
 	$(BIN)/ruff check .

@@ -96,7 +96,8 @@ def model_convert() -> None:
                         version=settings.dev.vllm_version,
                         served_model_name=settings.llm.model_name,
                         kv_cache_gib=settings.dev.vllm_kv_cache_gib,
-                        max_model_len=settings.dev.vllm_max_model_len)
+                        max_model_len=settings.dev.vllm_max_model_len,
+                              cpu_bind=settings.dev.vllm_cpu_bind)
     console.print(f"model ready: {vllm.prepare()}")
 
 

@@ -27,4 +27,7 @@ class DevStackSettings(Frozen):
     vllm_port: int = 18000
     vllm_kv_cache_gib: int = 1
     vllm_max_model_len: int = 4096
+    # The dev vLLM's OpenMP threads: "all" cores (the default: on 2 cores, vLLM's "auto"
+    # leaves the model one), "auto" (vLLM's own), or a VLLM_CPU_OMP_THREADS_BIND list.
+    vllm_cpu_bind: str = "all"
     vllm_version: str = "0.32.0"

@@ -54,7 +54,8 @@ def embedded_services(settings: Settings) -> list[Service]:
                               version=settings.dev.vllm_version,
                               served_model_name=settings.llm.model_name,
                               kv_cache_gib=settings.dev.vllm_kv_cache_gib,
-                              max_model_len=settings.dev.vllm_max_model_len)],
+                              max_model_len=settings.dev.vllm_max_model_len,
+                              cpu_bind=settings.dev.vllm_cpu_bind)],
     }
     return [s for name in settings.embedded_services for s in services[name]]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -54,12 +55,29 @@ def ensure_vllm_venv(cache_root: Path, version: str) -> Path:
         return python
 
 
+def cpu_binding_env(cpu_bind: str) -> dict[str, str]:
+    """vLLM's OpenMP binding. "auto" is vLLM's own: it keeps one core for its frontend, which
+    on a 2-core dev machine leaves the model one thread. "all" binds the model's threads to
+    every core this process may use: measured on a 2-core AVX2 host, 4 streams of a
+    490-token prompt finished in 19 s against 34 s ("auto"), and in 29 s against 36 s with
+    another process busy on one core. Any other value is passed to vLLM as it is
+    (VLLM_CPU_OMP_THREADS_BIND syntax, e.g. "0-3")."""
+    if cpu_bind == "auto":
+        return {}
+    if cpu_bind == "all":
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu_bind = ",".join(str(cpu) for cpu in cpus)
+    return {"VLLM_CPU_OMP_THREADS_BIND": cpu_bind, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 class EmbeddedVLLM(RecordedService):
     name = "vllm"
 
     def __init__(self, state_dir: Path, cache_root: Path, *, port: int, version: str,
-                 served_model_name: str, kv_cache_gib: int, max_model_len: int) -> None:
+                 served_model_name: str, kv_cache_gib: int, max_model_len: int,
+                 cpu_bind: str = "all") -> None:
         super().__init__(state_dir)
+        self.cpu_bind = cpu_bind
         self.cache_root = cache_root
         self.port = port
         self.version = version
@@ -101,7 +119,8 @@ class EmbeddedVLLM(RecordedService):
             "--structured-outputs-config",
             json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
         ], env={"VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib), "HF_HUB_OFFLINE": "1",
-                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
+                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                **cpu_binding_env(self.cpu_bind)},
             ready=self.ready, timeout_s=600, what="vLLM", interval_s=1.0)
 
     def address(self) -> str:

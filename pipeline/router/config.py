@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipeline.router.dispatch import RELAY_GATHER_MAX_S, RELAY_GATHER_S
 from pipeline.router.scoring.params import AffinityParams, ScrapeParams
 
 Priority = Literal["premium", "standard", "batch"]
@@ -47,8 +48,8 @@ class PoolConfig(_Config):
     # A relayed stream (`Router.relay`) is read at most every `relay_gather_s` after its
     # first text, the interval doubling with each read up to `relay_gather_max_s`: what
     # came meanwhile goes on as one piece (dispatch.py). 0: every piece as it comes.
-    relay_gather_s: float = Field(default=0.02, ge=0)
-    relay_gather_max_s: float = Field(default=0.08, ge=0)
+    relay_gather_s: float = Field(default=RELAY_GATHER_S, ge=0)
+    relay_gather_max_s: float = Field(default=RELAY_GATHER_MAX_S, ge=0)
 
     @model_validator(mode="after")
     def _one_service_for_dns(self) -> PoolConfig:
