@@ -6,7 +6,8 @@ A. alerts/s through normalize → embed → retrieve (real Tansu, PostgreSQL + p
 B. verdicts/min end to end (Kafka in → verdict rows out) with the real vLLM on CPU.
 
 Run: .venv/bin/python -m bench.pipeline_throughput [--alerts 400] [--verdicts 40] [--one-process]
-Needs the embedded stack (`secanalyst dev up`) and loaded runbooks.
+Needs the embedded stack (`secanalyst dev up`); migrates the database and loads the
+runbooks first (both idempotent), as `secanalyst demo` does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -52,11 +54,13 @@ from bench.pipeline_profile import (
 from bench.record import record
 from pipeline.analysis.embedding import Embedder, alert_text, default_export_dir
 from pipeline.analysis.normalize import normalize
+from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings
 from pipeline.kafka.admin import delete_topics, ensure_topics
 from pipeline.logging import configure_logging
 from pipeline.sources.ingest_file import publish_lines
 from pipeline.store.database import open_pool
+from pipeline.store.migrate import migrate
 from pipeline.worker import run_worker
 
 
@@ -329,6 +333,11 @@ def main() -> None:
                         help="record pipeline.fraction_of_embed_rate")
     args = parser.parse_args()
     configure_logging("WARNING", "console")
+    # Without the schema the stages wait out the missing table (a deploy ahead of its
+    # migration) and the run would only time out.
+    settings = Settings()
+    migrate(settings.database_url)
+    asyncio.run(load_runbooks(settings, Path("runbooks")))
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     a = asyncio.run(stages_a(args.alerts, args.storm, args.profile, args.one_process,
                              args.idle_seconds))

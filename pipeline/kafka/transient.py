@@ -24,6 +24,20 @@ from pipeline.router.errors import NoHealthyReplica, Saturated
 # (program limit exceeded: an index row or a nesting too big) is the record's fault.
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
+# SQLSTATEs of any psycopg error that mean "the database is not deployed as this code
+# expects" (a migration not yet run, a wrong database, a missing grant or extension). The
+# statements are fixed text and records only fill parameters, so no alert can cause them:
+# dead-lettering on them would empty a live stream into the DLQ during a deploy.
+_SCHEMA_NOT_READY_SQLSTATES = frozenset({
+    "42P01",  # undefined_table
+    "42703",  # undefined_column
+    "42704",  # undefined_object (e.g. type "vector": pgvector not installed)
+    "42883",  # undefined_function (an operator of a missing extension)
+    "3F000",  # invalid_schema_name
+    "3D000",  # invalid_catalog_name
+    "42501",  # insufficient_privilege
+})
+
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError is TimeoutError since 3.11
     asyncio.TimeoutError,
@@ -53,6 +67,8 @@ def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return bool(exc.exceptions) and all(is_transient(e) for e in exc.exceptions)
     if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, psycopg.Error) and exc.sqlstate in _SCHEMA_NOT_READY_SQLSTATES:
         return True
     if isinstance(exc, psycopg.OperationalError):
         # No SQLSTATE: the client could not reach the server or lost the connection.

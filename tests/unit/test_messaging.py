@@ -233,6 +233,23 @@ async def test_a_batch_failing_on_every_record_is_retried_before_it_is_dead_lett
     assert letters.offsets == [100, 101] and consumer.commits == 1
 
 
+async def test_a_missing_table_is_waited_out_however_long_not_dead_lettered() -> None:
+    """A deploy ahead of its migration (relation "alerts" does not exist) is no record's
+    fault: the batch is rewound and retried past SYSTEMIC_RETRIES, nothing dead-lettered,
+    until the table exists."""
+    consumer, letters = RecordingConsumer(), Letters()
+    stage = PoisonStage(pg_errors.UndefinedTable('relation "alerts" does not exist'))
+    records = [FakeRecord("alerts.raw", 0, 100 + i, value=b"poison") for i in range(4)]
+    backoff = no_wait()
+    for _ in range(SYSTEMIC_RETRIES + 3):
+        await run_batch(consumer, records, stage, dead_letter=letters, backoff=backoff)
+    assert not letters.sent and consumer.commits == 0 and consumer.seeks
+    assert stage.calls == SYSTEMIC_RETRIES + 3  # no bisection: the batch as a whole
+    migrated = [FakeRecord("alerts.raw", 0, 100 + i) for i in range(4)]
+    await run_batch(consumer, migrated, stage, dead_letter=letters, backoff=backoff)
+    assert stage.handled == [100, 101, 102, 103] and consumer.commits == 1
+
+
 async def test_without_a_sink_every_failure_is_retried() -> None:
     consumer, stage = RecordingConsumer(), PoisonStage()
     await run_batch(consumer, batch(4, (2,)), stage, backoff=no_wait())

@@ -28,6 +28,14 @@ from pipeline.router.errors import ContextTooLong, NoHealthyReplica, Saturated, 
     TimeoutError(),  # what asyncio.wait_for raises (asyncio.TimeoutError since 3.11)
     ConnectionRefusedError(111, "Connect call failed"),
     aiohttp.ServerDisconnectedError(),
+    # The database is not deployed as the code expects (a deploy ahead of its migration):
+    pg_errors.UndefinedTable('relation "alerts" does not exist'),
+    pg_errors.UndefinedColumn('column "model" does not exist'),
+    pg_errors.UndefinedObject('type "vector" does not exist'),
+    pg_errors.UndefinedFunction("operator does not exist: vector <=> vector"),
+    pg_errors.InvalidSchemaName('schema "secanalyst" does not exist'),
+    pg_errors.InvalidCatalogName('database "secanalyst" does not exist'),
+    pg_errors.InsufficientPrivilege("permission denied for table alerts"),
 ], ids=lambda e: type(e).__name__)
 def test_outages_are_transient(exc: BaseException) -> None:
     assert is_transient(exc)
