@@ -13,6 +13,7 @@ from pipeline.config import Settings
 from pipeline.kafka.admin import ensure_topics, keep_topics
 from pipeline.runtime import Runtime
 from pipeline.shutdown import stop_on_signals
+from pipeline.store.migrate import pending_migrations
 from pipeline.worker_health import HealthServer, WorkerHealth
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,7 @@ async def run_worker(settings: Settings, stages: Collection[str],
     register_stages(broker, runtime, stages, BrokerPublisher(broker))
     stop = stop_on_signals(stop)
     topics = asyncio.create_task(keep_topics(settings))  # after a memory broker's restart
+    schema = asyncio.create_task(warn_if_schema_behind(runtime))  # not in the start's way
     health = None
     try:
         if settings.worker.health_port is not None:  # up before the consumers join
@@ -61,7 +63,23 @@ async def run_worker(settings: Settings, stages: Collection[str],
     finally:
         log.info("worker_stopping")
         topics.cancel()
+        schema.cancel()
         if health is not None:
             await health.stop()
         await broker.stop()
         await runtime.close()
+
+
+async def warn_if_schema_behind(runtime: Runtime) -> list[str]:
+    """Say at start when the database lacks migrations this code needs (a deploy ahead of
+    its migration job): the stages wait out what is missing, they do not fail."""
+    try:
+        pending = await pending_migrations(runtime.pool)
+    except Exception as exc:  # unreachable now: the stages' own retries say so
+        log.info("schema_check_skipped", error=f"{type(exc).__name__}: {exc}")
+        return []
+    if pending:
+        log.warning("database_schema_behind", pending=pending,
+                    hint="run `secanalyst db migrate`; until then a batch that needs what "
+                         "is missing is retried, never dead-lettered")
+    return pending

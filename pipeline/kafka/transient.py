@@ -63,12 +63,17 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def schema_not_ready(exc: BaseException) -> bool:
+    """The database lacks a table, column, extension or grant the statement needs."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in _SCHEMA_NOT_READY_SQLSTATES
+
+
 def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return bool(exc.exceptions) and all(is_transient(e) for e in exc.exceptions)
     if isinstance(exc, _TRANSIENT_TYPES):
         return True
-    if isinstance(exc, psycopg.Error) and exc.sqlstate in _SCHEMA_NOT_READY_SQLSTATES:
+    if schema_not_ready(exc):
         return True
     if isinstance(exc, psycopg.OperationalError):
         # No SQLSTATE: the client could not reach the server or lost the connection.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from importlib import resources
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -40,3 +42,21 @@ def migrate(database_url: str) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(7426001)")
     return applied_now
+
+
+def missing_versions(applied: Collection[str]) -> list[str]:
+    """The versions of schemas/migrations not in `applied`, in order."""
+    return [version for version, _ in available_migrations() if version not in applied]
+
+
+async def pending_migrations(pool: AsyncConnectionPool) -> list[str]:
+    """The versions not applied to the pool's database (every one on a database never
+    migrated)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        row = await cur.fetchone()
+        applied: set[str] = set()
+        if row is not None and row[0]:
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            applied = {version for (version,) in await cur.fetchall()}
+    return missing_versions(applied)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from aiokafka import TopicPartition
 from psycopg import errors as pg_errors
+from structlog.testing import capture_logs
 
 from pipeline.kafka.messaging import (
     ORIGINAL_LIMIT,
@@ -241,8 +242,12 @@ async def test_a_missing_table_is_waited_out_however_long_not_dead_lettered() ->
     stage = PoisonStage(pg_errors.UndefinedTable('relation "alerts" does not exist'))
     records = [FakeRecord("alerts.raw", 0, 100 + i, value=b"poison") for i in range(4)]
     backoff = no_wait()
-    for _ in range(SYSTEMIC_RETRIES + 3):
-        await run_batch(consumer, records, stage, dead_letter=letters, backoff=backoff)
+    with capture_logs() as logs:
+        for _ in range(SYSTEMIC_RETRIES + 3):
+            await run_batch(consumer, records, stage, dead_letter=letters, backoff=backoff)
+    retries = [e for e in logs if e["event"] == "batch_failed_will_retry"]
+    assert len(retries) == SYSTEMIC_RETRIES + 3
+    assert all("secanalyst db migrate" in e["hint"] for e in retries)
     assert not letters.sent and consumer.commits == 0 and consumer.seeks
     assert stage.calls == SYSTEMIC_RETRIES + 3  # no bisection: the batch as a whole
     migrated = [FakeRecord("alerts.raw", 0, 100 + i) for i in range(4)]
