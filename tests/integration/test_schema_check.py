@@ -8,13 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
+import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
-from structlog.testing import capture_logs
 
+from pipeline import worker
 from pipeline.config import Settings
 from pipeline.store.migrate import available_migrations, pending_migrations
 from pipeline.worker import warn_if_schema_behind
+from tests.log_recorder import LogRecorder
 
 
 @pytest_asyncio.fixture
@@ -38,14 +40,15 @@ async def test_a_migrated_database_has_nothing_pending(db: AsyncConnectionPool) 
 
 
 async def test_an_unmigrated_database_has_every_version_pending_and_the_worker_says_so(
-        unmigrated: AsyncConnectionPool) -> None:
+        unmigrated: AsyncConnectionPool, monkeypatch: pytest.MonkeyPatch) -> None:
     every = [version for version, _ in available_migrations()]
     assert len(every) >= 12 and await pending_migrations(unmigrated) == every
 
     class Runtime:  # what warn_if_schema_behind reads of the worker's runtime
         pool = unmigrated
 
-    with capture_logs() as logs:
-        assert await warn_if_schema_behind(Runtime()) == every  # type: ignore[arg-type]
-    warning = next(e for e in logs if e["event"] == "database_schema_behind")
+    logs = LogRecorder()
+    monkeypatch.setattr(worker, "log", logs)
+    assert await warn_if_schema_behind(Runtime()) == every  # type: ignore[arg-type]
+    warning = next(e for e in logs.events if e["event"] == "database_schema_behind")
     assert warning["pending"] == every and "secanalyst db migrate" in warning["hint"]

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from aiokafka import TopicPartition
 from psycopg import errors as pg_errors
-from structlog.testing import capture_logs
 
+from pipeline.kafka import messaging
 from pipeline.kafka.messaging import (
     ORIGINAL_LIMIT,
     SYSTEMIC_RETRIES,
@@ -22,6 +22,7 @@ from pipeline.kafka.messaging import (
     dead_letter,
     run_batch,
 )
+from tests.log_recorder import LogRecorder
 from tests.unit.stages.harness import AllPartitions
 
 
@@ -234,7 +235,8 @@ async def test_a_batch_failing_on_every_record_is_retried_before_it_is_dead_lett
     assert letters.offsets == [100, 101] and consumer.commits == 1
 
 
-async def test_a_missing_table_is_waited_out_however_long_not_dead_lettered() -> None:
+async def test_a_missing_table_is_waited_out_however_long_not_dead_lettered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A deploy ahead of its migration (relation "alerts" does not exist) is no record's
     fault: the batch is rewound and retried past SYSTEMIC_RETRIES, nothing dead-lettered,
     until the table exists."""
@@ -242,10 +244,11 @@ async def test_a_missing_table_is_waited_out_however_long_not_dead_lettered() ->
     stage = PoisonStage(pg_errors.UndefinedTable('relation "alerts" does not exist'))
     records = [FakeRecord("alerts.raw", 0, 100 + i, value=b"poison") for i in range(4)]
     backoff = no_wait()
-    with capture_logs() as logs:
-        for _ in range(SYSTEMIC_RETRIES + 3):
-            await run_batch(consumer, records, stage, dead_letter=letters, backoff=backoff)
-    retries = [e for e in logs if e["event"] == "batch_failed_will_retry"]
+    logs = LogRecorder()
+    monkeypatch.setattr(messaging, "log", logs)
+    for _ in range(SYSTEMIC_RETRIES + 3):
+        await run_batch(consumer, records, stage, dead_letter=letters, backoff=backoff)
+    retries = [e for e in logs.events if e["event"] == "batch_failed_will_retry"]
     assert len(retries) == SYSTEMIC_RETRIES + 3
     assert all("secanalyst db migrate" in e["hint"] for e in retries)
     assert not letters.sent and consumer.commits == 0 and consumer.seeks
