@@ -13,7 +13,7 @@ from pipeline.config import Settings
 from pipeline.kafka.admin import ensure_topics, keep_topics
 from pipeline.runtime import Runtime
 from pipeline.shutdown import stop_on_signals
-from pipeline.store.migrate import pending_migrations
+from pipeline.store.migrate import MIGRATE_HINT, pending_migrations
 from pipeline.worker_health import HealthServer, WorkerHealth
 
 log = structlog.get_logger(__name__)
@@ -80,6 +80,6 @@ async def warn_if_schema_behind(runtime: Runtime) -> list[str]:
         return []
     if pending:
         log.warning("database_schema_behind", pending=pending,
-                    hint="run `secanalyst db migrate`; until then a batch that needs what "
-                         "is missing is retried, never dead-lettered")
+                    hint=f"{MIGRATE_HINT}; until then a batch that needs what is missing "
+                         "is retried, never dead-lettered")
     return pending

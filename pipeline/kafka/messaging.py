@@ -22,6 +22,7 @@ import structlog
 
 from pipeline import telemetry, telemetry_metrics
 from pipeline.kafka.transient import is_transient, schema_not_ready
+from pipeline.store.migrate import MIGRATE_HINT
 from schemas.messages import DeadLetter
 
 log = structlog.get_logger(__name__)
@@ -123,7 +124,6 @@ class _Systemic(Exception):
 # before its records are dead-lettered anyway: bounded, or a batch made only of poison
 # records would jam its partition.
 SYSTEMIC_RETRIES = 3
-SCHEMA_HINT = "the database is behind this code: run `secanalyst db migrate`"
 REASON_LIMIT = 1000
 
 
@@ -202,7 +202,7 @@ async def _run_batch(consumer: Consumer, records: list[Record],
         if not isinstance(exc, Exception):
             raise  # cancelled: the batch is delivered again after the restart
         delay = backoff.next_delay()
-        hint = SCHEMA_HINT if schema_not_ready(exc) else None
+        hint = MIGRATE_HINT if schema_not_ready(exc) else None
         log.warning("batch_failed_will_retry", records=len(records), attempt=backoff.attempt,
                     delay_s=round(delay, 2), error=_describe(exc),
                     systemic=isinstance(exc, _Systemic), **({"hint": hint} if hint else {}))

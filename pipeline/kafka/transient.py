@@ -35,7 +35,9 @@ _SCHEMA_NOT_READY_SQLSTATES = frozenset({
     "42883",  # undefined_function (an operator of a missing extension)
     "3F000",  # invalid_schema_name
     "3D000",  # invalid_catalog_name
-    "42501",  # insufficient_privilege
+    "42501",  # insufficient_privilege: the stages write as the owner, without row-level
+              # security, so not a policy refusing a record's row (also 42501); a stage
+              # writing under pipeline.store.tenant_scope would have to drop this one
 })
 
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (

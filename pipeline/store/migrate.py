@@ -8,6 +8,9 @@ from importlib import resources
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+# What to tell an operator whose database lacks migrations this code needs.
+MIGRATE_HINT = "the database is behind this code: run `secanalyst db migrate`"
+
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    TEXT PRIMARY KEY,

@@ -88,11 +88,3 @@ def test_an_exception_group_is_transient_only_when_all_of_it_is() -> None:
     assert is_transient(outage)
     assert not is_transient(mixed)
 
-
-def test_missing_versions_are_the_unapplied_in_order() -> None:
-    from pipeline.store.migrate import available_migrations, missing_versions
-
-    every = [version for version, _ in available_migrations()]
-    assert missing_versions(set()) == every
-    assert missing_versions(set(every)) == []
-    assert missing_versions(set(every[:-2])) == every[-2:]
