@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -49,12 +50,24 @@ async def _sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def refusal(exc: Exception) -> web.Response:
+    """A router's refusal (quota, saturation, no replica) as the gateway sends it
+    (pipeline/web/errors.py): its HTTP status, Retry-After, the kind in the body — so an
+    overloaded router shows as 503s the bench counts, not as 500s."""
+    status = int(getattr(exc, "status_code", 500))
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(max(1, math.ceil(retry or 1)))} if status in (429, 503) else {}
+    return web.json_response({"error": {"message": str(exc),
+                                        "code": getattr(exc, "kind", "server_error")}},
+                             status=status, headers=headers)
+
+
 def ours_handler(upstreams: list[str], relay_gather_max_s: float | None = None,
                  ) -> tuple[Handler, Callable[[], Awaitable[None]]]:
     import structlog
 
     from pipeline.config import Settings
-    from pipeline.router import ChatRequest, Router
+    from pipeline.router import ChatRequest, Router, RouterError
     from pipeline.router.config import PoolConfig, TenantLimits
     from pipeline.router.tokens import counter_for
     from pipeline.runtime import tokenizer_dir
@@ -80,7 +93,10 @@ def ours_handler(upstreams: list[str], relay_gather_max_s: float | None = None,
         body = await request.json()
         stream = router.relay(ChatRequest(tenant_id="t", messages=body["messages"],
                                           max_tokens=int(body.get("max_tokens") or 16)))
-        first = await anext(stream)  # a refusal raises here, before the 200
+        try:
+            first = await anext(stream)  # a refusal raises here, before the 200
+        except RouterError as exc:  # as the gateway answers it: its status, Retry-After
+            return refusal(exc)
         response = await _sse(request)
         async for piece in relayed_events(stream, first, "sim-model"):
             await response.write(piece)

@@ -1,8 +1,11 @@
-"""`/livez`, `/readyz` and `/metrics` of a worker process (`secanalyst run`).
+"""`/livez`, `/readyz` and `/metrics` of a worker process (`secanalyst run`, and the
+Wazuh write-back `secanalyst wazuh-writeback`).
 
-Live: the process's event loop answers. Ready: every stage consumer has joined its group
-(partitions assigned, no rebalance in progress, a group coordinator known) and the
-database answers `select 1`. A 503 body says which part is not ready and why.
+Live: the process's event loop answers. Ready: every consumer has joined its group
+(partitions assigned, no rebalance in progress, a group coordinator known), the database
+answers `select 1` (a worker with a pool) and each of the process's own checks passes
+(the write-back: the Wazuh manager's queue socket is there). A 503 body says which part is
+not ready and why.
 Metrics: prometheus-client's default registry, where the stages' metrics
 (pipeline/telemetry_metrics.py) and the router's (pipeline/router/metrics.py) are.
 """
@@ -10,6 +13,7 @@ Metrics: prometheus-client's default registry, where the stages' metrics
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -20,6 +24,8 @@ from psycopg_pool import AsyncConnectionPool
 
 log = structlog.get_logger(__name__)
 OK = "ok"
+# A readiness check of its own: OK, or why not.
+Check = Callable[[], Awaitable[str]]
 
 
 def consumer_state(consumer: Any) -> str:
@@ -39,9 +45,12 @@ def consumer_state(consumer: Any) -> str:
 
 
 class WorkerHealth:
-    def __init__(self, broker: KafkaBroker, pool: AsyncConnectionPool, *,
-                 db_timeout_s: float = 2.0) -> None:
+    def __init__(self, broker: KafkaBroker, pool: AsyncConnectionPool | None, *,
+                 db_timeout_s: float = 2.0, checks: Mapping[str, Check] | None = None,
+                 ) -> None:
         self._broker = broker
+        self._checks: dict[str, Check] = {} if pool is None else {"database": self.database}
+        self._checks.update(checks or {})
         self._pool = pool
         self._db_timeout_s = db_timeout_s
 
@@ -51,6 +60,8 @@ class WorkerHealth:
                 for sub in self._broker.subscribers}
 
     async def database(self) -> str:
+        if self._pool is None:
+            return "no database pool"
         try:
             async with asyncio.timeout(self._db_timeout_s):
                 async with self._pool.connection(timeout=self._db_timeout_s) as conn:
@@ -61,15 +72,13 @@ class WorkerHealth:
 
     async def readiness(self) -> dict[str, Any]:
         consumers = self.consumers()
-        database = await self.database()
+        checked = {name: await check() for name, check in self._checks.items()}
         reasons = [f"consumer {group}: {state}" for group, state in consumers.items()
                    if not state.startswith(OK)]
         if not consumers:
             reasons.append("no consumers registered")
-        if database != OK:
-            reasons.append(f"database: {database}")
-        return {"ready": not reasons, "reasons": reasons, "consumers": consumers,
-                "database": database}
+        reasons += [f"{name}: {state}" for name, state in checked.items() if state != OK]
+        return {"ready": not reasons, "reasons": reasons, "consumers": consumers, **checked}
 
     def app(self) -> web.Application:
         async def livez(_: web.Request) -> web.Response:

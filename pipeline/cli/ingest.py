@@ -210,15 +210,24 @@ async def _writeback(settings: Settings) -> None:
     from pipeline.shutdown import stop_on_signals
     from pipeline.sources.writeback import QueueSocket
     from pipeline.worker import BrokerPublisher, build_broker
+    from pipeline.worker_health import HealthServer, WorkerHealth
 
     stop = stop_on_signals()
     queue = QueueSocket(settings.ingest.wazuh_queue_socket)
     broker = build_broker(settings)
     register_writeback(broker, settings, queue, BrokerPublisher(broker))
+    health = None
     try:
+        if settings.worker.health_port is not None:  # /livez, /readyz, /metrics
+            health = HealthServer(WorkerHealth(broker, None,
+                                               checks={"wazuh_queue": queue.readiness}),
+                                  settings.worker.health_host, settings.worker.health_port)
+            await health.start()
         await broker.start()
         await stop.wait()
     finally:
+        if health is not None:
+            await health.stop()
         await broker.stop()
         queue.close()
 

@@ -10,8 +10,9 @@ from pipeline.config.base import Frozen
 
 
 class WorkerSettings(Frozen):
-    """`secanalyst run`: /livez and /readyz (pipeline/worker_health.py) on this address.
-    None: off (several workers may share a host); 0: any free port, logged at start."""
+    """`secanalyst run` and `secanalyst wazuh-writeback`: /livez, /readyz and /metrics
+    (pipeline/worker_health.py) on this address. None: off (several workers may share a
+    host); 0: any free port, logged at start."""
 
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(default=None, ge=0, le=65535)

@@ -14,6 +14,7 @@ from pipeline.router.config import PoolConfig
 from pipeline.router.discovery import Discovery, build_discovery
 from pipeline.router.dispatch import ReplicaClient
 from pipeline.router.membership import PoolMembership
+from pipeline.router.metrics import set_replica_counts
 from pipeline.router.replicas import Pool, Replica
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,13 @@ class Fleet:
                     on_forgotten=self._release_client), spec.refresh_s))
         self._discovery_started: asyncio.Task[None] | None = None
         self._refreshers: list[asyncio.Task[None]] = []
+        # A pool without discovery never refreshes: its replicas are counted once, here,
+        # so `secanalyst_llm_replicas` (and the dashboards' replica panels) covers it too.
+        dynamic = {m.pool.name for m, _ in self._memberships}
+        for pool in self.pools:
+            if pool.name not in dynamic:
+                set_replica_counts(pool.name, routed=len(pool.replicas), joining=0,
+                                   draining=0)
 
     def _client_for(self, url: str, pool: str) -> ReplicaClient:
         connect_timeout_s, request_timeout_s = self._timeouts

@@ -53,9 +53,10 @@ class RouterMetrics:
             "(scorer=\"total\" for the weighted sum).",
             ["pool", "replica", "scorer"], registry=registry)
         self.replicas = Gauge(
-            "secanalyst_llm_replicas", "Replicas of a pool whose endpoints are discovered, "
-            "by state (routed: gets requests; joining: /health not passed yet; draining: "
-            "gone from discovery, requests still running).",
+            "secanalyst_llm_replicas", "Replicas of a pool by state (routed: gets "
+            "requests; joining: discovered, /health not passed yet; draining: gone from "
+            "discovery, requests still running). A static pool: its configured replicas, "
+            "routed.",
             ["pool", "state"], registry=registry)
 
         self.usage_writers = UsageWriterCollector()
@@ -97,7 +98,8 @@ def set_replica_score(pool: str, replica: str, scorer: str, score: float) -> Non
 
 
 def set_replica_counts(pool: str, *, routed: int, joining: int, draining: int) -> None:
-    """Called by a pool's membership (discovery) after each refresh."""
+    """Called by a pool's membership (discovery) after each refresh, and once for a
+    static pool when the router is built."""
     gauge = router_metrics().replicas
     for state, count in (("routed", routed), ("joining", joining), ("draining", draining)):
         gauge.labels(pool, state).set(count)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,16 @@ class QueueSocket:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    async def readiness(self) -> str:
+        """"ok" while the manager's queue socket is there (the write-back's /readyz)."""
+        try:
+            if stat.S_ISSOCK(self.path.stat().st_mode):
+                return "ok"
+            return f"{self.path} is not a socket"
+        except OSError as exc:
+            return (f"no queue socket at {self.path} ({exc.strerror}): is the Wazuh "
+                    "manager running on this host, its queue/sockets folder mounted?")
 
 
 def write_verdicts(queue: QueueSocket, values: Iterable[bytes], tenants: set[str]) -> int:

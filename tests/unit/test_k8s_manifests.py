@@ -252,10 +252,11 @@ def test_long_running_components_have_probes_and_disruption_budgets(overlay: Any
 
 
 def _serves_metrics(container: dict[str, Any]) -> bool:
-    """The stage workers, the gateway and the ingest server serve /metrics (the console and
-    the write-back do not); so do vLLM and kafka-exporter."""
+    """The stage workers, the write-back, the gateway and the ingest server serve /metrics
+    (the console does not); so do vLLM and kafka-exporter."""
     command = container.get("command", [])
-    app = command[:1] == ["secanalyst"] and command[1] in {"run", "gateway", "ingest-server"}
+    app = command[:1] == ["secanalyst"] and command[1] in {
+        "run", "wazuh-writeback", "gateway", "ingest-server"}
     return app or container["name"] in {"vllm", "kafka-exporter"}
 
 
@@ -280,7 +281,8 @@ def test_every_metrics_endpoint_is_scraped_by_a_service_monitor(overlay: Any) ->
                      and endpoint.get("path", "/metrics") == "/metrics"]
         assert endpoints, f"{_name(deployment)} serves /metrics that no ServiceMonitor scrapes"
         scraped += 1
-    assert scraped == len(STAGES) + 5  # + gateway, ingest-server, kafka-exporter, 2 vLLM pools
+    # + write-back, gateway, ingest-server, kafka-exporter, 2 vLLM pools
+    assert scraped == len(STAGES) + 6
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:

@@ -180,3 +180,15 @@ def test_dns_discovery_takes_one_service_url() -> None:
         build_discovery("dns", ["http:///v1"])
     pool = PoolConfig(endpoints=["http://vllm.ns.svc:8000/v1"], discovery="dns", refresh_s=2)
     assert isinstance(build_discovery(pool.discovery, pool.endpoints), DnsDiscovery)
+
+
+def test_a_static_pool_counts_its_configured_replicas_in_the_gauge() -> None:
+    # Without discovery nothing refreshes the pool: the gauge (and the dashboards'
+    # "Healthy replicas") must still count it, or every static deployment shows none.
+    from pipeline.router.fleet import Fleet
+
+    Fleet({"static-pool-gauge": PoolConfig(endpoints=[A, B, C], max_context_tokens=4096)},
+          connect_timeout_s=1.0, request_timeout_s=1.0)
+    assert replicas_gauge("routed", "static-pool-gauge") == 3
+    assert replicas_gauge("joining", "static-pool-gauge") == 0
+    assert replicas_gauge("draining", "static-pool-gauge") == 0
