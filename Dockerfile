@@ -15,6 +15,11 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 # The code runs from /app, not from site-packages: it finds the runbooks beside the package
 # (pipeline/analysis/runbooks.py: DEFAULT_FOLDER), and they are not in the wheel.
 ENV PYTHONPATH=/app
+# The embedding engine's graph (ONNX, what onnx/openvino/openvino-bf16 run), exported here
+# from the packaged weights: a stage pod then starts without the 15–50 s export and needs
+# no writable place for it (embedding.export_dir, pipeline/config/llm.py).
+ENV SECANALYST_EMBEDDING__EXPORT_DIR=/app/embeddings
+RUN HF_HUB_OFFLINE=1 secanalyst model export-embedding
 # uid 1000 (as deploy/k8s runs it) owns the folders named volumes are mounted on: Docker
 # copies this ownership into an empty named volume, so the non-root processes can write
 # their state and the model fetch can fill /models.

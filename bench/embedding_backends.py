@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.common import ROOT, SAMPLES, machine, stamp
 from bench.record import record
-from pipeline.analysis.embedding import Embedder, alert_text, default_export_dir
+from pipeline.analysis.embedding import Embedder, alert_text, export_dir_of
 from pipeline.analysis.embedding_backends import BACKENDS
 from pipeline.analysis.normalize import normalize
 from pipeline.analysis.runbooks import load_chunks
@@ -151,7 +151,7 @@ def section(results: list[Result], chosen: Result, counts: dict[str, int], passa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--export-dir", type=Path, default=default_export_dir(Settings().cache_dir))
+    parser.add_argument("--export-dir", type=Path, default=export_dir_of(Settings()))
     parser.add_argument("--no-record", action="store_true",
                         help="print only; no docs/benchmarks.{json,md}")
     args = parser.parse_args()

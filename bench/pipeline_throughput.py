@@ -52,7 +52,7 @@ from bench.pipeline_profile import (
     profile_shares,
 )
 from bench.record import record
-from pipeline.analysis.embedding import Embedder, alert_text, default_export_dir
+from pipeline.analysis.embedding import Embedder, alert_text, export_dir_of
 from pipeline.analysis.normalize import normalize
 from pipeline.analysis.runbook_loader import load_runbooks
 from pipeline.config import Settings
@@ -106,7 +106,7 @@ def ceiling_model(settings: Settings, texts: list[str]) -> Embedder:
     every core to itself (threads=0 whatever the stage is set to); warmed up."""
     embedder = Embedder(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
                         backend=settings.embedding.backend,
-                        export_dir=default_export_dir(settings.cache_dir), threads=0)
+                        export_dir=export_dir_of(settings), threads=0)
     embedder.embed_uncached(texts[:32])
     return embedder
 

@@ -32,8 +32,15 @@ def packaged_model_path() -> Path:
 def default_export_dir(cache_dir: Path) -> Path:
     """Exported graphs (~90 MB, made again from the weights when missing) go with the
     other regenerable model files under cache_dir: in Kubernetes the state volume is
-    64 MiB and the cache volume 1 GiB (deploy/k8s/base/stages/template/stage.yaml)."""
+    64 MiB and the cache volume 1 GiB (deploy/k8s/base/stages/template/stage.yaml). Unless
+    embedding.export_dir says otherwise: the image's are made at build (Dockerfile)."""
     return cache_dir / "embeddings"
+
+
+def export_dir_of(settings: Settings) -> Path:
+    """Where this configuration's exported graphs are (embedding.export_dir, else under
+    cache_dir)."""
+    return settings.embedding.export_dir or default_export_dir(settings.cache_dir)
 
 
 def model_id(model_path: Path | None = None, fingerprint: str | None = None) -> str:
@@ -57,7 +64,8 @@ class Embedder:
         defaults = EmbeddingSettings()
         backend = backend or defaults.backend
         threads = defaults.threads if threads is None else threads
-        export_dir = export_dir or default_export_dir(Settings.model_fields["cache_dir"].default)
+        export_dir = export_dir or defaults.export_dir or default_export_dir(
+            Settings.model_fields["cache_dir"].default)
         path = model_path or packaged_model_path()
         fingerprint = model_fingerprint(path)
         self._model = open_encoder(backend, path, export_dir, fingerprint, threads)
@@ -73,8 +81,7 @@ class Embedder:
     def from_settings(cls, settings: Settings) -> Embedder:
         return cls(settings.embedding.model_path, batch_size=settings.embedding.batch_size,
                    backend=settings.embedding.backend,
-                   export_dir=default_export_dir(settings.cache_dir),
-                   threads=settings.embedding.threads)
+                   export_dir=export_dir_of(settings), threads=settings.embedding.threads)
 
     def embed(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; cached by text hash, or by the

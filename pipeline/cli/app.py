@@ -23,7 +23,8 @@ dev_app = typer.Typer(help="The embedded default stack (PostgreSQL+pgvector, Kaf
                       "broker, vLLM on CPU) under ./.secanalyst/.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 runbooks_app = typer.Typer(help="Runbooks used for retrieval.", no_args_is_help=True)
-model_app = typer.Typer(help="The embedded stack's LLM.", no_args_is_help=True)
+model_app = typer.Typer(help="The models: the embedded stack's LLM, the embedding engine.",
+                        no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(runbooks_app, name="runbooks")
@@ -99,6 +100,20 @@ def model_convert() -> None:
                         max_model_len=settings.dev.vllm_max_model_len,
                               cpu_bind=settings.dev.vllm_cpu_bind)
     console.print(f"model ready: {vllm.prepare()}")
+
+
+@model_app.command("export-embedding")
+def model_export_embedding() -> None:
+    """Export the graph of the configured embedding engine (embedding.backend) into
+    embedding.export_dir now — at image build — rather than at a stage's first start,
+    and check that it embeds."""
+    from pipeline.analysis.embedding import Embedder, export_dir_of
+
+    settings = command_settings()
+    embedder = Embedder.from_settings(settings)
+    vector = embedder.embed(["sshd: authentication failure for root"])[0]
+    console.print(f"embedding engine ready: {embedder.backend} ({embedder.model_id}, "
+                  f"{len(vector)} dimensions); exported graphs in {export_dir_of(settings)}")
 
 
 @db_app.command("migrate")

@@ -98,6 +98,10 @@ class EmbeddingSettings(Frozen):
     # pipeline bench on a busy machine (no waits between threads) but cannot use a second
     # core when the machine is quiet (issue 15).
     threads: int = Field(default=0, ge=0)
+    # Where the exported graphs are (None: <cache_dir>/embeddings, made at a stage's first
+    # start, 15–50 s). The image sets a folder of its own, filled at build by
+    # `secanalyst model export-embedding`, so a pod starts without exporting.
+    export_dir: Path | None = None
 
 
 class RetrievalSettings(Frozen):

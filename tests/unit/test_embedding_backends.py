@@ -8,6 +8,7 @@ afterwards), as the embed stage does it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,33 @@ def test_bf16_is_native_only_with_avx512_bf16_or_amx() -> None:
     assert native_bf16({"avx2", "avx512f", "avx512_bf16"})
     assert native_bf16({"avx2", "amx_bf16", "amx_tile"})
     assert native_bf16(set())  # no /proc/cpuinfo: no warning
+
+
+def test_a_graph_exported_ahead_is_used_where_embedding_export_dir_says(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, export_dir: Path) -> None:
+    """`secanalyst model export-embedding` at image build fills embedding.export_dir; a
+    stage started with the same setting finds the graph there and exports nothing."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.app import app
+
+    baked = tmp_path / "baked"
+    monkeypatch.setenv("SECANALYST_EMBEDDING__BACKEND", "openvino")
+    monkeypatch.setenv("SECANALYST_EMBEDDING__EXPORT_DIR", str(baked))
+    monkeypatch.setenv("SECANALYST_CACHE_DIR", str(tmp_path / "cache"))
+    settings = Settings()
+    assert settings.embedding.export_dir == baked
+    # The graph as the build made it (copied from this machine's export: no 15 s export).
+    Embedder(backend="openvino", export_dir=export_dir)
+    shutil.copytree(export_dir / "onnx", baked / "onnx")
+    graphs = sorted(baked.rglob("model.onnx"))
+    made = {g: g.stat().st_mtime_ns for g in graphs}
+
+    result = CliRunner().invoke(app, ["model", "export-embedding"])
+    assert result.exit_code == 0, result.output
+    assert "embedding engine ready: openvino" in result.output
+    assert str(baked) in result.output.replace("\n", "")
+    embedder = Embedder.from_settings(settings)
+    assert embedder.embed(TEXTS[:1]).shape == (1, 384)
+    assert {g: g.stat().st_mtime_ns for g in baked.rglob("model.onnx")} == made  # reused
+    assert not (tmp_path / "cache").exists()  # nothing exported under cache_dir
