@@ -133,7 +133,10 @@ def llm_panels(pricing: Mapping[str, ModelPrice]) -> list[tuple[str, list[PanelB
                   "slot in the router's admission queue (admitted ones).",
                   f"histogram_quantile(0.95, sum by (le) (rate("
                   f"secanalyst_llm_queue_wait_seconds_bucket{{outcome=\"admitted\"}}{RATE})))",
-                  "p95", width=12),
+                  "p95"),
+            _stat("Router processes", "Gateway replicas and explain stages routing to the "
+                  "model servers (heartbeats in Redis): each applies 1/this of the "
+                  "admission limits.", "max(secanalyst_llm_router_peers)", "routers"),
         ]),
         ("Tenants and refusals", [
             _graph("Cost per tenant (estimate, per hour)", "Tokens per tenant × "

@@ -61,9 +61,12 @@ class LLMSettings(Frozen):
     scorer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # How often the router scrapes each replica's /metrics (queue, running, KV cache).
     metrics_scrape_interval_s: float = Field(default=0.5, gt=0)
-    # Admission: requests this router sends to one replica at once; beyond that they
+    # Admission: requests the routers send to one replica at once; beyond that they
     # wait in a bounded queue (by priority class), at most max_queue_wait_s or their
-    # deadline, then are refused with Saturated(retry_after).
+    # deadline, then are refused with Saturated(retry_after). With redis_url set these
+    # limits (and the queue) are for all router processes together — gateway replicas,
+    # explain stages: each counts the others in Redis and takes its share
+    # (pipeline/router/peers.py); without, each process applies them whole.
     max_in_flight_per_replica: int = Field(default=16, ge=1)
     # Token-aware admission (None: off): admit only while some replica has fewer of this
     # router's prompt tokens still waiting for their first token (pipeline/router/admission.py).

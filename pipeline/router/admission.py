@@ -108,12 +108,37 @@ class Admission:
             raise ValueError("max_in_flight_per_replica must be ≥ 1 and max_queue ≥ 0")
         if max_prefill_tokens_per_replica is not None and max_prefill_tokens_per_replica < 1:
             raise ValueError("max_prefill_tokens_per_replica must be ≥ 1 (or None: off)")
+        # The configured limits are for all the routers sharing the replicas together;
+        # this one applies its share of them (set_share; alone: all of them).
+        self._limits = (max_in_flight_per_replica, max_prefill_tokens_per_replica, max_queue)
         self._per_replica = max_in_flight_per_replica
         self._prefill_per_replica = max_prefill_tokens_per_replica
         self._max_queue = max_queue
         self._max_wait_s = max_wait_s
         self._clock = clock
         self._pools: dict[str, _PoolQueue] = {}
+        self._pool_refs: dict[str, Pool] = {}  # to hand out room a larger share makes
+        self.routers = 1
+
+    def set_share(self, routers: int) -> None:
+        """This router's part of the limits while `routers` router processes share the
+        replicas (gateway replicas and explain stages: peers.py counts them): slots and
+        queued prefill per replica, and the queue, each divided by `routers`, rounded up,
+        so that together they hold a replica to about what one router alone would. A
+        larger share admits waiters at once; a smaller one admits nobody new until the
+        requests in flight are under it."""
+        routers = max(1, routers)
+        per_replica, prefill, queue = self._limits
+        self._per_replica = -(-per_replica // routers)
+        self._prefill_per_replica = None if prefill is None else -(-prefill // routers)
+        self._max_queue = -(-queue // routers)
+        if routers != self.routers:
+            log.info("admission_share", routers=routers, per_replica=self._per_replica,
+                     max_queue=self._max_queue)
+        self.routers = routers
+        for name, state in self._pools.items():
+            if name in self._pool_refs:
+                self._pump(state, self._pool_refs[name])
 
     @asynccontextmanager
     async def slot(self, pool: Pool, priority: str, tenant_id: str,
@@ -121,6 +146,7 @@ class Admission:
         """Hold one dispatch slot of `pool` for the body. `deadline` is on the admission's
         clock (`time.monotonic` by default); the wait never exceeds `max_wait_s` either."""
         state = self._pools.setdefault(pool.name, _PoolQueue())
+        self._pool_refs[pool.name] = pool
         await self._acquire(state, pool, priority if priority in CLASSES else "standard",
                             tenant_id, deadline)
         handle = SlotHandle(self, state, pool)

@@ -93,6 +93,11 @@ class AdmissionConfig(_Config):
     max_wait_s: float = Field(default=30.0, gt=0)
     # Token-aware admission (None: off).
     max_prefill_tokens_per_replica: int | None = Field(default=None, ge=1)
+    # With quotas in Redis (QuotaBackend.redis_url), the limits above are for all the
+    # router processes together: each counts the others there (heartbeats every
+    # `peers_heartbeat_s`, peers.py) and applies its share (Admission.set_share).
+    split_between_routers: bool = True
+    peers_heartbeat_s: float = Field(default=5.0, gt=0)
 
 
 class QuotaBackend(_Config):

@@ -59,6 +59,11 @@ class RouterMetrics:
             "routed.",
             ["pool", "state"], registry=registry)
 
+        self.router_peers = Gauge(
+            "secanalyst_llm_router_peers", "Router processes sharing the replicas (their "
+            "heartbeats in Redis, pipeline/router/peers.py): each applies 1/this of the "
+            "admission limits.", registry=registry)
+
         self.usage_writers = UsageWriterCollector()
         registry.register(self.usage_writers)
 
@@ -103,6 +108,11 @@ def set_replica_counts(pool: str, *, routed: int, joining: int, draining: int) -
     gauge = router_metrics().replicas
     for state, count in (("routed", routed), ("joining", joining), ("draining", draining)):
         gauge.labels(pool, state).set(count)
+
+
+def set_router_peers(routers: int) -> None:
+    """Called with each heartbeat's count of the routers sharing the replicas."""
+    router_metrics().router_peers.set(routers)
 
 
 def count_rejection(reason: str) -> None:

@@ -54,6 +54,7 @@ from pipeline.router.dispatch import (
 )
 from pipeline.router.fleet import Fleet
 from pipeline.router.metering import Call, Meter, PendingPrefill, UsageRecorder
+from pipeline.router.peers import RouterPeers
 from pipeline.router.quota import (
     MemoryQuotaStore,
     QuotaLimits,
@@ -111,7 +112,8 @@ class Router:
                  tenants: TenantLimits | None = None,
                  picker: ReplicaPicker | None = None,
                  discovery: Mapping[str, Discovery] | None = None,
-                 progress_interval_s: float = 1.0) -> None:
+                 progress_interval_s: float = 1.0,
+                 peers: RouterPeers | None = None) -> None:
         self.model_name = model_name
         self._quota: QuotaStore = quota if quota is not None else MemoryQuotaStore()
         self._admission = admission if admission is not None else Admission()
@@ -130,6 +132,8 @@ class Router:
         # (see quota/blocks.py).
         self._floor_tokens = smallest_request_tokens(counter)
         self._version_rng = random.Random()  # draws each request's model version
+        # The other routers sharing the replicas (peers.py): this one's admission share.
+        self._peers = peers
 
     def set_traffic_split(self, pool: str, weights: Mapping[str, float]) -> None:
         """Shift a pool's traffic between model versions now (rollout, rollback:
@@ -190,6 +194,8 @@ class Router:
         coroutine after the request was sent settles its row and quota with what the
         replica processed up to then (see the module's docstring)."""
         await self._fleet.discover()
+        if self._peers is not None:
+            self._peers.start()
         call = Call(request)
         deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
         limits = resolve_limits(self._tenants, request.tenant_id)
@@ -375,6 +381,8 @@ class Router:
         return relay_completion(self.complete, request)
 
     async def close(self) -> None:
+        if self._peers is not None:
+            await self._peers.close()
         await self._recorder.close()
         await self._fleet.close()
         await self._picker.close()

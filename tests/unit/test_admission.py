@@ -281,3 +281,35 @@ async def test_token_aware_admission_counts_admitted_requests_not_yet_dispatched
     async with admission.slot(pool, "standard", "t"):
         pass
 
+
+
+async def test_a_routers_share_of_the_limits_follows_how_many_routers_share_the_replicas(
+        ) -> None:
+    """Four routers sharing one replica hold it to 16 together (4 each), not 16 each; when
+    two leave, this one's share grows and its waiters get in at once."""
+    admission = Admission(max_in_flight_per_replica=16, max_queue=8)
+    pool = one_replica_pool()
+    admission.set_share(4)
+    release = asyncio.Event()
+    holders = [asyncio.create_task(hold(admission, pool, release, tenant=f"t{n}"))
+               for n in range(6)]
+    await settle()
+    assert admission.snapshot(pool.name) == (4, 2)  # 4 in flight, 2 waiting
+    refusal = admission.would_refuse(pool, "standard")  # its queue: 8 / 4 = 2, full
+    assert isinstance(refusal, Saturated) and refusal.reason == "shed_full"
+    admission.set_share(2)
+    await settle()
+    assert admission.snapshot(pool.name) == (6, 0)  # share 8: the waiters got in
+    admission.set_share(1)
+    assert (admission.routers, admission._per_replica, admission._max_queue) == (1, 16, 8)
+    release.set()
+    await asyncio.gather(*holders)
+    assert admission.snapshot(pool.name) == (0, 0)
+
+
+async def test_a_share_never_rounds_a_limit_to_zero() -> None:
+    admission = Admission(max_in_flight_per_replica=3, max_queue=5,
+                          max_prefill_tokens_per_replica=1000)
+    admission.set_share(4)
+    assert (admission._per_replica, admission._prefill_per_replica,
+            admission._max_queue) == (1, 250, 2)

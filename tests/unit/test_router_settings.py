@@ -69,7 +69,8 @@ def test_every_router_setting_is_carried_over() -> None:
             "vip": {"tokens_per_minute": None, "tokens_per_day": 500, "priority": "premium"}}}
     assert config.admission.model_dump() == {
         "max_in_flight_per_replica": 3, "max_queue": 7, "max_wait_s": 4.0,
-        "max_prefill_tokens_per_replica": 512}
+        "max_prefill_tokens_per_replica": 512, "split_between_routers": True,
+        "peers_heartbeat_s": 5.0}
     assert config.scoring.weights == {"queue": 1.0, "ttft": 0.0}
     assert config.scoring.params == {"queue": {"smoothing": 2.0}}
     assert config.scoring.scrape.interval_s == 1.5
@@ -85,11 +86,13 @@ async def test_the_built_router_has_what_the_settings_say() -> None:
     try:
         assert router._picker.scorer_names == ["queue", "in-flight"]
         assert isinstance(router._quota, MemoryQuotaStore)
+        assert router._peers is None  # memory quotas: one process, all the limits
     finally:
         await router.close()
     shared = build_router(router_config(Settings(llm=llm, redis_url="redis://127.0.0.1:1/0")),
                           FixedCounter(), NoSink())  # type: ignore[arg-type]
     assert isinstance(shared._quota, RedisQuotaStore)
+    assert shared._peers is not None  # quotas in Redis: routers count each other there
     await shared.close()
 
 

@@ -1,0 +1,79 @@
+"""How many router processes share the replicas — the gateway's replicas and the explain
+stages, each with a router of its own — counted through the Redis that holds their
+quotas, so that each applies its share of the admission limits (Admission.set_share).
+
+Every process is a member of one sorted set, scored by the time of its last heartbeat
+(every `interval_s`); a member silent for `ttl_s` (a killed pod) is dropped by the next
+heartbeat of any other. One heartbeat is one round trip (add, drop the silent, count).
+Redis unreachable: the last count stands and the next heartbeat tries again — the
+quotas then refuse anyway (quota store errors), so nothing is admitted on a stale share
+for long."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+
+from pipeline.router.tasks import cancel_and_wait
+
+log = structlog.get_logger(__name__)
+
+
+class RouterPeers:
+    def __init__(self, client: aioredis.Redis, key: str, on_count: Callable[[int], None], *,
+                 interval_s: float = 5.0, ttl_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._key = key
+        self._on_count = on_count
+        self._interval_s = interval_s
+        self._ttl_s = ttl_s if ttl_s is not None else 3 * interval_s
+        self._clock = clock
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.count = 1
+        self._task: asyncio.Task[None] | None = None
+
+    async def beat(self) -> int:
+        """One heartbeat: this process counted as alive now, the silent ones dropped;
+        returns (and hands `on_count`) how many are alive."""
+        now = self._clock()
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._key, {self.member: now})
+            pipe.zremrangebyscore(self._key, "-inf", now - self._ttl_s)
+            pipe.zcard(self._key)
+            pipe.expire(self._key, max(1, int(self._ttl_s * 2)))
+            _, _, count, _ = await pipe.execute()
+        self.count = max(1, int(count))
+        self._on_count(self.count)
+        return self.count
+
+    def start(self) -> None:
+        """Heartbeats in the background from now on (idempotent; in the event loop)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="router-peers")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except Exception as exc:  # keep the last count; the next beat tries again
+                log.warning("router_peers_heartbeat_failed", error=repr(exc))
+            await asyncio.sleep(self._interval_s)
+
+    async def close(self) -> None:
+        """Stop, and leave the set at once (the others' next heartbeat counts one less)."""
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+        try:
+            await self._client.zrem(self._key, self.member)
+        except Exception as exc:  # gone with the TTL anyway
+            log.warning("router_peers_leave_failed", error=repr(exc))
+        await self._client.aclose()
