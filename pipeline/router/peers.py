@@ -38,6 +38,7 @@ class RouterPeers:
         self._clock = clock
         self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.count = 1
+        self._started: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> int:
@@ -54,21 +55,34 @@ class RouterPeers:
         self._on_count(self.count)
         return self.count
 
-    def start(self) -> None:
-        """Heartbeats in the background from now on (idempotent; in the event loop)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="router-peers")
+    async def start(self) -> None:
+        """The first heartbeat — so the first requests are admitted on a counted share,
+        not on all the limits — then one every `interval_s` in the background.
+        Idempotent; concurrent callers wait for the same first heartbeat."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._first())
+        await asyncio.shield(self._started)
+
+    async def _first(self) -> None:
+        await self._beat_logged(min(self._interval_s, 1.0))  # never hold requests long
+        self._task = asyncio.create_task(self._run(), name="router-peers")
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.beat()
-            except Exception as exc:  # keep the last count; the next beat tries again
-                log.warning("router_peers_heartbeat_failed", error=repr(exc))
             await asyncio.sleep(self._interval_s)
+            await self._beat_logged(self._interval_s)
+
+    async def _beat_logged(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.beat()
+        except Exception as exc:  # keep the last count; the next beat tries again
+            log.warning("router_peers_heartbeat_failed", error=repr(exc))
 
     async def close(self) -> None:
         """Stop, and leave the set at once (the others' next heartbeat counts one less)."""
+        if self._started is not None and not self._started.done():
+            await cancel_and_wait(self._started)  # type: ignore[arg-type]
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None

@@ -195,7 +195,7 @@ class Router:
         replica processed up to then (see the module's docstring)."""
         await self._fleet.discover()
         if self._peers is not None:
-            self._peers.start()
+            await self._peers.start()
         call = Call(request)
         deadline = None if request.deadline_s is None else time.monotonic() + request.deadline_s
         limits = resolve_limits(self._tenants, request.tenant_id)

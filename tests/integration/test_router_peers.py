@@ -5,6 +5,7 @@ configured limits together). Real redis-server, routers built as the settings bu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -92,3 +93,19 @@ async def test_a_router_that_stopped_beating_is_dropped_after_the_ttl(redis_url:
     finally:
         await killed._client.aclose()
         await alive.close()
+
+
+async def test_a_starting_router_counts_its_peers_before_its_first_admission(
+        redis_url: str) -> None:
+    """The first heartbeat is taken before the first request is admitted (Router.complete
+    awaits it), so a new pod does not start on all the limits while others route."""
+    running, new = router(redis_url, "peers-start-test"), router(redis_url, "peers-start-test")
+    try:
+        await running._peers.beat()  # type: ignore[union-attr]
+        assert share(new) == (1, 16, 64)  # nothing counted yet
+        await asyncio.gather(*(new._peers.start() for _ in range(5)))  # type: ignore[union-attr]
+        assert share(new) == (2, 8, 32)
+        assert new._peers is not None and new._peers._task is not None  # beats go on
+    finally:
+        await new.close()
+        await running.close()
