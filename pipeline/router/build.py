@@ -3,6 +3,7 @@ configured. The caller brings what configuration cannot: a token counter and a s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
@@ -49,6 +50,13 @@ def _peers(config: RouterConfig, admission: Admission) -> RouterPeers | None:
         admission.set_share(routers)
         set_router_peers(routers)
 
-    return RouterPeers(aioredis.Redis.from_url(config.quota.redis_url),
-                       f"{config.quota.key_prefix}:routers", share,
-                       interval_s=config.admission.peers_heartbeat_s)
+    return RouterPeers(aioredis.Redis.from_url(config.quota.redis_url), peers_key(config),
+                       share, interval_s=config.admission.peers_heartbeat_s)
+
+
+def peers_key(config: RouterConfig) -> str:
+    """One set per fleet of replicas: routers sending to other pools (another model, a
+    staging fleet on the same Redis) take no share of these ones' limits."""
+    endpoints = sorted(url for pool in config.pools.values() for url in pool.endpoints)
+    fleet = hashlib.sha256("\n".join(endpoints).encode()).hexdigest()[:16]
+    return f"{config.quota.key_prefix}:routers:{fleet}"

@@ -2,7 +2,8 @@
 stages, each with a router of its own — counted through the Redis that holds their
 quotas, so that each applies its share of the admission limits (Admission.set_share).
 
-Every process is a member of one sorted set, scored by the time of its last heartbeat
+Every process is a member of one sorted set per fleet of replicas (build.peers_key: the
+pools' endpoints), scored by the time of its last heartbeat
 (every `interval_s`); a member silent for `ttl_s` (a killed pod) is dropped by the next
 heartbeat of any other. One heartbeat is one round trip (add, drop the silent, count).
 Redis unreachable: the last count stands and the next heartbeat tries again — the

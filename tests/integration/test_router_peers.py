@@ -109,3 +109,21 @@ async def test_a_starting_router_counts_its_peers_before_its_first_admission(
     finally:
         await new.close()
         await running.close()
+
+
+async def test_routers_of_another_fleet_take_no_share(redis_url: str) -> None:
+    """Routers counted together are those sending to the same replicas."""
+    here, there = router(redis_url, "peers-fleet-test"), router(redis_url, "peers-fleet-test")
+    other = build_router(RouterConfig(
+        model_name="m", pools={"default": PoolConfig(endpoints=["http://10.9.9.9:8000/v1"])},
+        admission=AdmissionConfig(max_in_flight_per_replica=16, max_queue=64),
+        quota=QuotaBackend(redis_url=redis_url, key_prefix="peers-fleet-test")),
+        Counter(), NoSink())  # type: ignore[arg-type]
+    try:
+        for r in (here, there, other):
+            await r._peers.beat()  # type: ignore[union-attr]
+        assert await here._peers.beat() == 2  # type: ignore[union-attr]
+        assert await other._peers.beat() == 1  # type: ignore[union-attr]
+    finally:
+        for r in (here, there, other):
+            await r.close()
