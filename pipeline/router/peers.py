@@ -5,7 +5,8 @@ quotas, so that each applies its share of the admission limits (Admission.set_sh
 Every process is a member of one sorted set per fleet of replicas (build.peers_key: the
 pools' endpoints), scored by the time of its last heartbeat
 (every `interval_s`); a member silent for `ttl_s` (a killed pod) is dropped by the next
-heartbeat of any other. One heartbeat is one round trip (add, drop the silent, count).
+heartbeat of any other. One heartbeat is one round trip: a script adding this one,
+dropping the silent and counting, on Redis's clock (pods' clocks may differ).
 Redis unreachable: the last count stands and the next heartbeat tries again — the
 quotas then refuse anyway (quota store errors), so nothing is admitted on a stale share
 for long."""
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 
@@ -26,32 +26,46 @@ from pipeline.router.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
+# KEYS[1] the set; ARGV: member, ttl_s, now ("" = Redis's TIME). Add, drop the silent,
+# count — atomically, on one clock.
+_BEAT = """
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('EXPIRE', KEYS[1], math.max(1, math.ceil(ttl * 2)))
+return redis.call('ZCARD', KEYS[1])
+"""
+
 
 class RouterPeers:
     def __init__(self, client: aioredis.Redis, key: str, on_count: Callable[[int], None], *,
                  interval_s: float = 5.0, ttl_s: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self._client = client
         self._key = key
         self._on_count = on_count
         self._interval_s = interval_s
         self._ttl_s = ttl_s if ttl_s is not None else 3 * interval_s
-        self._clock = clock
+        self._clock = clock  # None: Redis's own clock (pods' clocks may differ)
+        self._beat = client.register_script(_BEAT)
         self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.count = 1
+        self._joined = False
         self._started: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> int:
         """One heartbeat: this process counted as alive now, the silent ones dropped;
         returns (and hands `on_count`) how many are alive."""
-        now = self._clock()
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._key, {self.member: now})
-            pipe.zremrangebyscore(self._key, "-inf", now - self._ttl_s)
-            pipe.zcard(self._key)
-            pipe.expire(self._key, max(1, int(self._ttl_s * 2)))
-            _, _, count, _ = await pipe.execute()
+        now = "" if self._clock is None else repr(self._clock())
+        count = await self._beat(keys=[self._key],
+                                 args=[self.member, self._ttl_s, now])
+        self._joined = True
         self.count = max(1, int(count))
         self._on_count(self.count)
         return self.count
@@ -87,8 +101,10 @@ class RouterPeers:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        try:
-            await self._client.zrem(self._key, self.member)
-        except Exception as exc:  # gone with the TTL anyway
-            log.warning("router_peers_leave_failed", error=repr(exc))
+        if self._joined:  # leave the set (a router that never beat is not in it)
+            try:
+                async with asyncio.timeout(1.0):  # a stop is not held up by Redis
+                    await self._client.zrem(self._key, self.member)
+            except Exception as exc:  # gone with the TTL anyway
+                log.warning("router_peers_leave_failed", error=repr(exc))
         await self._client.aclose()
