@@ -152,6 +152,8 @@ def test_a_graph_exported_ahead_is_used_where_embedding_export_dir_says(
     from pipeline.cli.app import app
 
     baked = tmp_path / "baked"
+    # The command's logging setup is global and caches loggers: kept out of the suite.
+    monkeypatch.setattr("pipeline.cli.preflight.configure_logging", lambda *_, **__: None)
     monkeypatch.setenv("SECANALYST_EMBEDDING__BACKEND", "openvino")
     monkeypatch.setenv("SECANALYST_EMBEDDING__EXPORT_DIR", str(baked))
     monkeypatch.setenv("SECANALYST_CACHE_DIR", str(tmp_path / "cache"))

@@ -74,17 +74,21 @@ def test_old_stats_are_not_served() -> None:
     assert scraper.get("http://a/v1", now=103.0) is None
 
 
-async def test_failed_scrape_logs_a_non_empty_error() -> None:
+async def test_failed_scrape_logs_a_non_empty_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused connection's str() is empty; the log line must still say what failed."""
-    from structlog.testing import capture_logs
+    import pipeline.router.engine_stats as engine_stats
+    from tests.log_recorder import LogRecorder
 
+    # The module's logger, not structlog's capture_logs: a logger cached by an earlier
+    # test's logging setup is out of capture_logs' reach (tests/log_recorder.py).
+    recorder = LogRecorder()
+    monkeypatch.setattr(engine_stats, "log", recorder)
     scraper = EngineStatsScraper(["http://127.0.0.1:1/v1"], timeout_s=0.2)
     try:
-        with capture_logs() as logs:
-            await scraper.scrape_once()
+        await scraper.scrape_once()
     finally:
         await scraper.close()
-    failures = [e for e in logs if e["event"] == "engine_stats_scrape_failed"]
+    failures = [e for e in recorder.events if e["event"] == "engine_stats_scrape_failed"]
     assert len(failures) == 1
     assert "Error" in failures[0]["error"]  # the exception's type, e.g. ConnectError(...)
 
